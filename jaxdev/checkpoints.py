@@ -1,0 +1,92 @@
+"""The one module that talks to orbax.
+
+A run's ``checkpoints/`` directory is an orbax ``CheckpointManager`` directory with one step
+directory per saved step, each holding two items: ``params`` (the model parameters, a flax
+pytree) and ``opt_state`` (the optimizer state). Only finalised steps are listed, so a save that
+was interrupted is never seen. Paths may be local or ``gs://`` (orbax uses tensorstore).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from etils import epath
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint could not be read."""
+
+
+def _path(directory) -> epath.Path:
+  path = epath.Path(directory)
+  if "://" not in str(directory):
+    path = path.absolute()
+  return path
+
+
+def open_manager(directory, *, create: bool = True, async_save: bool = True) -> ocp.CheckpointManager:
+  """A CheckpointManager over ``directory`` that keeps every step it is asked to save."""
+  options = ocp.CheckpointManagerOptions(
+      create=create, max_to_keep=None, enable_async_checkpointing=async_save)
+  return ocp.CheckpointManager(_path(directory), options=options, item_names=("params", "opt_state"))
+
+
+def save(manager: ocp.CheckpointManager, step: int, params, opt_state) -> None:
+  """Saves (possibly asynchronously) params and optimizer state at ``step``."""
+  manager.save(step, args=ocp.args.Composite(
+      params=ocp.args.StandardSave(params), opt_state=ocp.args.StandardSave(opt_state)), force=True)
+
+
+def restore(manager: ocp.CheckpointManager, step: int, abstract_params, abstract_opt_state):
+  """Restores (params, opt_state) at ``step`` into the structure of the abstract targets."""
+  restored = manager.restore(step, args=ocp.args.Composite(
+      params=ocp.args.StandardRestore(abstract_params),
+      opt_state=ocp.args.StandardRestore(abstract_opt_state)))
+  return restored["params"], restored["opt_state"]
+
+
+def list_steps(directory) -> list[int]:
+  """Sorted steps with a complete checkpoint under ``directory`` ([] if none or missing)."""
+  path = _path(directory)
+  if not path.exists():
+    return []
+  with open_manager(path, create=False, async_save=False) as manager:
+    return sorted(int(s) for s in manager.all_steps())
+
+
+class ParamsReader:
+  """Reads the parameters of individual steps of one run.
+
+  Args:
+    directory: the run's ``checkpoints/`` directory.
+    abstract_params: a pytree of ``jax.ShapeDtypeStruct`` (e.g. from ``jax.eval_shape``) giving
+      the structure to restore into; leaves come back as host-local arrays.
+  """
+
+  def __init__(self, directory, abstract_params: Any):
+    self._manager = open_manager(directory, create=False, async_save=False)
+    self._abstract = jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), abstract_params)
+
+  def steps(self) -> list[int]:
+    return sorted(int(s) for s in self._manager.all_steps())
+
+  def read(self, step: int):
+    """Parameters at ``step``; raises CheckpointError naming the step if it cannot be read."""
+    try:
+      restored = self._manager.restore(step, args=ocp.args.Composite(
+          params=ocp.args.StandardRestore(self._abstract)))
+    except Exception as err:  # orbax raises many types for missing/corrupt files
+      raise CheckpointError(f"checkpoint at step {step} could not be read: {err}") from err
+    return restored["params"]
+
+  def close(self):
+    self._manager.close()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()

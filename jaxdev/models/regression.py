@@ -1,0 +1,138 @@
+"""The in-context linear regression transformer (SPEC §1).
+
+A NanoGPT-style pre-LayerNorm transformer without dropout. The defaults are the paper's model:
+2 blocks, 4 heads of size 16, width 64, 16 positions, 5-wide tokens — exactly 51,717 parameters.
+
+Initialisation follows PyTorch's defaults for the reference implementation: every Linear weight
+and bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)); LayerNorm scale 1 and bias 0. The learned position
+embedding is the reference's ``Linear(16 -> 64, bias=False)`` applied to one-hot positions, i.e. a
+[16, 64] table initialised with fan_in = 16.
+
+Tokenisation and read-out (which turn (x, y) sequences into model inputs and model outputs into
+predictions) live in :mod:`jaxdev.data.regression`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+def torch_uniform(fan_in: int):
+  """Initializer U(-1/sqrt(fan_in), 1/sqrt(fan_in)), PyTorch's default for nn.Linear."""
+  bound = 1.0 / math.sqrt(fan_in)
+
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+  return init
+
+
+class Linear(nn.Module):
+  """A dense layer with PyTorch-default initialisation. Kernel shape [in, out]."""
+
+  features: int
+  use_bias: bool = True
+
+  @nn.compact
+  def __call__(self, x):
+    fan_in = x.shape[-1]
+    kernel = self.param("kernel", torch_uniform(fan_in), (fan_in, self.features))
+    y = x @ kernel
+    if self.use_bias:
+      y = y + self.param("bias", torch_uniform(fan_in), (self.features,))
+    return y
+
+
+class CausalSelfAttention(nn.Module):
+  """Multi-head causal self-attention with a fused qkv projection and no biases."""
+
+  num_heads: int
+
+  @nn.compact
+  def __call__(self, x):
+    batch, length, width = x.shape  # (B, T, C)
+    head_dim = width // self.num_heads
+    qkv = Linear(3 * width, use_bias=False, name="qkv")(x)  # (B, T, 3C)
+    qkv = qkv.reshape(batch, length, 3, self.num_heads, head_dim)  # (B, T, 3, nh, hs)
+    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # each (B, T, nh, hs)
+    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(head_dim)  # (B, nh, T, T)
+    causal = jnp.tril(jnp.ones((length, length), dtype=bool))  # (T, T)
+    scores = jnp.where(causal, scores, -jnp.inf)
+    weights = jax.nn.softmax(scores, axis=-1)  # (B, nh, T, T)
+    self.sow("intermediates", "attention", weights)
+    out = jnp.einsum("bhqk,bkhd->bqhd", weights, v)  # (B, T, nh, hs)
+    out = out.reshape(batch, length, width)  # (B, T, C)
+    return Linear(width, use_bias=False, name="proj")(out)
+
+
+class Block(nn.Module):
+  """Pre-LayerNorm transformer block: x += Attn(LN(x)); x += MLP(LN(x))."""
+
+  num_heads: int
+  mlp_dim: int
+
+  @nn.compact
+  def __call__(self, x):
+    width = x.shape[-1]
+    x = x + CausalSelfAttention(self.num_heads, name="attn")(
+        nn.LayerNorm(epsilon=1e-5, name="ln1")(x))
+    h = nn.LayerNorm(epsilon=1e-5, name="ln2")(x)
+    h = Linear(self.mlp_dim, name="fc")(h)
+    h = nn.relu(h)
+    h = Linear(width, name="fc_out")(h)
+    return x + h
+
+
+class RegressionTransformer(nn.Module):
+  """The paper's in-context regression transformer.
+
+  Attributes:
+    num_layers: number of transformer blocks.
+    num_heads: attention heads per block.
+    embed_dim: residual-stream width.
+    mlp_dim: hidden width of each block's MLP.
+    max_len: number of positions (2K tokens for K examples).
+    token_dim: width of input and output tokens (D + 1).
+
+  Call with tokens of shape [B, T, token_dim] (T <= max_len); returns outputs of the same shape.
+  Attention patterns are sown into the "intermediates" collection as [B, heads, T, T] per block.
+  """
+
+  num_layers: int = 2
+  num_heads: int = 4
+  embed_dim: int = 64
+  mlp_dim: int = 64
+  max_len: int = 16
+  token_dim: int = 5
+
+  @nn.compact
+  def __call__(self, tokens):
+    length = tokens.shape[-2]
+    x = Linear(self.embed_dim, use_bias=False, name="wte")(tokens)  # (B, T, C)
+    wpe = self.param("wpe", torch_uniform(self.max_len), (self.max_len, self.embed_dim))
+    x = x + wpe[:length]  # (B, T, C)
+    for i in range(self.num_layers):
+      x = Block(self.num_heads, self.mlp_dim, name=f"block_{i}")(x)
+    x = nn.LayerNorm(epsilon=1e-5, name="ln_f")(x)
+    return Linear(self.token_dim, name="head")(x)  # (B, T, token_dim)
+
+
+def build_model(model_config, *, max_len: int = 16, token_dim: int = 5) -> RegressionTransformer:
+  """A model from a config section with fields num_layers, num_heads, embed_dim, mlp_dim."""
+  return RegressionTransformer(
+      num_layers=model_config.num_layers,
+      num_heads=model_config.num_heads,
+      embed_dim=model_config.embed_dim,
+      mlp_dim=model_config.mlp_dim,
+      max_len=max_len,
+      token_dim=token_dim,
+  )
+
+
+def count_params(params) -> int:
+  """Total number of scalar parameters in a pytree."""
+  return sum(int(p.size) for p in jax.tree_util.tree_leaves(params))

@@ -1,0 +1,226 @@
+"""Training with orbax checkpoints, an essential-dynamics probe and exact resumption.
+
+``train(config, workdir)`` is what scripts, tests and notebooks call. Randomness for step s is
+``fold_in(data_key, s)``, so the batches depend only on the step number: a run killed at any
+moment and started again continues from its latest complete checkpoint and ends bitwise equal to
+an uninterrupted run (on the same machine and software).
+
+Step convention: the checkpoint, evaluation and probe "at step s" are of the parameters after s
+optimizer updates (step 0 = initialisation). The training-loss record at step s is the loss of
+the batch of update s+1, computed on the step-s parameters before the update.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from jaxdev import checkpoints
+from jaxdev import rundir
+from jaxdev import tasks as tasks_lib
+
+
+class ConfigError(ValueError):
+  """The config asks for something impossible (clear, one-line message)."""
+
+
+def checkpoint_steps(num_steps: int, num_log: int = 100, num_linear: int = 100) -> np.ndarray:
+  """Checkpoint steps: the union of log- and linear-spaced steps, rounded and de-duplicated.
+
+  ``num_log`` steps log-spaced over [1, num_steps] and ``num_linear`` linear-spaced over
+  [0, num_steps]. For the paper's run (500,000 steps, 100 + 100) this gives 190 steps.
+
+  Returns:
+    Sorted int64 array of distinct steps in [0, num_steps].
+  """
+  log_steps = np.logspace(0, np.log10(num_steps), num_log) if num_log > 0 else np.zeros(0)
+  linear_steps = np.linspace(0, num_steps, num_linear) if num_linear > 0 else np.zeros(0)
+  steps = np.round(np.concatenate([log_steps, linear_steps])).astype(np.int64)
+  return np.unique(np.clip(steps, 0, num_steps))
+
+
+def learning_rate_schedule(optim_config) -> optax.Schedule:
+  """Linear one-cycle schedule (PyTorch OneCycleLR, two phases, anneal 'linear').
+
+  Rises from peak/div_factor at step 0 to the peak at step ``warmup_fraction·num_steps - 1``,
+  then falls linearly to peak/(div_factor·final_div_factor) at step ``num_steps - 1``.
+  """
+  peak = optim_config.peak_lr
+  initial = peak / optim_config.div_factor
+  final = initial / optim_config.final_div_factor
+  total = optim_config.num_steps
+  warm_end = max(float(optim_config.warmup_fraction * total) - 1.0, 1.0)
+  end = max(float(total - 1), warm_end + 1.0)
+
+  def schedule(step):
+    step = jnp.asarray(step, jnp.float32)
+    up = initial + (peak - initial) * jnp.clip(step / warm_end, 0.0, 1.0)
+    down = peak + (final - peak) * jnp.clip((step - warm_end) / (end - warm_end), 0.0, 1.0)
+    return jnp.where(step <= warm_end, up, down)
+
+  return schedule
+
+
+def make_optimizer(optim_config) -> optax.GradientTransformation:
+  """Adam (or AdamW when weight_decay > 0) with the one-cycle schedule."""
+  schedule = learning_rate_schedule(optim_config)
+  if optim_config.weight_decay > 0:
+    return optax.adamw(schedule, b1=optim_config.b1, b2=optim_config.b2,
+                       weight_decay=optim_config.weight_decay)
+  return optax.adam(schedule, b1=optim_config.b1, b2=optim_config.b2)
+
+
+def validate_config(config) -> None:
+  """Raises ConfigError on sizes or rates that cannot make a run."""
+  checks = {
+      "optim.batch_size": config.optim.batch_size,
+      "optim.num_steps": config.optim.num_steps,
+      "optim.peak_lr": config.optim.peak_lr,
+      "optim.div_factor": config.optim.div_factor,
+      "optim.final_div_factor": config.optim.final_div_factor,
+      "eval.num_sequences": config.eval.num_sequences,
+      "ed.every": config.ed.every,
+      "ed.num_sequences": config.ed.num_sequences,
+      "log_every": config.log_every,
+      "model.num_layers": config.model.num_layers,
+      "model.embed_dim": config.model.embed_dim,
+      "data.num_examples": config.data.num_examples,
+      "data.dim": config.data.dim,
+  }
+  for name, value in checks.items():
+    if not value > 0:
+      raise ConfigError(f"config.{name} must be positive, got {value}")
+  if not 0 < config.optim.warmup_fraction <= 1:
+    raise ConfigError(f"config.optim.warmup_fraction must be in (0, 1], got {config.optim.warmup_fraction}")
+  if config.data.num_tasks < 0:
+    raise ConfigError(f"config.data.num_tasks must be >= 0 (0 = infinite), got {config.data.num_tasks}")
+  if config.model.embed_dim % config.model.num_heads:
+    raise ConfigError("config.model.embed_dim must be divisible by config.model.num_heads")
+
+
+@dataclasses.dataclass
+class TrainResult:
+  """What ``train`` did: status is "finished" or "already finished"."""
+
+  status: str
+  workdir: str
+  final_step: int
+  final_eval: dict | None = None
+
+
+def _to_python(metrics) -> dict:
+  out = {}
+  for name, value in metrics.items():
+    value = np.asarray(value)
+    out[name] = value.tolist() if value.ndim else float(value)
+  return out
+
+
+def is_complete(workdir: str) -> bool:
+  """True when the run in ``workdir`` finished training."""
+  return os.path.exists(os.path.join(workdir, "done"))
+
+
+def train(config, workdir: str, *, show_progress: bool = True) -> TrainResult:
+  """Trains the model of ``config`` into ``workdir``, resuming if a partial run is there.
+
+  Args:
+    config: a training ConfigDict (see configs/regression.py).
+    workdir: the run directory (created if missing).
+    show_progress: draw a tqdm progress bar.
+
+  Returns:
+    A TrainResult. A workdir that already holds the finished run is left untouched.
+
+  Raises:
+    ConfigError, rundir.RunDirError: bad config or unusable workdir (nothing is written).
+  """
+  validate_config(config)
+  is_main = jax.process_index() == 0
+  config_dict = json.loads(config.to_json())
+  rundir.prepare(workdir, config_dict)
+  if is_complete(workdir):
+    with open(os.path.join(workdir, "done")) as f:
+      final_step = json.load(f)["num_steps"]
+    return TrainResult("already finished", workdir, final_step)
+
+  task = tasks_lib.make_task(config)
+  num_steps = config.optim.num_steps
+  ckpt_steps = set(int(s) for s in checkpoint_steps(
+      num_steps, config.checkpoint.num_log, config.checkpoint.num_linear))
+  probe_steps = range(0, num_steps + 1, config.ed.every)
+  optimizer = make_optimizer(config.optim)
+  schedule = learning_rate_schedule(config.optim)
+
+  init_key, data_key = jax.random.split(jax.random.PRNGKey(config.seed))
+  params = task.init(init_key)
+  opt_state = optimizer.init(params)
+
+  manager = checkpoints.open_manager(os.path.join(workdir, "checkpoints"))
+  metrics_path = os.path.join(workdir, "metrics.jsonl")
+  start = manager.latest_step()
+  if start is None:
+    start = 0
+    if is_main and os.path.exists(metrics_path):
+      os.unlink(metrics_path)  # records of a run killed before its first checkpoint
+  else:
+    params, opt_state = checkpoints.restore(
+        manager, start, jax.eval_shape(lambda: params), jax.eval_shape(lambda: opt_state))
+    if is_main:
+      rundir.truncate_jsonl(metrics_path, start)
+  if is_main:
+    rundir.atomic_write_text(os.path.join(workdir, "baselines.json"),
+                             json.dumps(task.baselines, indent=2) + "\n")
+  probe_store = rundir.ProbeStore(os.path.join(workdir, "ed_outputs"), probe_steps,
+                                  task.probe_shape, enabled=is_main)
+  metrics_writer = rundir.JsonlWriter(metrics_path, enabled=is_main)
+
+  def update(params, opt_state, step):
+    batch = task.train_batch(jax.random.fold_in(data_key, step))
+    loss, grads = jax.value_and_grad(task.loss_fn)(params, batch)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  update = jax.jit(update, donate_argnums=(0, 1))
+  evaluate = jax.jit(task.evaluate)
+  probe = jax.jit(task.probe)
+
+  bar = tqdm(total=num_steps, initial=start, disable=not (show_progress and is_main),
+             desc="train", unit="step", dynamic_ncols=True)
+  final_eval = None
+  for step in range(start, num_steps + 1):
+    if probe_store.wants(step):
+      probe_store.write(step, jax.device_get(probe(params)))
+    if step in ckpt_steps:
+      final_eval = _to_python(jax.device_get(evaluate(params)))
+      metrics_writer.write({"step": step, "split": "eval", **final_eval})
+      if step != start or manager.latest_step() != start:
+        checkpoints.save(manager, step, params, opt_state)
+      probe_store.commit(step)
+    if step == num_steps:
+      break
+    params, opt_state, loss = update(params, opt_state, jnp.asarray(step, jnp.int32))
+    if step % config.log_every == 0:
+      loss = float(loss)
+      if not np.isfinite(loss):
+        raise FloatingPointError(f"training loss became {loss} at step {step}")
+      metrics_writer.write({"step": step, "split": "train", "loss": loss,
+                            "lr": float(schedule(step))})
+      bar.set_postfix(loss=f"{loss:.3f}")
+    bar.update(1)
+  bar.close()
+  manager.wait_until_finished()
+  manager.close()
+  metrics_writer.close()
+  probe_store.commit(num_steps)
+  if is_main:
+    rundir.atomic_write_text(os.path.join(workdir, "done"),
+                             json.dumps({"num_steps": num_steps}) + "\n")
+  return TrainResult("finished", workdir, num_steps, final_eval)
