@@ -61,8 +61,11 @@ def learning_rate_schedule(optim_config) -> optax.Schedule:
 
   def schedule(step):
     step = jnp.asarray(step, jnp.float32)
-    up = initial + (peak - initial) * jnp.clip(step / warm_end, 0.0, 1.0)
-    down = peak + (final - peak) * jnp.clip((step - warm_end) / (end - warm_end), 0.0, 1.0)
+    # Written as weighted averages so that the end points are exact in float32.
+    rise = jnp.clip(step / warm_end, 0.0, 1.0)
+    fall = jnp.clip((step - warm_end) / (end - warm_end), 0.0, 1.0)
+    up = (1.0 - rise) * initial + rise * peak
+    down = (1.0 - fall) * peak + fall * final
     return jnp.where(step <= warm_end, up, down)
 
   return schedule

@@ -1,0 +1,146 @@
+"""Training: schedule, checkpoint steps, learning, exact resume after SIGKILL, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from configs import regression as regression_configs
+from jaxdev import checkpoints
+from jaxdev import rundir
+from jaxdev import tasks
+from jaxdev import train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN = [sys.executable, os.path.join(REPO, "scripts", "train.py")]
+
+
+def test_checkpoint_steps_of_the_paper_run():
+  steps = train.checkpoint_steps(500_000, 100, 100)
+  assert len(steps) == 190
+  assert steps[0] == 0 and steps[-1] == 500_000
+  assert np.all(np.diff(steps) > 0)
+  assert {1, 2, 3, 5051, 10101, 494949}.issubset(set(steps.tolist()))
+
+
+def test_one_cycle_schedule_start_peak_end():
+  config = regression_configs.get_config("paper").optim
+  schedule = train.learning_rate_schedule(config)
+  np.testing.assert_allclose(schedule(0), 3e-3 / 249_999, rtol=1e-5)
+  np.testing.assert_allclose(schedule(249_999), 3e-3, rtol=1e-6)
+  np.testing.assert_allclose(schedule(125_000), 3e-3 / 249_999 + (3e-3 - 3e-3 / 249_999) * 125_000 / 249_999, rtol=1e-4)
+  np.testing.assert_allclose(schedule(499_999), 3e-3 / 249_999 ** 2, rtol=1e-3)
+  assert schedule(400_000) < schedule(300_000) < 3e-3
+
+
+def test_tiny_training_beats_the_zero_predictor(tmp_path):
+  config = regression_configs.get_config("tiny")
+  config.optim.num_steps = 300
+  config.data.num_tasks = 1  # one task: learnable in a few hundred steps by a tiny model
+  result = train.train(config, str(tmp_path), show_progress=False)
+  assert result.status == "finished"
+  baselines = json.load(open(tmp_path / "baselines.json"))
+  records = rundir.read_jsonl(str(tmp_path / "metrics.jsonl"))
+  evals = [r for r in records if r["split"] == "eval"]
+  assert evals[-1]["step"] == 300
+  assert evals[-1]["loss"] < 0.5 * baselines["zero_predictor_loss"]
+  assert evals[-1]["loss"] < evals[0]["loss"]
+  steps = checkpoints.list_steps(str(tmp_path / "checkpoints"))
+  assert steps == train.checkpoint_steps(300, 6, 4).tolist()
+  progress = json.load(open(tmp_path / "ed_outputs" / "progress.json"))
+  outputs = np.load(tmp_path / "ed_outputs" / "outputs.npy")
+  assert progress["num_written"] == 61 and outputs.shape == (61, 8, 16, 5)
+  # The probe at step 300 is the final model's output on the probe inputs.
+  task = tasks.make_task(config)
+  with checkpoints.ParamsReader(str(tmp_path / "checkpoints"),
+                                jax.eval_shape(task.init, jax.random.PRNGKey(0))) as reader:
+    final = reader.read(300)
+  np.testing.assert_allclose(outputs[-1], np.asarray(task.probe(final)), rtol=1e-5, atol=1e-6)
+  # A second call leaves the finished run alone.
+  mtime = os.path.getmtime(tmp_path / "metrics.jsonl")
+  assert train.train(config, str(tmp_path)).status == "already finished"
+  assert os.path.getmtime(tmp_path / "metrics.jsonl") == mtime
+
+
+def _run_files(workdir):
+  metrics = open(os.path.join(workdir, "metrics.jsonl"), "rb").read()
+  outputs = np.load(os.path.join(workdir, "ed_outputs", "outputs.npy"))
+  config = regression_configs.get_config("tiny")
+  task = tasks.make_task(config)
+  with checkpoints.ParamsReader(os.path.join(workdir, "checkpoints"),
+                                jax.eval_shape(task.init, jax.random.PRNGKey(0))) as reader:
+    params = {s: jax.device_get(reader.read(s)) for s in reader.steps()}
+  return metrics, outputs, params
+
+
+def test_killed_run_resumes_to_the_identical_result(tmp_path):
+  args = ["--config", os.path.join(REPO, "configs", "regression.py:tiny"),
+          "--config.optim.num_steps=1500"]
+  straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
+  subprocess.run(TRAIN + args + ["--workdir", straight], check=True, capture_output=True)
+
+  proc = subprocess.Popen(TRAIN + args + ["--workdir", killed],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  metrics = os.path.join(killed, "metrics.jsonl")
+  deadline = time.time() + 120
+  while time.time() < deadline:
+    records = rundir.read_jsonl(metrics)
+    if records and records[-1]["step"] >= 600:
+      break
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert not train.is_complete(killed)
+  resumed_from = checkpoints.list_steps(os.path.join(killed, "checkpoints"))[-1]
+  assert 0 < resumed_from < 1500
+
+  subprocess.run(TRAIN + args + ["--workdir", killed], check=True, capture_output=True)
+  a_metrics, a_outputs, a_params = _run_files(straight)
+  b_metrics, b_outputs, b_params = _run_files(killed)
+  assert a_metrics == b_metrics
+  np.testing.assert_array_equal(a_outputs, b_outputs)
+  assert sorted(a_params) == sorted(b_params)
+  for step in a_params:
+    jax.tree_util.tree_map(np.testing.assert_array_equal, a_params[step], b_params[step])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--config", "configs/regression.py:nonsense"], "unknown config variant"),
+    (["--config.optim.num_steps=0"], "num_steps must be positive"),
+    (["--config.optim.peak_lr=-1e-3"], "peak_lr must be positive"),
+    (["--config.optim.batch_size=-4"], "batch_size must be positive"),
+])
+def test_bad_config_gives_one_line_and_writes_nothing(tmp_path, args, message):
+  workdir = tmp_path / "run"
+  base = ["--config", "configs/regression.py:tiny"]
+  proc = subprocess.run(TRAIN + (args if args[0] == "--config" else base + args) +
+                        ["--workdir", str(workdir)], capture_output=True, text=True, cwd=REPO)
+  assert proc.returncode != 0
+  lines = [line for line in proc.stderr.splitlines() if line.strip()]
+  assert len(lines) == 1 and message in lines[0], proc.stderr
+  assert not workdir.exists() or not os.listdir(workdir)
+
+
+def test_workdir_with_another_config_or_unwritable_is_refused(tmp_path):
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  (workdir / "config.json").write_text(json.dumps({"seed": 123}))
+  proc = subprocess.run(TRAIN + ["--config", "configs/regression.py:tiny", "--workdir", str(workdir)],
+                        capture_output=True, text=True, cwd=REPO)
+  assert proc.returncode == 2 and "different config" in proc.stderr
+  assert len(proc.stderr.strip().splitlines()) == 1
+  assert sorted(os.listdir(workdir)) == ["config.json"]
+
+  blocker = tmp_path / "file"
+  blocker.write_text("not a directory")
+  proc = subprocess.run(TRAIN + ["--config", "configs/regression.py:tiny",
+                                 "--workdir", str(blocker / "run")],
+                        capture_output=True, text=True, cwd=REPO)
+  assert proc.returncode == 2 and "cannot create workdir" in proc.stderr
+  assert len(proc.stderr.strip().splitlines()) == 1
