@@ -235,7 +235,7 @@ def sweep(run_dir: str, settings: SweepSettings, *, steps: Sequence[int] | None 
 
   data = task.sampling_data(settings.sampling_seed, settings.num_sampling_examples)
   data = jax.tree_util.tree_map(lambda x: _global_array(x, mesh, P()), data)
-  keys = jax.random.key_data(jax.random.split(jax.random.PRNGKey(settings.seed), settings.num_chains))
+  keys = np.asarray(jax.random.split(jax.random.PRNGKey(settings.seed), settings.num_chains))
   keys = _global_array(keys, mesh, P("chain"))
   estimate = build_estimator(task.loss_fn, data, settings, mesh, group_size)
 
