@@ -76,3 +76,71 @@ def train_throughput(config, *, num_steps: int = 20, repeats: int = 5) -> dict:
   return {"benchmark": "train", "batch_size": config.optim.batch_size,
           "steps_per_s": num_steps / seconds, "ms_per_step": 1e3 * seconds / num_steps,
           "gflops_per_s": flops / seconds / 1e9, **machine()}
+
+
+def gradient_flops(task, params, data, batch_size: int) -> float:
+  """XLA's flop count of one loss-and-gradient evaluation on a minibatch (one chain-step's work)."""
+  batch = jax.tree_util.tree_map(lambda x: x[:batch_size], data)
+  return flops_of(jax.value_and_grad(task.loss_fn), params, batch)
+
+
+def _regression_sampling(config, num_examples: int):
+  from jaxdev import tasks  # pylint: disable=import-outside-toplevel
+  task = tasks.make_task(config)
+  params = task.init(jax.random.PRNGKey(0))
+  data = task.sampling_data(0, num_examples)
+  return task, params, data
+
+
+def sgld_throughput(config, *, batch_size: int, num_chains: int, num_draws: int,
+                    chain_map: str = "vmap", repeats: int = 3) -> dict:
+  """Chain-steps/s of :func:`jaxdev.sgld.run_chains` on the model of ``config``."""
+  from jaxdev import sgld  # pylint: disable=import-outside-toplevel
+  task, params, data = _regression_sampling(config, max(8 * batch_size, 8192))
+  keys = jax.random.split(jax.random.PRNGKey(1), num_chains)
+  kwargs = dict(step_size=3e-4, nbeta=66.67, gamma=6.67, batch_size=batch_size,
+                chain_map=chain_map)
+
+  def run(params, data, keys):
+    return sgld.run_chains(task.loss_fn, params, data, keys, num_draws=num_draws, **kwargs).loss
+
+  seconds, _ = time_compiled(run, (params, data, keys), repeats)
+  flops = num_chains * num_draws * gradient_flops(task, params, data, batch_size)
+  return {"benchmark": "sgld", "batch_size": batch_size, "num_chains": num_chains,
+          "num_draws": num_draws, "chain_map": chain_map,
+          "chain_steps_per_s": num_chains * num_draws / seconds,
+          "ms_per_chain_step": 1e3 * seconds / (num_chains * num_draws),
+          "gflops_per_s": flops / seconds / 1e9, **machine()}
+
+
+def sweep_throughput(config, *, num_checkpoints: int, batch_size: int, num_chains: int,
+                     num_draws: int, repeats: int = 3) -> dict:
+  """Chain-steps/s of the sweep's sharded program for K checkpoints × C chains on all devices."""
+  from jaxdev import distributed, llc  # pylint: disable=import-outside-toplevel
+  from jax.sharding import PartitionSpec as P  # pylint: disable=import-outside-toplevel
+  task, params, data = _regression_sampling(config, max(8 * batch_size, 8192))
+  settings = llc.SweepSettings(step_size=3e-4, nbeta=66.67, gamma=6.67, num_chains=num_chains,
+                               num_draws=num_draws, batch_size=batch_size,
+                               num_init_loss_batches=1).resolved()
+  mesh = distributed.sweep_mesh(num_chains)
+  group = -(-num_checkpoints // mesh.shape["ckpt"]) * mesh.shape["ckpt"]
+  stacked = jax.tree_util.tree_map(lambda x: np.stack([np.asarray(x)] * group), params)
+  stacked = jax.tree_util.tree_map(lambda x: llc._global_array(x, mesh, P("ckpt")), stacked)  # pylint: disable=protected-access
+  keys = llc._global_array(np.asarray(jax.random.split(jax.random.PRNGKey(1), num_chains)), mesh, P("chain"))  # pylint: disable=protected-access
+  host_data = data
+  data = jax.tree_util.tree_map(lambda x: llc._global_array(x, mesh, P()), data)  # pylint: disable=protected-access
+  estimate = llc.build_estimator(task.loss_fn, data, settings, mesh, group)
+  jax.block_until_ready(estimate(stacked, keys, data))
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(estimate(stacked, keys, data))
+    times.append(time.perf_counter() - start)
+  seconds = float(np.median(times))
+  chain_steps = group * num_chains * num_draws
+  flops = chain_steps * gradient_flops(task, params, host_data, batch_size)
+  return {"benchmark": "sweep", "num_checkpoints": group, "num_chains": num_chains,
+          "num_draws": num_draws, "batch_size": batch_size, "mesh": dict(mesh.shape),
+          "chain_steps_per_s": chain_steps / seconds,
+          "ms_per_step_all_chains": 1e3 * seconds / num_draws,
+          "gflops_per_s": flops / seconds / 1e9, **machine()}

@@ -325,3 +325,29 @@ def format_table(run_dir: str, name: str = "default", max_rows: int = 20) -> str
     lines.append(f"{step:>9}  {results['llc_mean'][i]:9.3f}  {results['llc_std'][i]:7.3f}  "
                  f"{loss_text}  {int(results['num_failed'][i])}")
   return "\n".join(lines)
+
+
+def calibrate_checkpoint(run_dir: str, step: int | None, *, step_sizes, nbetas, gammas,
+                         num_chains: int, num_draws: int, batch_size: int,
+                         num_sampling_examples: int, sampling_seed: int = 3_000, seed: int = 0):
+  """Runs :func:`jaxdev.sgld.calibrate` at one checkpoint of a run (default: the last).
+
+  Returns:
+    (step, CalibrationResult).
+  """
+  config = load_run_config(run_dir)
+  ckpt_dir = os.path.join(run_dir, "checkpoints")
+  available = checkpoints.list_steps(ckpt_dir)
+  if not available:
+    raise SweepError(f"{run_dir} holds no checkpoints")
+  step = available[-1] if step is None else int(step)
+  if step not in available:
+    raise SweepError(f"{run_dir} has no checkpoint at step {step} (nearest: "
+                     f"{min(available, key=lambda s: abs(s - step))})")
+  task = tasks_lib.make_task(config)
+  with checkpoints.ParamsReader(ckpt_dir, jax.eval_shape(task.init, jax.random.PRNGKey(0))) as reader:
+    params = reader.read(step)
+  data = task.sampling_data(sampling_seed, num_sampling_examples)
+  return step, sgld.calibrate(task.loss_fn, params, data, jax.random.PRNGKey(seed),
+                              step_sizes=step_sizes, nbetas=nbetas, gammas=gammas,
+                              num_chains=num_chains, num_draws=num_draws, batch_size=batch_size)

@@ -4,6 +4,7 @@
   python scripts/benchmark.py sgld --batch 128 --chains 4 --draws 200
   python scripts/benchmark.py sweep --checkpoints 8 --chains 4 --draws 100 --batch 1024
   python scripts/benchmark.py ed --num_steps 5000 --dim 20000
+  python scripts/benchmark.py devinterp --batch 128 --chains 4 --draws 200   # needs torch, devinterp
 """
 
 import json
@@ -29,7 +30,7 @@ _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed repetitions (the median is 
 _NUM_STEPS = flags.DEFINE_integer("num_steps", 5000, "ED probe rows (ed).")
 _DIM = flags.DEFINE_integer("dim", 20000, "ED probe width (ed).")
 
-COMMANDS = ("train", "sgld", "sweep", "ed")
+COMMANDS = ("train", "sgld", "sweep", "ed", "devinterp")
 
 
 def main(argv):
@@ -48,6 +49,10 @@ def main(argv):
     result = benchmarks.sweep_throughput(_CONFIG.value, num_checkpoints=_CHECKPOINTS.value,
                                          batch_size=_BATCH.value, num_chains=_CHAINS.value,
                                          num_draws=_DRAWS.value, repeats=_REPEATS.value)
+  elif command == "devinterp":
+    from jaxdev import torch_reference
+    result = torch_reference.devinterp_throughput(
+        batch_size=_BATCH.value, num_chains=_CHAINS.value, num_draws=_DRAWS.value)
   else:
     from jaxdev.analysis import ed
     result = ed.benchmark_ed(num_steps=_NUM_STEPS.value, dim=_DIM.value)
