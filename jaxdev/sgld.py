@@ -1,7 +1,8 @@
 """SGLD sampling of a localized tempered posterior, and the local learning coefficient (LLC).
 
-Entry point of the sampler: ``from jaxdev import sgld`` gives everything, including the
-host-side summaries, plots and calibration sweep defined in :mod:`jaxdev.sgld_diagnostics`.
+Entry point: ``from jaxdev import sgld`` gives everything. The pure JAX sampler (state, kernel,
+chains, L_n(w*)) lives in :mod:`jaxdev.sgld_sampler`, the host-side summaries and plots in
+:mod:`jaxdev.sgld_diagnostics`; this module adds :func:`estimate_llc` and :func:`calibrate`.
 
 Target (SPEC §3). Around a point w* (a checkpoint) the sampler draws from
 
@@ -26,31 +27,80 @@ Conventions:
   * ``loss_fn(params, batch) -> scalar`` is the **mean** loss over the batch. Its scale matters
     at finite nβ: loss c·L with nβ/c gives exactly the same chains and estimate as L with nβ.
   * ``data`` is a pytree of arrays with a leading example axis of size n. Minibatch indices are
-    drawn uniformly **with replacement** (``batch_size < n``); with ``batch_size == n`` every
-    draw uses the whole dataset in order (full batch, no gather).
+    drawn uniformly **with replacement**, independently for every draw and chain (``batch_size
+    < n``; duplicates within a batch are possible, as are examples never seen); with
+    ``batch_size == n`` every draw uses the whole dataset in order (full batch, no gather).
   * Randomness: draw t of a chain with key k uses ``fold_in(k, t)``, split into a batch key and a
     noise key. Batches and noise depend only on (chain key, t), so two parameter points sampled
     with the same keys see identical batches and noise (smooth LLC curves across checkpoints).
-  * Chains are ``vmap``-ed (or ``lax.map``-ped), draws run under ``lax.scan``; every function
-    here except :func:`estimate_llc` and :func:`calibrate` (which return host-side numpy
-    results) is pure and jittable.
+  * Every chain starts at w* itself (draw 0 is the loss at w*). ``llc_std`` is the standard
+    deviation of the per-chain estimates with **ddof = 1**; ``llc_sem`` = llc_std / √C.
+  * :func:`init`, :func:`build_kernel`, :func:`run_chains` and :func:`init_loss` are pure and
+    jittable (chains ``vmap``-ed or ``lax.map``-ped, draws under ``lax.scan``);
+    :func:`estimate_llc` and :func:`calibrate` run one jitted program each and summarise on the
+    host (:func:`summarize`, numpy).
 
-Accuracy against analytic learning coefficients (``tests/test_sgld.py``; nβ = 1000/ln 1000,
-n = 1000 full batch, MSE **without** ½, i.e. ``mean((y − f)²)`` as torch's ``mse_loss``):
-ANALYTIC_TABLE
+Accuracy against analytic learning coefficients (``tests/test_sgld.py``). Normal crossing
+(devinterp's cases): x ~ N(0, 2²), y ~ 0.25·N(0, 1), f(x) = x·∏ w_i^{p_i}, w* = 0; reduced-rank
+regression (RRR, m inputs, h hidden, n outputs): x ~ N(0, I), y ~ 0.25·N(0, I), w* = (A, B) = 0.
+All with n = 1000, full batch, nβ = 1000/ln 1000 = 144.8, loss ``mean((y − f)²)`` **without**
+½ (torch's ``mse_loss``, devinterp's convention). "target" is the exact E[nβ(L_n(w) − L_n(0))]
+of the box-localized posterior that the chains sample (one-dimensional quadrature). ± is the
+standard error over chains; "¼" means a quarter of the draws is burn-in::
+
+  case          λ     ε, localization, chains × draws    λ̂               target
+  quadratic d=10 5    2e-4, γ=1,     16 × 6000           5.01 ± 0.05    5.06 (Euler chain)
+  [0,1]         1/2   5e-5, box 1,   10 × 5000           0.501 ± 0.016  0.500
+  [0,2]         1/4   1e-3, box 1,   10 × 5000           0.259 ± 0.008  0.254
+  [0,3]         1/6   1e-3, box 1,   10 × 5000           0.164 ± 0.007  0.167
+  [1,2]         1/4   1e-3, box 2,   10 × 5000           0.244 ± 0.011  0.241
+  [1,3]         1/6   3e-4, box 2,   10 × 50k ¼          0.160 ± 0.005  0.165
+  [1,1]         1/2   3e-4, box 1,   10 × 5000           0.369 ± 0.015  0.379
+                      5e-5, box 5,   10 × 400k ¼         0.459 ± 0.021  0.432
+  [2,2]         1/4   1e-3, box 1,   10 × 5000           0.158 ± 0.007  0.159
+                      1e-4, box 5,   10 × 400k ¼         0.213 ± 0.006  0.211
+  [3,3]         1/6   3e-4, box 2,   10 × 50k ¼          0.120 ± 0.006  0.119
+  RRR (5,3,5)   6.5   1e-3, γ=1,     4 × 4000 ¼          6.22 ± 0.27
+                      2e-4, γ=0.3,   8 × 40k ¼           6.29 ± 0.05
+  RRR (4,3,8)   6     1e-3, γ=1,     4 × 4000 ¼          5.93 ± 0.19
+                      2e-4, γ=0.3,   8 × 40k ¼           6.09 ± 0.03
+  RRR (5,4,5)   8     2e-4, γ=0.3,   8 × 40k ¼           7.98 ± 0.05
+
+Within 10% of λ: the regular quadratic, [0,1], [0,2], [0,3], [1,2], [1,3] and RRR with the
+settings above. The regular direction of [0,1] needs ε ≪ 4/(2nβ·E[x²]) ≈ 3.5e-3: the Euler
+chain inflates λ̂ by 1/(1 − ε·a/4) for curvature a (0.70 instead of 0.5 at ε = 1e-3); RRR
+converges to 6.00 (5,3,5) and 7.59 (5,4,5) with γ = 1 (the localization caps the flat
+directions), closer to λ with γ = 0.3 and a small ε, while larger ε with small γ overestimates.
+
+Not within 10%: normal crossings with two maximal powers ([1,1], [2,2], [3,3], multiplicity 2).
+Their deficit is a property of the target, not of the sampler: at finite nβ the localized
+posterior has E[nβK] ≈ λ(1 − 1/(ln(b²) + ln(nβ·E[x²])/(2k) + const)), a logarithmic correction.
+For [2,2] the target is 0.156 at box 1 (devinterp's setting; it reports 0.155), 0.211 at box 5,
+0.2195 at box 10 and reaches 0.225 (−10%) only at box 40; with a Gaussian localization instead
+of a box it is 0.161 (γ = 1), 0.201 (0.1), 0.216 (0.01), 0.224 (1e-3). The chains follow these
+targets (table), but the arms of the cross stiffen as the box widens (ε must shrink like 1/b²
+while the chain has to travel a distance b: ∝ b⁴ steps): at box 10, ε = 5e-5, 10 × 10⁶ draws
+gave 0.218–0.238 over two seeds for a target of 0.2195, and box 40 is out of reach. [1,1] gets
+within 10% (0.459 at box 5, 0.452 at box 10 with ε = 5e-6, 2·10⁶ draws) only because the
+finite step size overestimates its target (0.432, 0.443) by 2–6%.
+
+Loss scale. λ is the nβ → ∞ limit and does not depend on the loss scale c, but the finite-nβ
+estimate does, since loss c·L with nβ equals loss L with c·nβ: the ½ convention (c = ½) lowers
+[2,2] at box 1 from 0.156 to 0.149 and RRR (5,3,5) (γ = 1, ε = 5e-4) from 6.10 to 5.92. The
+analytic values above are matched with the convention without ½. Output noise also matters at
+finite n: with devinterp's y ~ N(0, 1) instead of 0.25·N(0, 1), RRR (5,3,5) gives 5.83 (the
+posterior partly fits the noise; L_n(0) is not the minimum of L_n).
 """
 
 from __future__ import annotations
 
 import functools
-import math
 import warnings
-from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.flatten_util import ravel_pytree
 
 from jaxdev.sgld_diagnostics import CalibrationResult
 from jaxdev.sgld_diagnostics import LLCResult
@@ -59,6 +109,19 @@ from jaxdev.sgld_diagnostics import Recommendation
 from jaxdev.sgld_diagnostics import plot_calibration
 from jaxdev.sgld_diagnostics import plot_trace
 from jaxdev.sgld_diagnostics import summarize
+from jaxdev.sgld_sampler import ChainTrace
+from jaxdev.sgld_sampler import LossFn
+from jaxdev.sgld_sampler import PyTree
+from jaxdev.sgld_sampler import RMSProp
+from jaxdev.sgld_sampler import SGLDInfo
+from jaxdev.sgld_sampler import SGLDState
+from jaxdev.sgld_sampler import build_kernel
+from jaxdev.sgld_sampler import default_nbeta
+from jaxdev.sgld_sampler import init
+from jaxdev.sgld_sampler import init_loss
+from jaxdev.sgld_sampler import mala_acceptance_probability
+from jaxdev.sgld_sampler import resolve_preconditioner
+from jaxdev.sgld_sampler import run_chains
 
 __all__ = [
     "RMSProp", "SGLDState", "SGLDInfo", "ChainTrace", "LLCResult", "CalibrationResult",
@@ -66,371 +129,6 @@ __all__ = [
     "mala_acceptance_probability", "run_chains", "init_loss", "summarize", "estimate_llc",
     "calibrate", "plot_trace", "plot_calibration",
 ]
-
-PyTree = Any
-LossFn = Callable[[PyTree, PyTree], jax.Array]
-Scalar = Union[float, jax.Array]
-
-
-class RMSProp(NamedTuple):
-  """Settings of the RMSProp preconditioner (defaults of devinterp's ``rmsprop_sgld``).
-
-  Attributes:
-    alpha: decay of the running mean of squared minibatch-loss gradients V.
-    eps: added to √V; G = 1/(√V + eps) is at most 1/eps.
-  """
-  alpha: float = 0.99
-  eps: float = 0.1
-
-
-def _resolve_preconditioner(preconditioner) -> Optional[RMSProp]:
-  if preconditioner is None or preconditioner == "identity":
-    return None
-  if isinstance(preconditioner, RMSProp):
-    return preconditioner
-  if preconditioner == "rmsprop":
-    return RMSProp()
-  raise ValueError(f"preconditioner must be None, 'identity', 'rmsprop' or an RMSProp(...), "
-                   f"got {preconditioner!r}")
-
-
-class SGLDState(NamedTuple):
-  """State of one SGLD chain.
-
-  Attributes:
-    params: current parameters w_t (same pytree as the center).
-    center: the localization center w* (and the bounding-box center).
-    precond: RMSProp running mean V of squared gradients (a pytree like params), or None.
-    step: int32 number of updates taken.
-  """
-  params: PyTree
-  center: PyTree
-  precond: Optional[PyTree]
-  step: jax.Array
-
-
-class SGLDInfo(NamedTuple):
-  """Per-step diagnostics, all scalars, all computed at the **pre-step** weights.
-
-  Attributes:
-    loss: minibatch loss L_m(w_t) (the quantity the LLC averages).
-    distance: ‖w_t − w*‖ over all parameters.
-    grad_norm: ‖∇L_m(w_t)‖ of the raw loss (not multiplied by nβ).
-    noise_norm: norm of the noise actually added (after mask and preconditioner).
-    drift_norm: norm of the deterministic displacement (ε/2)·G·∇U (after the mask).
-  """
-  loss: jax.Array
-  distance: jax.Array
-  grad_norm: jax.Array
-  noise_norm: jax.Array
-  drift_norm: jax.Array
-
-
-class ChainTrace(NamedTuple):
-  """Per-draw records of :func:`run_chains`; every field has shape [num_chains, num_draws].
-
-  Attributes:
-    loss: pre-step minibatch loss L_m(w_t).
-    distance: ‖w_t − w*‖.
-    grad_norm: ‖∇L_m(w_t)‖.
-    noise_norm: norm of the injected noise.
-    drift_norm: norm of the deterministic displacement.
-    mala: MALA acceptance probability of the transition w_{t−1} → w_t (NaN at t = 0), or None
-      when not asked for.
-  """
-  loss: jax.Array
-  distance: jax.Array
-  grad_norm: jax.Array
-  noise_norm: jax.Array
-  drift_norm: jax.Array
-  mala: Optional[jax.Array] = None
-
-
-def default_nbeta(batch_size: int) -> float:
-  """Default nβ = m / ln m for SGLD batch size m (devinterp's and the paper's convention).
-
-  Args:
-    batch_size: SGLD minibatch size m ≥ 2.
-
-  Returns:
-    m / ln m as a Python float (e.g. 1000 → 144.76, 100 → 21.71).
-  """
-  if batch_size < 2:
-    raise ValueError(f"default_nbeta needs batch_size >= 2, got {batch_size}")
-  return batch_size / math.log(batch_size)
-
-
-def init(params: PyTree, *, preconditioner=None) -> SGLDState:
-  """Starts a chain at ``params``, which is also the localization center w*.
-
-  Args:
-    params: the point w* (any pytree of float arrays).
-    preconditioner: None (plain SGLD), ``"rmsprop"`` or an :class:`RMSProp`.
-
-  Returns:
-    SGLDState with params = center = ``params``, V = zeros (RMSProp) or None, step 0.
-  """
-  precond = None
-  if _resolve_preconditioner(preconditioner) is not None:
-    precond = jax.tree.map(jnp.zeros_like, params)
-  return SGLDState(params, params, precond, jnp.zeros((), jnp.int32))
-
-
-def _expand_mask(mask, params):
-  """A mask given as a tree prefix of params, expanded to params' structure."""
-  return jax.tree.map(lambda m, sub: jax.tree.map(lambda _: jnp.asarray(m, bool), sub),
-                      mask, params)
-
-
-def _sq_norm(tree) -> jax.Array:
-  leaves = jax.tree.leaves(tree)
-  return sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in leaves)
-
-
-def _make_update(*, step_size, nbeta, gamma, noise_level, weight_decay, mask, preconditioner,
-                 bounding_box):
-  """The SGLD transition given the loss and gradient at the current point.
-
-  Returns ``update(key, state, loss, grad) -> (state, info, force, diff_sq)``: ``force`` is the
-  masked, unpreconditioned gradient of the potential U = nβ L + (γ/2)‖w−w*‖² + (λ_wd/2)‖w‖²
-  and ``diff_sq`` = ‖w − w*‖² (what the MALA acceptance needs).
-  """
-  rms = _resolve_preconditioner(preconditioner)
-
-  def update(key, state: SGLDState, loss, grad):
-    params, center = state.params, state.center
-    masks = None if mask is None else _expand_mask(mask, params)
-
-    def apply_mask(tree):
-      if masks is None:
-        return tree
-      return jax.tree.map(lambda m, x: jnp.where(m, x, jnp.zeros_like(x)), masks, tree)
-
-    force = jax.tree.map(
-        lambda g, w, c: nbeta * g + gamma * (w - c) + weight_decay * w, grad, params, center)
-    flat, unravel = ravel_pytree(params)
-    noise = unravel(jax.random.normal(key, flat.shape, flat.dtype))
-    scale = jnp.sqrt(step_size) * noise_level
-    if rms is None:
-      precond = state.precond
-      drift = jax.tree.map(lambda f: 0.5 * step_size * f, force)
-      noise = jax.tree.map(lambda z: scale * z, noise)
-    else:
-      precond = jax.tree.map(
-          lambda v, g: (rms.alpha * v + (1.0 - rms.alpha) * jnp.square(g)).astype(v.dtype),
-          state.precond, grad)
-      inv = jax.tree.map(lambda v: 1.0 / (jnp.sqrt(v) + rms.eps), precond)
-      drift = jax.tree.map(lambda f, q: 0.5 * step_size * q * f, force, inv)
-      noise = jax.tree.map(lambda z, q: scale * jnp.sqrt(q) * z, noise, inv)
-    drift, noise, force = apply_mask(drift), apply_mask(noise), apply_mask(force)
-    new_params = jax.tree.map(lambda w, d, z: (w - d + z).astype(w.dtype), params, drift, noise)
-    if bounding_box is not None:
-      new_params = jax.tree.map(
-          lambda w, c: jnp.clip(w, c - bounding_box, c + bounding_box).astype(w.dtype),
-          new_params, center)
-    diff_sq = _sq_norm(jax.tree.map(jnp.subtract, params, center))
-    info = SGLDInfo(loss=loss, distance=jnp.sqrt(diff_sq), grad_norm=jnp.sqrt(_sq_norm(grad)),
-                    noise_norm=jnp.sqrt(_sq_norm(noise)), drift_norm=jnp.sqrt(_sq_norm(drift)))
-    new_state = SGLDState(new_params, center, precond, state.step + 1)
-    return new_state, info, force, diff_sq
-
-  return update
-
-
-def build_kernel(loss_fn: LossFn, *, step_size: Scalar, nbeta: Scalar, gamma: Scalar,
-                 noise_level: Scalar = 1.0, weight_decay: Scalar = 0.0, mask: PyTree = None,
-                 preconditioner=None, bounding_box: Optional[Scalar] = None):
-  """Builds one SGLD step, in the blackjax manner (a pure closure).
-
-  Args:
-    loss_fn: ``loss_fn(params, batch) -> scalar`` mean loss over the batch.
-    step_size: ε.
-    nbeta: nβ, the product of sample size and inverse temperature.
-    gamma: localization strength γ (pull towards the center w*).
-    noise_level: multiplies the noise standard deviation (1 samples the posterior).
-    weight_decay: λ_wd of a Gaussian prior centred at zero (adds λ_wd·w to the drift).
-    mask: None, or a pytree (a prefix of params is fine) of bools / bool arrays broadcastable to
-      the parameters: False coordinates never move (weight-restricted LLC).
-    preconditioner: None, ``"rmsprop"`` or an :class:`RMSProp`; the state must come from
-      :func:`init` with the same choice.
-    bounding_box: None, or b > 0: after each step w is clipped to [w* − b, w* + b].
-
-  Hyperparameters may be traced arrays (the calibration sweep vmaps over them).
-
-  Returns:
-    ``kernel(key, state, batch) -> (state, info)``: one value-and-gradient evaluation of
-    ``loss_fn`` at ``state.params`` on ``batch``, then the update. ``key`` drives the noise
-    only. ``info`` is an :class:`SGLDInfo` of the pre-step point.
-
-  Example::
-
-    state = sgld.init(params)
-    kernel = jax.jit(sgld.build_kernel(loss_fn, step_size=1e-4, nbeta=100.0, gamma=10.0))
-    state, info = kernel(jax.random.key(0), state, batch)
-  """
-  update = _make_update(step_size=step_size, nbeta=nbeta, gamma=gamma, noise_level=noise_level,
-                        weight_decay=weight_decay, mask=mask, preconditioner=preconditioner,
-                        bounding_box=bounding_box)
-
-  def kernel(key, state: SGLDState, batch):
-    loss, grad = jax.value_and_grad(loss_fn)(state.params, batch)
-    new_state, info, _, _ = update(key, state, loss, grad)
-    return new_state, info
-
-  return kernel
-
-
-def mala_acceptance_probability(prev_params: PyTree, prev_force: PyTree, prev_potential,
-                                params: PyTree, force: PyTree, potential,
-                                step_size: Scalar) -> jax.Array:
-  """Metropolis-adjusted Langevin acceptance probability of the move prev_params → params.
-
-  devinterp's formula: with the Langevin proposal q(x'|x) = N(x − (ε/2)∇U(x), ε·I),
-
-    a = min(1, exp( U(prev) − U(cur) + log q(prev|cur) − log q(cur|prev) )).
-
-  It measures how far the discretised dynamics is from leaving the target exp(−U) invariant
-  (1 for an exact sampler). The preconditioner and ``noise_level`` are not part of the formula.
-
-  Args:
-    prev_params, params: the points before and after the move (same pytree).
-    prev_force, force: ∇U at those points.
-    prev_potential, potential: U at those points.
-    step_size: ε.
-
-  Returns:
-    Scalar in [0, 1] (NaN if a potential is not finite).
-  """
-  def sq_dist(a, b, grad_b):
-    return _sq_norm(jax.tree.map(lambda x, y, g: x - y + 0.5 * step_size * g, a, b, grad_b))
-
-  log_q_backward = -sq_dist(prev_params, params, force) / (2.0 * step_size)
-  log_q_forward = -sq_dist(params, prev_params, prev_force) / (2.0 * step_size)
-  log_ratio = prev_potential - potential + log_q_backward - log_q_forward
-  return jnp.exp(jnp.minimum(log_ratio, 0.0))
-
-
-def _num_examples(data) -> int:
-  sizes = {x.shape[0] for x in jax.tree.leaves(data)}
-  if len(sizes) != 1:
-    raise ValueError(f"data leaves must share the leading example axis, got sizes {sizes}")
-  return sizes.pop()
-
-
-def _minibatch(data, key, batch_size: int, num_examples: int):
-  if batch_size == num_examples:
-    return data
-  index = jax.random.randint(key, (batch_size,), 0, num_examples)
-  return jax.tree.map(lambda x: jnp.take(x, index, axis=0), data)
-
-
-def run_chains(loss_fn: LossFn, params: PyTree, data: PyTree, chain_keys: jax.Array, *,
-               step_size: Scalar, nbeta: Scalar, gamma: Scalar, num_draws: int, batch_size: int,
-               noise_level: Scalar = 1.0, weight_decay: Scalar = 0.0, mask: PyTree = None,
-               preconditioner=None, bounding_box: Optional[Scalar] = None,
-               compute_mala: bool = False, chain_map: str = "vmap") -> ChainTrace:
-  """Runs SGLD chains from ``params`` and records per-draw diagnostics (pure, jittable).
-
-  Chain c starts at w* = ``params`` and runs ``num_draws`` steps; draw t uses
-  ``fold_in(chain_keys[c], t)`` for its minibatch indices and noise. No Python side effects:
-  the function can be jitted (``num_draws``, ``batch_size``, ``chain_map``, ``compute_mala``,
-  ``preconditioner`` static), vmapped over ``params`` (e.g. a leading checkpoint axis) or over
-  the hyperparameters, and ``chain_keys`` can be sharded over devices.
-
-  Args:
-    loss_fn: ``loss_fn(params, batch) -> scalar`` mean loss over the batch.
-    params: the point w* (pytree).
-    data: pytree of arrays with a leading example axis (the sampling dataset).
-    chain_keys: PRNG keys with leading axis num_chains (``jax.random.split(key, C)``).
-    step_size, nbeta, gamma, noise_level, weight_decay, mask, preconditioner, bounding_box:
-      see :func:`build_kernel`.
-    num_draws: number of SGLD steps per chain (each records one draw).
-    batch_size: minibatch size m (``== n`` for full batch).
-    compute_mala: also record the MALA acceptance probability of each transition w_{t−1} → w_t
-      (devinterp's pairing of consecutive draws: potentials and gradients are those the chain
-      computed anyway, so this costs no extra gradient, only two parameter copies per chain in
-      the loop carry; with minibatches U includes the minibatch noise, as in devinterp).
-    chain_map: ``"vmap"`` (chains as one batched computation) or ``"map"`` (``lax.map``, one
-      chain after the other: less memory).
-
-  Returns:
-    :class:`ChainTrace` with arrays of shape [num_chains, num_draws].
-  """
-  num_examples = _num_examples(data)
-  if not 0 < batch_size <= num_examples:
-    raise ValueError(f"batch_size must be in [1, {num_examples}], got {batch_size}")
-  if num_draws < 1:
-    raise ValueError(f"num_draws must be >= 1, got {num_draws}")
-  if chain_map not in ("vmap", "map"):
-    raise ValueError(f"chain_map must be 'vmap' or 'map', got {chain_map!r}")
-  update = _make_update(step_size=step_size, nbeta=nbeta, gamma=gamma, noise_level=noise_level,
-                        weight_decay=weight_decay, mask=mask, preconditioner=preconditioner,
-                        bounding_box=bounding_box)
-  value_and_grad = jax.value_and_grad(loss_fn)
-
-  def one_chain(chain_key):
-    state = init(params, preconditioner=preconditioner)
-
-    def body(carry, t):
-      state, previous = carry
-      batch_key, noise_key = jax.random.split(jax.random.fold_in(chain_key, t))
-      batch = _minibatch(data, batch_key, batch_size, num_examples)
-      loss, grad = value_and_grad(state.params, batch)
-      new_state, info, force, diff_sq = update(noise_key, state, loss, grad)
-      mala = None
-      if compute_mala:
-        potential = nbeta * loss + 0.5 * gamma * diff_sq
-        potential = potential + 0.5 * weight_decay * _sq_norm(state.params)
-        mala = mala_acceptance_probability(*previous, state.params, force, potential, step_size)
-        mala = jnp.where(t == 0, jnp.nan, mala)
-        previous = (state.params, force, potential)
-      return (new_state, previous), ChainTrace(*info, mala=mala)
-
-    previous = None
-    if compute_mala:
-      zero = jnp.zeros((), jnp.result_type(float))
-      previous = (params, jax.tree.map(jnp.zeros_like, params), zero)
-    _, trace = jax.lax.scan(body, (state, previous), jnp.arange(num_draws))
-    return trace
-
-  if chain_map == "vmap":
-    return jax.vmap(one_chain)(chain_keys)
-  return jax.lax.map(one_chain, chain_keys)
-
-
-def init_loss(loss_fn: LossFn, params: PyTree, data: PyTree, *, batch_size: int,
-              num_batches: Optional[int] = None) -> jax.Array:
-  """L_n(w*): the mean loss over the sampling dataset, evaluated in batches (pure, jittable).
-
-  Args:
-    loss_fn: ``loss_fn(params, batch) -> scalar`` mean loss over the batch.
-    params: the point w*.
-    data: pytree with a leading example axis of size n.
-    batch_size: evaluation batch size (memory only: the result is the mean over the examples).
-    num_batches: None for the whole dataset (a last partial batch is weighted by its size), or
-      k for the mean over the first k·batch_size examples.
-
-  Returns:
-    Scalar float32. Vmappable over ``params``.
-  """
-  num_examples = _num_examples(data)
-  if num_batches is None:
-    num_full, remainder = divmod(num_examples, batch_size)
-  else:
-    if not 0 < num_batches * batch_size <= num_examples:
-      raise ValueError(f"num_batches·batch_size = {num_batches * batch_size} must be in "
-                       f"[1, {num_examples}]")
-    num_full, remainder = num_batches, 0
-  total = jnp.zeros((), jnp.float32)
-  if num_full:
-    cut = num_full * batch_size
-    batches = jax.tree.map(lambda x: x[:cut].reshape(num_full, batch_size, *x.shape[1:]), data)
-    losses = jax.lax.map(lambda batch: loss_fn(params, batch), batches)
-    total = total + jnp.sum(losses.astype(jnp.float32)) * batch_size
-  if remainder:
-    tail = jax.tree.map(lambda x: x[num_full * batch_size:], data)
-    total = total + loss_fn(params, tail).astype(jnp.float32) * remainder
-  return total / (num_full * batch_size + remainder)
 
 
 _STATIC = ("loss_fn", "num_draws", "batch_size", "num_init_loss_batches", "preconditioner",
@@ -459,10 +157,10 @@ def _sample(params, data, chain_keys, hyper, mask, bounding_box, *, loss_fn, num
 
 
 def _hyper(step_size, nbeta, gamma, noise_level, weight_decay):
-  return dict(step_size=jnp.asarray(step_size, jnp.float32), nbeta=jnp.asarray(nbeta, jnp.float32),
-              gamma=jnp.asarray(gamma, jnp.float32),
-              noise_level=jnp.asarray(noise_level, jnp.float32),
-              weight_decay=jnp.asarray(weight_decay, jnp.float32))
+  """Hyperparameters as float32 arrays: traced, so new values do not recompile."""
+  values = dict(step_size=step_size, nbeta=nbeta, gamma=gamma, noise_level=noise_level,
+                weight_decay=weight_decay)
+  return {name: jnp.asarray(value, jnp.float32) for name, value in values.items()}
 
 
 def _emit(messages: Sequence[str]) -> None:
@@ -476,7 +174,7 @@ def estimate_llc(loss_fn: LossFn, params: PyTree, data: PyTree, key: jax.Array, 
                  thin: int = 1, num_init_loss_batches: Optional[int] = None,
                  noise_level: float = 1.0, weight_decay: float = 0.0, mask: PyTree = None,
                  preconditioner=None, bounding_box: Optional[float] = None,
-                 compute_mala: bool = False, chain_map: str = "vmap",
+                 compute_mala: Union[bool, str] = False, chain_map: str = "vmap",
                  warn: bool = True) -> LLCResult:
   """Estimates the local learning coefficient λ̂(w*) of ``loss_fn`` at ``params``.
 
@@ -500,7 +198,9 @@ def estimate_llc(loss_fn: LossFn, params: PyTree, data: PyTree, key: jax.Array, 
     thin: keep every ``thin``-th draw after burn-in.
     num_init_loss_batches: None: L_n(w*) over the whole dataset; k: over its first k batches.
     noise_level, weight_decay, mask, preconditioner, bounding_box: see :func:`build_kernel`.
-    compute_mala: record MALA acceptance probabilities (``result.diagnostics["mala"]``).
+    compute_mala: False, True / ``"consecutive"`` (devinterp's, free) or ``"same_batch"`` (one
+      extra gradient per draw): record MALA acceptance probabilities in
+      ``result.diagnostics["mala"]`` and their mean in ``["mala_mean"]`` (see :func:`run_chains`).
     chain_map: ``"vmap"`` or ``"map"`` over chains.
     warn: also issue each message of ``result.warnings`` as an :class:`LLCWarning`.
 
@@ -520,7 +220,7 @@ def estimate_llc(loss_fn: LossFn, params: PyTree, data: PyTree, key: jax.Array, 
       params, data, chain_keys, _hyper(step_size, nbeta, gamma, noise_level, weight_decay), mask,
       bounding_box, loss_fn=loss_fn, num_draws=num_draws, batch_size=batch_size,
       num_init_loss_batches=num_init_loss_batches,
-      preconditioner=_resolve_preconditioner(preconditioner), compute_mala=compute_mala,
+      preconditioner=resolve_preconditioner(preconditioner), compute_mala=compute_mala,
       chain_map=chain_map)
   result = summarize(jax.device_get(trace), float(loss0), nbeta=nbeta, num_burnin=num_burnin,
                      thin=thin)
@@ -535,8 +235,8 @@ def calibrate(loss_fn: LossFn, params: PyTree, data: PyTree, key: jax.Array, *,
               batch_size: int, num_burnin: int = 0, thin: int = 1,
               num_init_loss_batches: Optional[int] = None, noise_level: float = 1.0,
               weight_decay: float = 0.0, mask: PyTree = None, preconditioner=None,
-              bounding_box: Optional[float] = None, chain_map: str = "vmap",
-              grid_map: str = "vmap") -> CalibrationResult:
+              bounding_box: Optional[float] = None, compute_mala: Union[bool, str] = False,
+              chain_map: str = "vmap", grid_map: str = "vmap") -> CalibrationResult:
   """Sweeps the ε × nβ × γ grid in one jitted call and summarizes every grid point.
 
   All grid points use the same chain keys (common random numbers), so differences between
@@ -551,6 +251,9 @@ def calibrate(loss_fn: LossFn, params: PyTree, data: PyTree, key: jax.Array, *,
     num_chains, num_draws, batch_size, num_burnin, thin, num_init_loss_batches: as for
       :func:`estimate_llc`.
     noise_level, weight_decay, mask, preconditioner, bounding_box: see :func:`build_kernel`.
+    compute_mala: as for :func:`estimate_llc`; summarised as ``CalibrationResult.mala_mean``.
+      ``"same_batch"`` is the one that reflects the discretisation error of a step size when
+      minibatches are used (``recommend(min_mala=...)``).
     chain_map: ``"vmap"`` or ``"map"`` over chains within a grid point.
     grid_map: ``"vmap"`` or ``"map"`` over grid points.
 
@@ -571,7 +274,7 @@ def calibrate(loss_fn: LossFn, params: PyTree, data: PyTree, key: jax.Array, *,
   trace, loss0 = _sample(
       params, data, chain_keys, hyper, mask, bounding_box, loss_fn=loss_fn, num_draws=num_draws,
       batch_size=batch_size, num_init_loss_batches=num_init_loss_batches,
-      preconditioner=_resolve_preconditioner(preconditioner), compute_mala=False,
+      preconditioner=resolve_preconditioner(preconditioner), compute_mala=compute_mala,
       chain_map=chain_map, grid_map=grid_map)
   trace = jax.device_get(trace)
   loss0 = float(loss0)

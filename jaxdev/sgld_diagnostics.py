@@ -16,7 +16,7 @@ class LLCWarning(RuntimeWarning):
   """A warning about an LLC estimate: failed, escaped or unsettled chains."""
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(repr=False)
 class LLCResult:
   """An LLC estimate with its traces and diagnostics.
 
@@ -82,6 +82,9 @@ class LLCResult:
     if self.num_failed:
       text += f"; {self.num_failed} of {self.num_chains} chains failed"
     return text
+
+  def __repr__(self) -> str:
+    return f"LLCResult({self}, draws={self.loss_trace.shape[1]}, warnings={len(self.warnings)})"
 
   def to_dict(self, include_traces: bool = False) -> dict:
     """JSON-serialisable summary (per-chain values as lists; traces only if asked)."""
@@ -257,6 +260,7 @@ def plot_trace(result: LLCResult, *, title: Optional[str] = None):
                  color="k", alpha=0.08, label="final ± std")
   if result.num_burnin:
     ax.axvline(result.num_burnin, color="0.4", ls="--", lw=0.8, label="end of burn-in")
+  ax.set_xlim(0, max(len(draws) - 1, 1))
   ax.set_xlabel("draw")
   ax.set_ylabel("online λ̂")
   ax.set_title(title if title is not None else str(result), fontsize=9)
@@ -282,7 +286,7 @@ class Recommendation(NamedTuple):
   reason: str
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(repr=False)
 class CalibrationResult:
   """A swept ε × nβ × γ grid; arrays are indexed [step_size, nbeta, gamma].
 
@@ -328,30 +332,44 @@ class CalibrationResult:
     return self._grid(lambda r: bool(r.settled))
 
   @property
+  def mala_mean(self) -> np.ndarray:
+    """[ε, nβ, γ] mean MALA acceptance probability (NaN when not computed)."""
+    return self._grid(lambda r: float(r.diagnostics.get("mala_mean", np.nan)))
+
+  @property
   def ok(self) -> np.ndarray:
     """[ε, nβ, γ] usable points: no failure, no escape, settled, positive estimate."""
     return self._grid(lambda r: bool(r.num_failed == 0 and not r.escaped.any() and r.settled
                                      and r.llc_mean > 0))
 
-  def recommend(self, max_nbeta: Optional[float] = None,
-                max_jump: float = 2.0) -> Optional[Recommendation]:
+  def recommend(self, max_nbeta: Optional[float] = None, max_jump: float = 2.0,
+                min_mala: Optional[float] = None) -> Optional[Recommendation]:
     """Chooses a setting by the paper's rules (appendix E.3.3).
 
     For each (nβ, γ) the step sizes are scanned in increasing order; the scan stops at the first
-    point that is not usable (a failed or escaped chain, not settled, or λ̂ ≤ 0) or whose λ̂
-    jumps above ``max_jump`` times the previous usable one (divergence held in by a bounding
-    box). The last usable step size is that pair's candidate. Then: the largest nβ not above
-    ``max_nbeta`` (default: ``default_nbeta``), the smallest γ, and that candidate ε.
+    point that is not usable (a failed or escaped chain, not settled, λ̂ ≤ 0, or a MALA
+    acceptance below ``min_mala``) or whose λ̂ jumps above ``max_jump`` times the previous
+    usable one (divergence held in by a bounding box). The last usable step size is that pair's
+    candidate. Then: the largest nβ not above ``max_nbeta`` (default: ``default_nbeta``), the
+    smallest γ, and that candidate ε.
+
+    These rules do not see the Euler bias of a large ε (λ̂ grows with ε while every check
+    passes); ``figure()`` shows it as a rise of λ̂ against ε, and ``min_mala`` (the MALA
+    acceptance falls as the bias grows; sweep with ``compute_mala="same_batch"`` when using
+    minibatches) is a way to exclude it.
 
     Args:
       max_nbeta: upper limit for nβ (None: ``default_nbeta``, or no limit if unknown).
       max_jump: the largest accepted ratio of λ̂ between consecutive step sizes.
+      min_mala: if set, the smallest accepted mean MALA acceptance probability.
 
     Returns:
-      :class:`Recommendation`, or None when no grid point is usable.
+      :class:`Recommendation`, or None when no grid point with nβ ≤ the limit is usable.
     """
     limit = self.default_nbeta if max_nbeta is None else max_nbeta
     ok, mean = self.ok, self.llc_mean
+    if min_mala is not None:
+      ok = ok & (self.mala_mean >= min_mala)
     order = np.argsort(self.step_sizes, kind="stable")
     for j in np.argsort(-self.nbetas, kind="stable"):
       if limit is not None and self.nbetas[j] > limit * (1 + 1e-9):
@@ -367,7 +385,8 @@ class CalibrationResult:
         result = self.results[best, j, k]
         reason = (f"nbeta: largest <= {limit if limit is not None else float('inf'):.4g} with a "
                   f"usable point; gamma: smallest usable; step size: largest before the first "
-                  f"failed, escaped, unsettled, non-positive or jumping (x{max_jump:g}) estimate")
+                  f"failed, escaped, unsettled, non-positive or jumping (x{max_jump:g}) estimate"
+                  + (f" or MALA acceptance < {min_mala:g}" if min_mala is not None else ""))
         return Recommendation(float(self.step_sizes[best]), float(self.nbetas[j]),
                               float(self.gammas[k]), float(result.llc_mean),
                               float(result.llc_std), (int(best), int(j), int(k)), reason)
@@ -376,6 +395,24 @@ class CalibrationResult:
   def figure(self):
     """The calibration figure (see :func:`plot_calibration`)."""
     return plot_calibration(self)
+
+  def table(self) -> str:
+    """One text line per grid point: ε, nβ, γ, λ̂ ± std, failed chains, flags, MALA."""
+    mean, std, failed = self.llc_mean, self.llc_std, self.num_failed
+    escaped, settled, mala = self.escaped, self.settled, self.mala_mean
+    lines = [f"{'step_size':>10} {'nbeta':>9} {'gamma':>9} {'llc':>10} {'± std':>9} "
+             f"{'failed':>6}  flags      mala"]
+    for i, j, k in np.ndindex(self.results.shape):
+      flags = ("escaped " if escaped[i, j, k] else "") + ("unsettled" if not settled[i, j, k]
+                                                            else "")
+      lines.append(f"{self.step_sizes[i]:10.3g} {self.nbetas[j]:9.4g} {self.gammas[k]:9.4g} "
+                   f"{mean[i, j, k]:10.4g} {std[i, j, k]:9.3g} {failed[i, j, k]:6d}  "
+                   f"{flags:<10} {mala[i, j, k]:.3f}")
+    return "\n".join(lines)
+
+  def __repr__(self) -> str:
+    return (f"CalibrationResult({len(self.step_sizes)} step sizes × {len(self.nbetas)} nbetas × "
+            f"{len(self.gammas)} gammas, init_loss={self.init_loss:.4g})")
 
 
 def plot_calibration(calibration: CalibrationResult):

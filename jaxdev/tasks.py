@@ -58,8 +58,9 @@ def regression_task(config) -> Task:
     return model.init(key, jnp.zeros((1, num_tokens, token_dim)))["params"]
 
   def predict(params, xs, ys):
-    return regression_data.readout(model.apply({"params": params},
-                                               regression_data.tokenize(xs, ys)))
+    # Only the x-positions are read out, so the model computes only those outputs (exact).
+    outputs = model.apply({"params": params}, regression_data.tokenize(xs, ys), output_stride=2)
+    return outputs[..., 0]  # (B, K): coordinate 0 at each x_k, as regression_data.readout
 
   def loss_fn(params, batch):
     return jnp.mean((predict(params, batch.xs, batch.ys) - batch.ys) ** 2)

@@ -53,19 +53,20 @@ class CausalSelfAttention(nn.Module):
   num_heads: int
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, query_stride: int = 1):
     batch, length, width = x.shape  # (B, T, C)
     head_dim = width // self.num_heads
     qkv = Linear(3 * width, use_bias=False, name="qkv")(x)  # (B, T, 3C)
     qkv = qkv.reshape(batch, length, 3, self.num_heads, head_dim)  # (B, T, 3, nh, hs)
-    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # each (B, T, nh, hs)
-    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(head_dim)  # (B, nh, T, T)
-    causal = jnp.tril(jnp.ones((length, length), dtype=bool))  # (T, T)
+    q, k, v = qkv[:, ::query_stride, 0], qkv[:, :, 1], qkv[:, :, 2]  # (B, Tq, nh, hs), (B, T, nh, hs)
+    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(head_dim)  # (B, nh, Tq, T)
+    query_pos = jnp.arange(0, length, query_stride)[:, None]  # (Tq, 1)
+    causal = jnp.arange(length)[None, :] <= query_pos  # (Tq, T)
     scores = jnp.where(causal, scores, -jnp.inf)
-    weights = jax.nn.softmax(scores, axis=-1)  # (B, nh, T, T)
+    weights = jax.nn.softmax(scores, axis=-1)  # (B, nh, Tq, T)
     self.sow("intermediates", "attention", weights)
-    out = jnp.einsum("bhqk,bkhd->bqhd", weights, v)  # (B, T, nh, hs)
-    out = out.reshape(batch, length, width)  # (B, T, C)
+    out = jnp.einsum("bhqk,bkhd->bqhd", weights, v)  # (B, Tq, nh, hs)
+    out = out.reshape(batch, out.shape[1], width)  # (B, Tq, C)
     return Linear(width, use_bias=False, name="proj")(out)
 
 
@@ -76,10 +77,10 @@ class Block(nn.Module):
   mlp_dim: int
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, query_stride: int = 1):
     width = x.shape[-1]
-    x = x + CausalSelfAttention(self.num_heads, name="attn")(
-        nn.LayerNorm(epsilon=1e-5, name="ln1")(x))
+    x = x[:, ::query_stride] + CausalSelfAttention(self.num_heads, name="attn")(
+        nn.LayerNorm(epsilon=1e-5, name="ln1")(x), query_stride)
     h = nn.LayerNorm(epsilon=1e-5, name="ln2")(x)
     h = Linear(self.mlp_dim, name="fc")(h)
     h = nn.relu(h)
@@ -99,7 +100,11 @@ class RegressionTransformer(nn.Module):
     token_dim: width of input and output tokens (D + 1).
 
   Call with tokens of shape [B, T, token_dim] (T <= max_len); returns outputs of the same shape.
-  Attention patterns are sown into the "intermediates" collection as [B, heads, T, T] per block.
+  With ``output_stride=s`` only the outputs at positions 0, s, 2s, ... are computed
+  ([B, ceil(T/s), token_dim]): the last block then forms queries, MLP and head only there, which
+  is exact (causal attention) and saves work when only those positions are read out (s = 2 for
+  the x-positions of regression). Attention patterns are sown into the "intermediates"
+  collection as [B, heads, Tq, T] per block.
   """
 
   num_layers: int = 2
@@ -110,15 +115,16 @@ class RegressionTransformer(nn.Module):
   token_dim: int = 5
 
   @nn.compact
-  def __call__(self, tokens):
+  def __call__(self, tokens, output_stride: int = 1):
     length = tokens.shape[-2]
     x = Linear(self.embed_dim, use_bias=False, name="wte")(tokens)  # (B, T, C)
     wpe = self.param("wpe", torch_uniform(self.max_len), (self.max_len, self.embed_dim))
     x = x + wpe[:length]  # (B, T, C)
     for i in range(self.num_layers):
-      x = Block(self.num_heads, self.mlp_dim, name=f"block_{i}")(x)
+      stride = output_stride if i == self.num_layers - 1 else 1
+      x = Block(self.num_heads, self.mlp_dim, name=f"block_{i}")(x, stride)  # (B, T or Tq, C)
     x = nn.LayerNorm(epsilon=1e-5, name="ln_f")(x)
-    return Linear(self.token_dim, name="head")(x)  # (B, T, token_dim)
+    return Linear(self.token_dim, name="head")(x)  # (B, T or Tq, token_dim)
 
 
 def build_model(model_config, *, max_len: int = 16, token_dim: int = 5) -> RegressionTransformer:
