@@ -26,10 +26,25 @@ def _path(directory) -> epath.Path:
   return path
 
 
-def open_manager(directory, *, create: bool = True, async_save: bool = True) -> ocp.CheckpointManager:
-  """A CheckpointManager over ``directory`` that keeps every step it is asked to save."""
+def open_manager(directory, *, create: bool = True, async_save: bool = True,
+                 independent: bool = False) -> ocp.CheckpointManager:
+  """A CheckpointManager over ``directory`` that keeps every step it is asked to save.
+
+  Args:
+    directory: local path or ``gs://`` URL.
+    create: create the directory if missing.
+    async_save: save in a background thread.
+    independent: this process reads on its own, without synchronising with other processes
+      of a multi-host runtime (each host reads the same files; used by the LLC sweep).
+  """
+  multiprocessing = ocp.options.MultiprocessingOptions()
+  if independent and jax.process_count() > 1:
+    index = jax.process_index()
+    multiprocessing = ocp.options.MultiprocessingOptions(
+        primary_host=index, active_processes={index}, barrier_sync_key_prefix=f"reader{index}")
   options = ocp.CheckpointManagerOptions(
-      create=create, max_to_keep=None, enable_async_checkpointing=async_save)
+      create=create, max_to_keep=None, enable_async_checkpointing=async_save,
+      multiprocessing_options=multiprocessing)
   return ocp.CheckpointManager(_path(directory), options=options, item_names=("params", "opt_state"))
 
 
@@ -52,7 +67,7 @@ def list_steps(directory) -> list[int]:
   path = _path(directory)
   if not path.exists():
     return []
-  with open_manager(path, create=False, async_save=False) as manager:
+  with open_manager(path, create=False, async_save=False, independent=True) as manager:
     return sorted(int(s) for s in manager.all_steps())
 
 
@@ -66,7 +81,7 @@ class ParamsReader:
   """
 
   def __init__(self, directory, abstract_params: Any):
-    self._manager = open_manager(directory, create=False, async_save=False)
+    self._manager = open_manager(directory, create=False, async_save=False, independent=True)
     self._abstract = jax.tree_util.tree_map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), abstract_params)
 

@@ -129,19 +129,42 @@ def load_run_config(run_dir: str) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(json.load(f))
 
 
-def _check_settings(out_dir: str, settings: SweepSettings, name: str) -> None:
+def _settings_conflict(out_dir: str, settings: SweepSettings, name: str) -> str | None:
+  """Why the recorded settings of this sweep differ from ``settings`` (None if they match)."""
   path = os.path.join(out_dir, "settings.json")
-  record = dataclasses.asdict(settings)
-  if os.path.exists(path):
-    with open(path) as f:
-      existing = json.load(f)
-    if existing != json.loads(json.dumps(record)):
-      changed = sorted(k for k in set(existing) | set(record) if existing.get(k) != record.get(k))
-      raise SweepError(
-          f"sweep {name!r} in {os.path.dirname(out_dir)} was started with other SGLD settings "
+  record = json.loads(json.dumps(dataclasses.asdict(settings)))
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    existing = json.load(f)
+  if existing == record:
+    return None
+  changed = sorted(k for k in set(existing) | set(record) if existing.get(k) != record.get(k))
+  return (f"sweep {name!r} in {os.path.dirname(out_dir)} was started with other SGLD settings "
           f"({', '.join(changed)} differ); pass a new sweep name to start another sweep")
-  elif distributed.is_main_process():
-    rundir.atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+def _plan(out_dir: str, settings: SweepSettings, name: str, wanted: list) -> list:
+  """Steps of ``wanted`` still to do, decided by process 0 and shared with every process.
+
+  Process 0 checks the recorded settings (writing them for a new sweep) and lists the results
+  already on disk; other hosts may not see that directory, so they take its answer.
+  """
+  conflict = None
+  done = np.zeros(len(wanted), np.int32)
+  if distributed.is_main_process():
+    os.makedirs(out_dir, exist_ok=True)
+    conflict = _settings_conflict(out_dir, settings, name)
+    if conflict is None and not os.path.exists(os.path.join(out_dir, "settings.json")):
+      rundir.atomic_write_text(os.path.join(out_dir, "settings.json"),
+                               json.dumps(dataclasses.asdict(settings), indent=2, sort_keys=True) + "\n")
+    done = np.array([os.path.exists(result_path(out_dir, s)) for s in wanted], np.int32)
+  status = np.concatenate([[int(conflict is not None)], done]).astype(np.int32)
+  if jax.process_count() > 1:
+    status = np.asarray(multihost_utils.broadcast_one_to_all(status))
+  if status[0]:
+    raise SweepError(conflict or f"sweep {name!r} was started with other SGLD settings")
+  return [s for s, d in zip(wanted, status[1:]) if not d]
 
 
 def build_estimator(loss_fn: Callable, data, settings: SweepSettings, mesh, group_size: int):
@@ -212,11 +235,8 @@ def sweep(run_dir: str, settings: SweepSettings, *, steps: Sequence[int] | None 
     raise SweepError(f"{run_dir} holds no checkpoints")
   wanted = available if steps is None else sorted(set(int(s) for s in steps))
   out_dir = os.path.join(run_dir, "llc", name)
-  if distributed.is_main_process():
-    os.makedirs(out_dir, exist_ok=True)
-  _check_settings(out_dir, settings, name)
-  done_already = [s for s in wanted if os.path.exists(result_path(out_dir, s))]
-  todo = [s for s in wanted if s not in set(done_already)]
+  todo = _plan(out_dir, settings, name, wanted)
+  done_already = [s for s in wanted if s not in set(todo)]
   failed = {s: "no checkpoint at this step" for s in todo if s not in set(available)}
   todo = [s for s in todo if s not in failed]
 
