@@ -1,0 +1,156 @@
+"""Figures: the LLC curve with stages (paper Figure 1) and essential dynamics (Figure 2)."""
+
+from __future__ import annotations
+
+import itertools
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from jaxdev.analysis import geometry  # noqa: E402
+
+STAGE_COLOURS = {"A": "#d9ead3", "B": "#f4cccc"}
+
+
+def _shade_stages(ax, stages):
+  for i, stage in enumerate(stages):
+    ax.axvspan(max(stage.start, 1e-1) + 1, stage.end + 1, color=STAGE_COLOURS[stage.kind], alpha=0.6,
+               lw=0)
+    if i:
+      ax.axvline(stage.start + 1, color="0.4", lw=0.8, ls="--")
+
+
+def plot_llc(steps, llc_mean, llc_std, *, loss_steps=None, test_loss=None, analysis=None,
+             title: str = "LLC over training"):
+  """LLC ± std against log step with stages shaded (A green, B red) and test loss beside it.
+
+  The x axis is step + 1 on a log scale (so step 0 shows). ``analysis`` is a StageAnalysis.
+  """
+  fig, (ax, ax_loss) = plt.subplots(1, 2, figsize=(12, 4.2))
+  x = np.asarray(steps) + 1
+  if analysis is not None:
+    _shade_stages(ax, analysis.stages)
+    ax.plot(analysis.grid_steps + 1, analysis.mean, color="k", lw=1, alpha=0.6, label="GP fit")
+  ax.errorbar(x, llc_mean, yerr=llc_std, fmt="o-", ms=3, lw=1, capsize=2, color="C0",
+              label="LLC ± std over chains")
+  ax.set_xscale("log")
+  ax.set_xlabel("training step + 1")
+  ax.set_ylabel("estimated LLC λ̂")
+  ax.set_title(title)
+  if analysis is not None:
+    for i, stage in enumerate(analysis.stages):
+      mid = np.sqrt((stage.start + 1) * (stage.end + 1))
+      ax.text(mid, 0.97, f"{'AB'[stage.kind == 'B']}{i + 1}", transform=ax.get_xaxis_transform(),
+              ha="center", va="top", fontsize=9)
+  ax.legend(loc="lower right", fontsize=8)
+  if test_loss is not None:
+    if analysis is not None:
+      _shade_stages(ax_loss, analysis.stages)
+    ax_loss.plot(np.asarray(loss_steps) + 1, test_loss, "o-", ms=3, color="C3")
+    ax_loss.set_xscale("log")
+    ax_loss.set_xlabel("training step + 1")
+    ax_loss.set_ylabel("test loss")
+    ax_loss.set_title("Test loss")
+  else:
+    ax_loss.set_visible(False)
+  fig.tight_layout()
+  return fig
+
+
+def plot_slope(analysis):
+  """The GP slope d λ̂ / d ln(step+1) with the plateau tolerance and milestones."""
+  fig, ax = plt.subplots(figsize=(6, 3.5))
+  ax.plot(analysis.grid_steps + 1, analysis.slope, color="C0")
+  for sign in (1, -1):
+    ax.axhline(sign * analysis.tolerance, color="0.5", ls=":", lw=1)
+  ax.axhline(0, color="k", lw=0.6)
+  for b in analysis.boundaries:
+    ax.axvline(b + 1, color="C3", ls="--", lw=0.8)
+  ax.set_xscale("log")
+  ax.set_xlabel("training step + 1")
+  ax.set_ylabel("slope of GP mean (LLC per ln step)")
+  ax.set_title("Stage milestones: sign changes and plateaus of the slope")
+  fig.tight_layout()
+  return fig
+
+
+def plot_ed(scores, steps, *, forms=(), stages=(), explained=None, circles_every: int = 0):
+  """PC-pair plots of the smoothed trajectory coloured by stage, with evolutes and forms."""
+  k = scores.shape[1]
+  pairs = list(itertools.combinations(range(k), 2))
+  fig, axes = plt.subplots(1, len(pairs), figsize=(4.6 * len(pairs), 4.4), squeeze=False)
+  steps = np.asarray(steps)
+  stage_of = np.zeros(len(steps), int)
+  for i, stage in enumerate(stages):
+    stage_of[(steps >= stage.start) & (steps <= stage.end)] = i
+  colours = plt.cm.tab10(np.arange(max(len(stages), 1)) % 10)
+  for ax, (i, j) in zip(axes[0], pairs):
+    curve = scores[:, [i, j]]
+    for s in range(max(len(stages), 1)):
+      mask = stage_of == s
+      label = f"stage {s + 1} ({stages[s].kind})" if stages else None
+      ax.plot(curve[mask, 0], curve[mask, 1], ".", ms=4, color=colours[s], label=label)
+    ax.plot(curve[:, 0], curve[:, 1], color="0.6", lw=0.5)
+    osc = geometry.osculating_circles(curve)
+    scale = np.ptp(curve, axis=0).max()
+    ok = np.isfinite(osc.radii) & (osc.radii < 0.2 * scale)
+    ax.plot(osc.centres[ok, 0], osc.centres[ok, 1], ",", color="C4", alpha=0.5)
+    if circles_every:
+      for t in range(1, len(curve) - 1, circles_every):
+        if ok[t]:
+          ax.add_patch(plt.Circle(osc.centres[t], osc.radii[t], fill=False, lw=0.4, alpha=0.4))
+    for n, form in enumerate(forms):
+      ax.plot(form.centre[i], form.centre[j], "k*", ms=12)
+      ax.annotate(f"form {n + 1}\nstep {steps[form.index]}", (form.centre[i], form.centre[j]),
+                  fontsize=8, xytext=(5, 5), textcoords="offset points")
+    ax.plot(*curve[0], "go", ms=6, label="start")
+    ax.plot(*curve[-1], "rs", ms=6, label="end")
+    xl = f"PC{i + 1}" + (f" ({100 * explained[i]:.0f}%)" if explained is not None else "")
+    yl = f"PC{j + 1}" + (f" ({100 * explained[j]:.0f}%)" if explained is not None else "")
+    ax.set_xlabel(xl)
+    ax.set_ylabel(yl)
+    ax.set_aspect("equal", adjustable="datalim")
+  axes[0][0].legend(fontsize=7, loc="best", markerscale=1)
+  fig.suptitle("Essential dynamics: smoothed PC trajectory (purple: evolute, ★: forms)")
+  fig.tight_layout()
+  return fig
+
+
+def plot_scores(steps, raw, smoothed, forms=()):
+  """PC scores over (log) training step, raw and smoothed, with forms marked."""
+  k = raw.shape[1]
+  fig, axes = plt.subplots(k, 1, figsize=(7, 2.2 * k), sharex=True)
+  x = np.asarray(steps) + 1
+  for i, ax in enumerate(np.atleast_1d(axes)):
+    ax.plot(x, raw[:, i], color="0.7", lw=0.8, label="raw")
+    ax.plot(x, smoothed[:, i], color=f"C{i}", lw=1.5, label="smoothed")
+    for form in forms:
+      ax.axvline(x[form.index], color="k", ls="--", lw=0.8)
+    ax.set_ylabel(f"PC{i + 1}")
+    ax.set_xscale("log")
+  np.atleast_1d(axes)[0].legend(fontsize=8)
+  np.atleast_1d(axes)[-1].set_xlabel("training step + 1")
+  fig.tight_layout()
+  return fig
+
+
+def plot_form_potentials(steps, scores, forms):
+  """‖f(t) − f*‖² for each form over (log) step."""
+  fig, ax = plt.subplots(figsize=(7, 3.5))
+  x = np.asarray(steps) + 1
+  for n, form in enumerate(forms):
+    ax.plot(x, geometry.form_potential(scores, form.centre), label=f"form {n + 1} (step {steps[form.index]})")
+    ax.axvline(x[form.index], color=f"C{n}", ls="--", lw=0.8)
+  ax.set_xscale("log")
+  ax.set_yscale("log")
+  ax.set_xlabel("training step + 1")
+  ax.set_ylabel("form potential ‖f(t) − f*‖²")
+  if forms:
+    ax.legend(fontsize=8)
+  else:
+    ax.text(0.5, 0.5, "no forms found", transform=ax.transAxes, ha="center")
+  fig.tight_layout()
+  return fig
