@@ -5,6 +5,7 @@
   python scripts/benchmark.py sweep --checkpoints 8 --chains 4 --draws 100 --batch 1024
   python scripts/benchmark.py ed --num_steps 5000 --dim 20000
   python scripts/benchmark.py devinterp --batch 128 --chains 4 --draws 200   # needs torch, devinterp
+  python scripts/benchmark.py compare --batch 128 --chains 4 --draws 200     # both, one after the other
 """
 
 import json
@@ -30,7 +31,7 @@ _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed repetitions (the median is 
 _NUM_STEPS = flags.DEFINE_integer("num_steps", 5000, "ED probe rows (ed).")
 _DIM = flags.DEFINE_integer("dim", 20000, "ED probe width (ed).")
 
-COMMANDS = ("train", "sgld", "sweep", "ed", "devinterp")
+COMMANDS = ("train", "sgld", "sweep", "ed", "devinterp", "compare")
 
 
 def main(argv):
@@ -49,6 +50,20 @@ def main(argv):
     result = benchmarks.sweep_throughput(_CONFIG.value, num_checkpoints=_CHECKPOINTS.value,
                                          batch_size=_BATCH.value, num_chains=_CHAINS.value,
                                          num_draws=_DRAWS.value, repeats=_REPEATS.value)
+  elif command == "compare":
+    from jaxdev import torch_reference
+    reference = torch_reference.devinterp_throughput(
+        batch_size=_BATCH.value, num_chains=_CHAINS.value, num_draws=_DRAWS.value)
+    ours = benchmarks.sgld_throughput(_CONFIG.value, batch_size=_BATCH.value,
+                                      num_chains=_CHAINS.value, num_draws=_DRAWS.value,
+                                      chain_map=_CHAIN_MAP.value, repeats=_REPEATS.value)
+    result = {"benchmark": "compare", "batch_size": _BATCH.value, "num_chains": _CHAINS.value,
+              "num_draws": _DRAWS.value,
+              "devinterp_chain_steps_per_s": reference["chain_steps_per_s"],
+              "jaxdev_chain_steps_per_s": ours["chain_steps_per_s"],
+              "jaxdev_gflops_per_s": ours["gflops_per_s"],
+              "speedup": ours["chain_steps_per_s"] / reference["chain_steps_per_s"],
+              "torch": reference["torch"], **benchmarks.machine()}
   elif command == "devinterp":
     from jaxdev import torch_reference
     result = torch_reference.devinterp_throughput(
