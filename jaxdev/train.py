@@ -82,6 +82,9 @@ def make_optimizer(optim_config) -> optax.GradientTransformation:
 
 def validate_config(config) -> None:
   """Raises ConfigError on sizes or rates that cannot make a run."""
+  if config.get("task", "regression") != "regression":
+    raise ConfigError(f"task {config.get('task')!r} cannot be trained by jaxdev.train yet "
+                      "(its model and data pipeline exist; only the regression task is wired in)")
   checks = {
       "optim.batch_size": config.optim.batch_size,
       "optim.num_steps": config.optim.num_steps,
