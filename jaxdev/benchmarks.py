@@ -129,7 +129,7 @@ def sweep_throughput(config, *, num_checkpoints: int, batch_size: int, num_chain
   keys = llc._global_array(np.asarray(jax.random.split(jax.random.PRNGKey(1), num_chains)), mesh, P("chain"))  # pylint: disable=protected-access
   host_data = data
   data = jax.tree_util.tree_map(lambda x: llc._global_array(x, mesh, P()), data)  # pylint: disable=protected-access
-  estimate = llc.build_estimator(task.loss_fn, data, settings, mesh, group)
+  estimate = llc.build_estimator(task.loss_fn, settings, mesh)
   jax.block_until_ready(estimate(stacked, keys, data))
   times = []
   for _ in range(repeats):

@@ -21,7 +21,6 @@ import time
 from typing import Callable, Sequence
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
@@ -167,7 +166,7 @@ def _plan(out_dir: str, settings: SweepSettings, name: str, wanted: list) -> lis
   return [s for s, d in zip(wanted, status[1:]) if not d]
 
 
-def build_estimator(loss_fn: Callable, data, settings: SweepSettings, mesh, group_size: int):
+def build_estimator(loss_fn: Callable, settings: SweepSettings, mesh):
   """A jitted function (stacked params [G, ...], chain keys [C, 2]) -> (init_loss [G], trace).
 
   Trace arrays have shape [G, C, draws]. Checkpoints are split over the mesh's "ckpt" axis and
@@ -185,7 +184,6 @@ def build_estimator(loss_fn: Callable, data, settings: SweepSettings, mesh, grou
     trace = jax.vmap(lambda p: sgld.run_chains(loss_fn, p, data, chain_keys, **kwargs))(params)
     return init_losses, trace  # trace leaves: (G_local, C_local, draws)
 
-  del group_size
   mapped = jax.shard_map(local, mesh=mesh, in_specs=(P("ckpt"), P("chain"), P()),
                          out_specs=(P("ckpt"), P("ckpt", "chain")), check_vma=False)
   return jax.jit(mapped)
@@ -257,7 +255,7 @@ def sweep(run_dir: str, settings: SweepSettings, *, steps: Sequence[int] | None 
   data = jax.tree_util.tree_map(lambda x: _global_array(x, mesh, P()), data)
   keys = np.asarray(jax.random.split(jax.random.PRNGKey(settings.seed), settings.num_chains))
   keys = _global_array(keys, mesh, P("chain"))
-  estimate = build_estimator(task.loss_fn, data, settings, mesh, group_size)
+  estimate = build_estimator(task.loss_fn, settings, mesh)
 
   is_main = distributed.is_main_process()
   bar = tqdm(total=len(todo), disable=not (show_progress and is_main), desc=f"llc[{name}]",

@@ -14,6 +14,7 @@ Layout (see README "Run directory")::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -26,13 +27,14 @@ class RunDirError(RuntimeError):
   """A run directory cannot be used as asked (clear, one-line message)."""
 
 
-def atomic_write_text(path: str, text: str) -> None:
-  """Writes ``text`` to ``path`` via a temporary file and rename: readers see old or new, never half."""
+@contextlib.contextmanager
+def _atomic_file(path: str, mode: str, suffix: str):
+  """Yields a temporary file beside ``path`` and renames it onto ``path`` once fully written."""
   directory = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=suffix)
   try:
-    with os.fdopen(fd, "w") as f:
-      f.write(text)
+    with os.fdopen(fd, mode) as f:
+      yield f
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -40,22 +42,18 @@ def atomic_write_text(path: str, text: str) -> None:
     if os.path.exists(tmp):
       os.unlink(tmp)
     raise
+
+
+def atomic_write_text(path: str, text: str) -> None:
+  """Writes ``text`` to ``path`` via a temporary file and rename: readers see old or new, never half."""
+  with _atomic_file(path, "w", os.path.basename(path)) as f:
+    f.write(text)
 
 
 def atomic_save_npz(path: str, **arrays) -> None:
   """Saves arrays as an .npz via a temporary file and rename."""
-  directory = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".npz")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      np.savez(f, **arrays)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
+  with _atomic_file(path, "wb", ".npz") as f:
+    np.savez(f, **arrays)
 
 
 def _diff(a, b, prefix="") -> list[str]:

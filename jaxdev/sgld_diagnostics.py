@@ -7,7 +7,7 @@ sgld``. The traces come from :func:`jaxdev.sgld.run_chains`.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, NamedTuple, Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 

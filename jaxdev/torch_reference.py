@@ -11,7 +11,6 @@ import time
 
 
 def _model():
-  import torch  # pylint: disable=import-outside-toplevel
   from torch import nn  # pylint: disable=import-outside-toplevel
   import torch.nn.functional as F  # pylint: disable=import-outside-toplevel
 

@@ -13,7 +13,6 @@ import jax
 import numpy as np
 import pytest
 
-from configs import llc as llc_configs
 from configs import regression as regression_configs
 from jaxdev import distributed
 from jaxdev import llc

@@ -14,7 +14,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 DIM = 4
 NUM_EXAMPLES = 8
@@ -149,6 +148,3 @@ def per_position_mse(predictions, ys) -> jax.Array:
   """Mean over the batch of (ŷ_k - y_k)², shape [K]."""
   return jnp.mean((predictions - ys) ** 2, axis=0)
 
-
-def as_numpy(batch: Batch) -> Batch:
-  return Batch(np.asarray(batch.xs), np.asarray(batch.ys))
