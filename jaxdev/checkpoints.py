@@ -82,8 +82,11 @@ class ParamsReader:
 
   def __init__(self, directory, abstract_params: Any):
     self._manager = open_manager(directory, create=False, async_save=False, independent=True)
+    # Restore onto this process's first device: without a sharding orbax would reuse the saved
+    # one, which names devices of the process that wrote the checkpoint.
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     self._abstract = jax.tree_util.tree_map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), abstract_params)
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract_params)
 
   def steps(self) -> list[int]:
     return sorted(int(s) for s in self._manager.all_steps())
