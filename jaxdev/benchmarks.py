@@ -51,20 +51,32 @@ def time_compiled(fn, args, repeats: int) -> tuple[float, float]:
 
 
 def train_throughput(config, *, num_steps: int = 20, repeats: int = 5) -> dict:
-  """Training steps/s for the model and batch size of ``config`` (a training ConfigDict)."""
+  """Training steps/s (and tokens/s for a language config) for the model and batch of ``config``.
+
+  Regression batches are drawn inside the step as in training; a language config is timed on
+  random token rows of the configured shape, so no corpus is needed (the model's cost does not
+  depend on the token values). Steps run inside one ``lax.scan`` on the default device.
+  """
   import optax  # pylint: disable=import-outside-toplevel
   from jaxdev import tasks, train  # pylint: disable=import-outside-toplevel
 
-  task = tasks.make_task(config)
   optimizer = train.make_optimizer(config.optim)
-  params = task.init(jax.random.PRNGKey(0))
-  opt_state = optimizer.init(params)
   key = jax.random.PRNGKey(1)
+  if config.task == "language":
+    init, loss_fn = tasks.language_model_fns(config)
+    rows = jax.random.randint(key, (config.optim.batch_size, config.data.row_length), 0,
+                              config.data.vocab_size, dtype=jnp.int32)
+    draw = lambda step: rows
+  else:
+    task = tasks.make_task(config)
+    init, loss_fn = task.init, task.loss_fn
+    draw = lambda step: task.train_batch(jax.random.fold_in(key, step))
+  params = init(jax.random.PRNGKey(0))
+  opt_state = optimizer.init(params)
 
   def step_fn(carry, step):
     params, opt_state = carry
-    batch = task.train_batch(jax.random.fold_in(key, step))
-    loss, grads = jax.value_and_grad(task.loss_fn)(params, batch)
+    loss, grads = jax.value_and_grad(loss_fn)(params, draw(step))
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return (optax.apply_updates(params, updates), opt_state), loss
 
@@ -73,9 +85,16 @@ def train_throughput(config, *, num_steps: int = 20, repeats: int = 5) -> dict:
 
   seconds, _ = time_compiled(run, (params, opt_state), repeats)
   flops = num_steps * flops_of(step_fn, (params, opt_state), jnp.int32(0))
-  return {"benchmark": "train", "batch_size": config.optim.batch_size,
-          "steps_per_s": num_steps / seconds, "ms_per_step": 1e3 * seconds / num_steps,
-          "gflops_per_s": flops / seconds / 1e9, **machine()}
+  result = {"benchmark": "train", "task": config.task, "batch_size": config.optim.batch_size,
+            "num_params": int(sum(x.size for x in jax.tree_util.tree_leaves(params))),
+            "steps_per_s": num_steps / seconds, "ms_per_step": 1e3 * seconds / num_steps,
+            "gflops_per_s": flops / seconds / 1e9, **machine()}
+  if config.task == "language":
+    tokens = config.optim.batch_size * (config.data.row_length - 1)  # predicted tokens per step
+    result["tokens_per_step"] = tokens
+    result["tokens_per_s"] = tokens * num_steps / seconds
+    result["hours_for_run"] = config.optim.num_steps * seconds / num_steps / 3600
+  return result
 
 
 def gradient_flops(task, params, data, batch_size: int) -> float:

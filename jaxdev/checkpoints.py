@@ -54,6 +54,12 @@ def save(manager: ocp.CheckpointManager, step: int, params, opt_state) -> None:
       params=ocp.args.StandardSave(params), opt_state=ocp.args.StandardSave(opt_state)), force=True)
 
 
+def abstract_like(tree, sharding):
+  """``jax.ShapeDtypeStruct`` leaves of ``tree``, all placed with ``sharding`` (a restore target)."""
+  return jax.tree_util.tree_map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
+
+
 def restore(manager: ocp.CheckpointManager, step: int, abstract_params, abstract_opt_state):
   """Restores (params, opt_state) at ``step`` into the structure of the abstract targets."""
   restored = manager.restore(step, args=ocp.args.Composite(
@@ -84,9 +90,8 @@ class ParamsReader:
     self._manager = open_manager(directory, create=False, async_save=False, independent=True)
     # Restore onto this process's first device: without a sharding orbax would reuse the saved
     # one, which names devices of the process that wrote the checkpoint.
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    self._abstract = jax.tree_util.tree_map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract_params)
+    self._abstract = abstract_like(
+        abstract_params, jax.sharding.SingleDeviceSharding(jax.local_devices()[0]))
 
   def steps(self) -> list[int]:
     return sorted(int(s) for s in self._manager.all_steps())

@@ -55,6 +55,13 @@ def is_main_process() -> bool:
   return jax.process_index() == 0
 
 
+def global_array(host_array, sharding: jax.sharding.Sharding) -> jax.Array:
+  """A global jax.Array with ``sharding`` from a host array that every process holds identically
+  (each process places the pieces its own devices hold)."""
+  host_array = np.asarray(host_array)
+  return jax.make_array_from_callback(host_array.shape, sharding, lambda index: host_array[index])
+
+
 def sweep_mesh(num_chains: int, devices: Sequence[jax.Device] | None = None) -> Mesh:
   """A ("ckpt", "chain") mesh over ``devices`` (default: every device of every host).
 

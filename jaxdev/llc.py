@@ -191,9 +191,7 @@ def build_estimator(loss_fn: Callable, settings: SweepSettings, mesh):
 
 def _global_array(host_array, mesh, spec):
   """A global jax.Array from a host array that every process holds identically."""
-  host_array = np.asarray(host_array)
-  sharding = NamedSharding(mesh, spec)
-  return jax.make_array_from_callback(host_array.shape, sharding, lambda index: host_array[index])
+  return distributed.global_array(host_array, NamedSharding(mesh, spec))
 
 
 def _gather(tree):

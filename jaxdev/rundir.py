@@ -27,6 +27,12 @@ class RunDirError(RuntimeError):
   """A run directory cannot be used as asked (clear, one-line message)."""
 
 
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
+
+
 @contextlib.contextmanager
 def _atomic_file(path: str, mode: str, suffix: str):
   """Yields a temporary file beside ``path`` and renames it onto ``path`` once fully written."""
@@ -37,6 +43,7 @@ def _atomic_file(path: str, mode: str, suffix: str):
       yield f
       f.flush()
       os.fsync(f.fileno())
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):
@@ -74,6 +81,9 @@ def prepare(workdir: str, config_dict: dict) -> bool:
   Raises:
     RunDirError: the directory cannot be created or written, or holds a run of another config.
   """
+  if "://" in workdir:
+    raise RunDirError(f"workdir {workdir} is a URL; give a local or mounted path (mount a "
+                      "bucket with gcsfuse to keep runs on Cloud Storage)")
   try:
     os.makedirs(workdir, exist_ok=True)
   except OSError as err:

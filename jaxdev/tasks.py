@@ -11,6 +11,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxdev.data import regression as regression_data
 from jaxdev.models import regression as regression_model
@@ -19,15 +20,21 @@ from jaxdev.models import regression as regression_model
 class Task(NamedTuple):
   """Pure functions describing one training setting.
 
+  A task's training batches come either from a key, drawn on the devices inside the jitted step
+  (``train_batch``; regression), or from the host by step number (``host_batch``; text rows),
+  exactly one of the two being set. Either way batch ``s`` depends only on ``s``, so the step
+  number is the complete data position of a run.
+
   Attributes:
     init: key -> params.
-    train_batch: key -> batch (a pytree of arrays with a leading example axis).
+    train_batch: key -> batch (a pytree of arrays with a leading example axis), or None.
     loss_fn: (params, batch) -> scalar mean loss over the batch.
     evaluate: params -> dict of scalar or vector metrics (jittable) on a fixed evaluation set.
     probe: params -> array, the ED probe (model outputs on fixed inputs), shape ``probe_shape``.
     probe_shape: shape of one probe row.
     sampling_data: (seed, num_examples) -> fixed dataset for SGLD (pytree, leading example axis).
     baselines: dict of reference numbers for the evaluation set (JSON-serialisable).
+    host_batch: step -> batch as host numpy arrays (the global batch), or None.
   """
 
   init: Callable[[jax.Array], Any]
@@ -38,6 +45,7 @@ class Task(NamedTuple):
   probe_shape: tuple
   sampling_data: Callable[[int, int], Any]
   baselines: dict
+  host_batch: Callable[[int], Any] | None = None
 
 
 def regression_task(config) -> Task:
@@ -105,8 +113,105 @@ def regression_task(config) -> Task:
               sampling_data, baselines)
 
 
+def language_model_fns(config):
+  """(init: key -> params, loss_fn: (params, rows [B, row_length] int32) -> mean next-token loss)
+  of a ``configs/language.py`` config, without touching any data."""
+  from jaxdev.models import attention as attention_model  # pylint: disable=import-outside-toplevel
+  model = attention_model.build_model(config.model)
+
+  def init(key):
+    return model.init(key, jnp.zeros((1, config.data.row_length - 1), jnp.int32))["params"]
+
+  def loss_fn(params, rows):
+    return attention_model.next_token_loss(params, model, rows)
+
+  return init, loss_fn
+
+
+def language_task(config, *, num_baseline_rows: int = 50_000) -> Task:
+  """The attention-only language-model setting (SPEC §2) for a ``configs/language.py`` config.
+
+  Builds (once) the tokenized TFDS dataset named by ``config.data``. Batch ``s`` is
+  ``TokenBatches[s]`` of the training split; evaluation uses the first ``eval.num_sequences``
+  rows of the test split (the training split when there is none), the ED probe the true-next-token
+  logit at one fixed random position of each of the first ``ed.num_sequences`` test rows, and the
+  SGLD data are rows of the training split drawn without replacement by seed.
+
+  Metrics (nats): ``loss`` (mean over all predicted positions), ``loss_per_position`` ([T]),
+  and ``icl_score``, the mean loss over positions [0.44·T, 0.54·T) minus that over
+  [0.04·T, 0.06·T) (for the paper's T = 1,023: around token 500 minus around token 50, Olsson
+  et al.'s in-context-learning score, averaged over a window to tame the noise of single
+  positions).
+  Baselines: the empirical unigram and bigram entropies of the training rows (at most
+  ``num_baseline_rows`` of them), the losses of the best unigram and bigram predictors in sample.
+  """
+  # pylint: disable=import-outside-toplevel
+  from jaxdev.data import text as text_data
+  from jaxdev.models import attention as attention_model
+
+  if config.model.vocab_size != config.data.vocab_size:
+    raise ValueError(f"config.model.vocab_size ({config.model.vocab_size}) must equal "
+                     f"config.data.vocab_size ({config.data.vocab_size})")
+  if config.model.context_length < config.data.row_length - 1:
+    raise ValueError(f"config.model.context_length ({config.model.context_length}) is shorter "
+                     f"than the rows' {config.data.row_length - 1} input tokens")
+  builder = text_data.dataset_from_config(config.data)
+  train_rows = text_data.row_source(builder, "train")
+  splits = builder.info.splits
+  test_rows = text_data.row_source(builder, "test") if "test" in splits else train_rows
+  batches = text_data.TokenBatches(train_rows, config.optim.batch_size,
+                                   num_epochs=config.data.num_epochs,
+                                   shuffle_seed=config.data.get("shuffle_seed"))
+  if len(batches) < config.optim.num_steps:
+    raise ValueError(f"the training split gives {len(batches)} batches of "
+                     f"{config.optim.batch_size} rows over {config.data.num_epochs} epoch(s), fewer "
+                     f"than config.optim.num_steps ({config.optim.num_steps})")
+  model = attention_model.build_model(config.model)
+  num_inputs = config.data.row_length - 1
+  init, loss_fn = language_model_fns(config)
+
+  eval_rows = jnp.asarray(text_data.probe_rows(test_rows, config.eval.num_sequences, 0)[0])
+  early = slice(int(0.04 * num_inputs), max(int(0.06 * num_inputs), int(0.04 * num_inputs) + 1))
+  late = slice(int(0.44 * num_inputs), max(int(0.54 * num_inputs), int(0.44 * num_inputs) + 1))
+
+  def evaluate(params):
+    logits = model.apply({"params": params}, eval_rows[:, :-1])
+    per_position = attention_model.next_token_losses(logits, eval_rows[:, 1:]).mean(axis=0)
+    return {"loss": per_position.mean(), "loss_per_position": per_position,
+            "icl_score": per_position[late].mean() - per_position[early].mean()}
+
+  probe_tokens, probe_positions = text_data.probe_rows(test_rows, config.ed.num_sequences,
+                                                       config.ed.seed)
+  probe_tokens, probe_positions = jnp.asarray(probe_tokens), jnp.asarray(probe_positions)
+
+  def probe(params):
+    return attention_model.true_next_token_logits(params, model, probe_tokens, probe_positions)
+
+  def sampling_data(seed, num_examples):
+    count = min(num_examples, len(train_rows))
+    index = np.sort(np.random.default_rng(seed).choice(len(train_rows), count, replace=False))
+    return np.stack([np.asarray(train_rows[int(i)]["tokens"], np.int32) for i in index])
+
+  def host_batch(step):
+    return batches[int(step)]
+
+  baseline_rows = (np.asarray(train_rows[i]["tokens"]) for i in
+                   range(min(num_baseline_rows, len(train_rows))))
+  bigrams = text_data.bigram_table(baseline_rows, config.data.vocab_size)
+  unigram = np.asarray(bigrams.counts.sum(axis=0)).ravel().astype(np.float64)
+  unigram = unigram[unigram > 0] / unigram.sum()
+  baselines = {"bigram_entropy": bigrams.entropy(),
+               "unigram_entropy": float(-(unigram * np.log(unigram)).sum()),
+               "baseline_rows": min(num_baseline_rows, len(train_rows)),
+               "train_rows": len(train_rows), "test_rows": len(test_rows)}
+  return Task(init, None, loss_fn, evaluate, probe, tuple(probe_positions.shape), sampling_data,
+              baselines, host_batch)
+
+
 def make_task(config) -> Task:
-  """The task named by ``config.task``."""
+  """The task named by ``config.task`` ("regression" or "language")."""
   if config.task == "regression":
     return regression_task(config)
+  if config.task == "language":
+    return language_task(config)
   raise ValueError(f"unknown task {config.task!r}")

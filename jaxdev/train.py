@@ -5,6 +5,14 @@
 moment and started again continues from its latest complete checkpoint and ends bitwise equal to
 an uninterrupted run (on the same machine and software).
 
+Data parallelism: the global batch (``config.optim.batch_size`` sequences) is split over a
+one-axis ("data") mesh of the devices handed in (default: every device of every host); the
+parameters and optimizer state are replicated. Batches are drawn inside the jitted step with
+partitionable threefry, so every device draws its own rows and the batch is the same whatever
+the device count: one host and a multi-host slice train the same model up to float reduction
+order. Only process 0 writes metrics, the ED probe and the ``done`` marker; every process takes
+part in checkpoint saves (orbax), so a multi-host workdir must be storage every host sees.
+
 Step convention: the checkpoint, evaluation and probe "at step s" are of the parameters after s
 optimizer updates (step 0 = initialisation). The training-loss record at step s is the loss of
 the batch of update s+1, computed on the step-s parameters before the update.
@@ -14,15 +22,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
+import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from tqdm.auto import tqdm
 
 from jaxdev import checkpoints
+from jaxdev import distributed
 from jaxdev import rundir
 from jaxdev import tasks as tasks_lib
 
@@ -82,9 +94,9 @@ def make_optimizer(optim_config) -> optax.GradientTransformation:
 
 def validate_config(config) -> None:
   """Raises ConfigError on sizes or rates that cannot make a run."""
-  if config.get("task", "regression") != "regression":
-    raise ConfigError(f"task {config.get('task')!r} cannot be trained by jaxdev.train yet "
-                      "(its model and data pipeline exist; only the regression task is wired in)")
+  task = config.get("task", "regression")
+  if task not in ("regression", "language"):
+    raise ConfigError(f"config.task must be 'regression' or 'language', got {task!r}")
   checks = {
       "optim.batch_size": config.optim.batch_size,
       "optim.num_steps": config.optim.num_steps,
@@ -97,18 +109,33 @@ def validate_config(config) -> None:
       "log_every": config.log_every,
       "model.num_layers": config.model.num_layers,
       "model.embed_dim": config.model.embed_dim,
-      "data.num_examples": config.data.num_examples,
-      "data.dim": config.data.dim,
+      "model.num_heads": config.model.num_heads,
   }
+  if task == "regression":
+    checks.update({"data.num_examples": config.data.num_examples, "data.dim": config.data.dim})
+  else:
+    checks.update({"data.vocab_size": config.data.vocab_size, "data.num_epochs": config.data.num_epochs,
+                   "model.head_dim": config.model.head_dim,
+                   "model.context_length": config.model.context_length,
+                   "data.row_length - 1": config.data.row_length - 1})
   for name, value in checks.items():
     if not value > 0:
       raise ConfigError(f"config.{name} must be positive, got {value}")
   if not 0 < config.optim.warmup_fraction <= 1:
     raise ConfigError(f"config.optim.warmup_fraction must be in (0, 1], got {config.optim.warmup_fraction}")
-  if config.data.num_tasks < 0:
-    raise ConfigError(f"config.data.num_tasks must be >= 0 (0 = infinite), got {config.data.num_tasks}")
-  if config.model.embed_dim % config.model.num_heads:
-    raise ConfigError("config.model.embed_dim must be divisible by config.model.num_heads")
+  if task == "regression":
+    if config.data.num_tasks < 0:
+      raise ConfigError(f"config.data.num_tasks must be >= 0 (0 = infinite), got {config.data.num_tasks}")
+    if config.model.embed_dim % config.model.num_heads:
+      raise ConfigError("config.model.embed_dim must be divisible by config.model.num_heads")
+
+
+def make_task(config) -> tasks_lib.Task:
+  """The config's task; a config its data cannot serve (e.g. too few rows) is a ConfigError."""
+  try:
+    return tasks_lib.make_task(config)
+  except (ValueError, FileNotFoundError) as err:
+    raise ConfigError(str(err)) from None
 
 
 @dataclasses.dataclass
@@ -134,13 +161,105 @@ def is_complete(workdir: str) -> bool:
   return os.path.exists(os.path.join(workdir, "done"))
 
 
-def train(config, workdir: str, *, show_progress: bool = True) -> TrainResult:
+def data_mesh(batch_size: int, devices=None) -> Mesh:
+  """The ("data",) mesh training uses: as many of ``devices`` as evenly split the batch.
+
+  Args:
+    batch_size: global batch size.
+    devices: candidate devices (default: every device of every host).
+
+  Raises:
+    ConfigError: in a multi-process runtime, when the batch does not split over all devices
+      (every process must take part in every step).
+  """
+  devices = list(jax.devices() if devices is None else devices)
+  size = math.gcd(batch_size, len(devices))
+  if size < len(devices) and jax.process_count() > 1:
+    raise ConfigError(f"config.optim.batch_size ({batch_size}) must be divisible by the number "
+                      f"of devices ({len(devices)}) in a multi-host run")
+  return Mesh(np.asarray(devices[:size]), ("data",))
+
+
+def init_state(task, optimizer, key, mesh):
+  """(params, opt_state) initialised from ``key``, replicated over ``mesh``."""
+  replicated = NamedSharding(mesh, P())
+  params = jax.jit(task.init, out_shardings=replicated)(key)
+  return params, jax.jit(optimizer.init, out_shardings=replicated)(params)
+
+
+def build_update(task, optimizer, data_key, mesh):
+  """The jitted training step ``(params, opt_state, step, batch) -> (params, opt_state, loss, step + 1)``.
+
+  ``batch`` is None for tasks that draw their batches from a key (update ``step`` uses
+  ``task.train_batch(fold_in(data_key, step))``), otherwise the global batch from
+  :func:`host_batch_array`. Batch rows are split over the mesh's "data" axis; params, optimizer
+  state, loss and step are replicated. The params and optimizer state passed in are donated.
+  """
+  rows = NamedSharding(mesh, P("data"))
+
+  def update(params, opt_state, step, batch):
+    if batch is None:
+      batch = task.train_batch(jax.random.fold_in(data_key, step))
+    batch = jax.lax.with_sharding_constraint(batch, rows)
+    loss, grads = jax.value_and_grad(task.loss_fn)(params, batch)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss, step + 1
+
+  return jax.jit(update, donate_argnums=(0, 1), out_shardings=NamedSharding(mesh, P()))
+
+
+def host_batch_array(task, step: int, mesh):
+  """Batch ``step`` of a host-batch task as a global array split over "data" (None otherwise).
+
+  Every process reads the whole global batch and keeps the rows of its own devices.
+  """
+  if task.host_batch is None:
+    return None
+  sharding = NamedSharding(mesh, P("data"))
+  return jax.tree_util.tree_map(lambda x: distributed.global_array(x, sharding),
+                                task.host_batch(step))
+
+
+def require_shared_workdir(workdir: str) -> None:
+  """In a multi-process runtime, checks that every process sees the same ``workdir``.
+
+  Checkpoints are written once, collectively, so a resumed multi-host run must find them on
+  every host: the workdir has to be storage all hosts share (e.g. a bucket mounted with gcsfuse
+  at the same path on every worker). Process 0 writes a token file; every process reads it.
+
+  Raises:
+    rundir.RunDirError: on every process, if any process does not see the token.
+  """
+  if jax.process_count() == 1:
+    return
+  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+  token = int(multihost_utils.broadcast_one_to_all(np.int64(time.time_ns() % (1 << 62))))
+  path = os.path.join(workdir, ".shared-check")
+  if jax.process_index() == 0:
+    rundir.atomic_write_text(path, str(token))
+  multihost_utils.sync_global_devices("jaxdev-shared-workdir-written")
+  try:
+    with open(path) as f:
+      seen = f.read().strip() == str(token)
+  except OSError:
+    seen = False
+  every = multihost_utils.process_allgather(np.int32(seen))
+  if not np.all(every):
+    raise rundir.RunDirError(
+        f"workdir {workdir} is not shared by all {jax.process_count()} processes (hosts "
+        f"{np.flatnonzero(every == 0).tolist()} do not see it); a multi-host run needs a path every "
+        "host sees, e.g. a gcsfuse-mounted bucket")
+
+
+def train(config, workdir: str, *, show_progress: bool = True, devices=None) -> TrainResult:
   """Trains the model of ``config`` into ``workdir``, resuming if a partial run is there.
 
   Args:
     config: a training ConfigDict (see configs/regression.py).
     workdir: the run directory (created if missing).
     show_progress: draw a tqdm progress bar.
+    devices: devices to train on, data-parallel (default: every device of every host; the
+      largest number of them that divides the batch size is used).
 
   Returns:
     A TrainResult. A workdir that already holds the finished run is left untouched.
@@ -152,12 +271,13 @@ def train(config, workdir: str, *, show_progress: bool = True) -> TrainResult:
   is_main = jax.process_index() == 0
   config_dict = json.loads(config.to_json())
   rundir.prepare(workdir, config_dict)
+  require_shared_workdir(workdir)
   if is_complete(workdir):
     with open(os.path.join(workdir, "done")) as f:
       final_step = json.load(f)["num_steps"]
     return TrainResult("already finished", workdir, final_step)
 
-  task = tasks_lib.make_task(config)
+  task = make_task(config)
   num_steps = config.optim.num_steps
   ckpt_steps = set(int(s) for s in checkpoint_steps(
       num_steps, config.checkpoint.num_log, config.checkpoint.num_linear))
@@ -165,9 +285,10 @@ def train(config, workdir: str, *, show_progress: bool = True) -> TrainResult:
   optimizer = make_optimizer(config.optim)
   schedule = learning_rate_schedule(config.optim)
 
+  mesh = data_mesh(config.optim.batch_size, devices)
+  replicated = NamedSharding(mesh, P())
   init_key, data_key = jax.random.split(jax.random.PRNGKey(config.seed))
-  params = task.init(init_key)
-  opt_state = optimizer.init(params)
+  params, opt_state = init_state(task, optimizer, init_key, mesh)
 
   manager = checkpoints.open_manager(os.path.join(workdir, "checkpoints"))
   metrics_path = os.path.join(workdir, "metrics.jsonl")
@@ -178,7 +299,7 @@ def train(config, workdir: str, *, show_progress: bool = True) -> TrainResult:
       os.unlink(metrics_path)  # records of a run killed before its first checkpoint
   else:
     params, opt_state = checkpoints.restore(
-        manager, start, jax.eval_shape(lambda: params), jax.eval_shape(lambda: opt_state))
+        manager, start, *checkpoints.abstract_like((params, opt_state), replicated))
     if is_main:
       rundir.truncate_jsonl(metrics_path, start)
   if is_main:
@@ -188,15 +309,10 @@ def train(config, workdir: str, *, show_progress: bool = True) -> TrainResult:
                                   task.probe_shape, enabled=is_main)
   metrics_writer = rundir.JsonlWriter(metrics_path, enabled=is_main)
 
-  def update(params, opt_state, step):
-    batch = task.train_batch(jax.random.fold_in(data_key, step))
-    loss, grads = jax.value_and_grad(task.loss_fn)(params, batch)
-    updates, opt_state = optimizer.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
-
-  update = jax.jit(update, donate_argnums=(0, 1))
-  evaluate = jax.jit(task.evaluate)
-  probe = jax.jit(task.probe)
+  update = build_update(task, optimizer, data_key, mesh)
+  evaluate = jax.jit(task.evaluate, out_shardings=replicated)
+  probe = jax.jit(task.probe, out_shardings=replicated)
+  step_array = jax.device_put(np.int32(start), replicated)
 
   bar = tqdm(total=num_steps, initial=start, disable=not (show_progress and is_main),
              desc="train", unit="step", dynamic_ncols=True)
@@ -212,7 +328,8 @@ def train(config, workdir: str, *, show_progress: bool = True) -> TrainResult:
       probe_store.commit(step)
     if step == num_steps:
       break
-    params, opt_state, loss = update(params, opt_state, jnp.asarray(step, jnp.int32))
+    batch = host_batch_array(task, step, mesh)
+    params, opt_state, loss, step_array = update(params, opt_state, step_array, batch)
     if step % config.log_every == 0:
       loss = float(loss)
       if not np.isfinite(loss):

@@ -8,14 +8,20 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
+from configs import language as language_configs
 from configs import regression as regression_configs
+from jaxdev import checkpoints
 from jaxdev import distributed
 from jaxdev import llc
+from jaxdev import rundir
 from jaxdev import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SWEEP = [sys.executable, os.path.join(REPO, "scripts", "llc_sweep.py"), "--notrain", "--noanalyze",
+TRAIN = [sys.executable, os.path.join(REPO, "scripts", "train.py"), "--noestimate",
+         "--config", os.path.join(REPO, "configs", "regression.py:tiny")]
+SWEEP = [sys.executable, os.path.join(REPO, "scripts", "llc_sweep.py"), "--notrain", "--noanalyze", "--noestimate",
          "--config", os.path.join(REPO, "configs", "llc.py:tiny"), "--config.sgld.num_chains=4"]
 
 
@@ -37,6 +43,83 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
+def _run_two_processes(commands, timeout=240, returncodes=(0, 0)) -> list[str]:
+  """Runs commands[i] as process i of a two-process runtime (4 CPU devices each); outputs."""
+  port = _free_port()
+  procs = []
+  for rank, command in enumerate(commands):
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
+               JAXDEV_DISTRIBUTED="1", JAXDEV_COORDINATOR=f"127.0.0.1:{port}",
+               JAXDEV_NUM_PROCESSES="2", JAXDEV_PROCESS_ID=str(rank))
+    procs.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True))
+  try:
+    outputs = [p.communicate(timeout=timeout)[0] for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  assert [p.returncode for p in procs] == list(returncodes), outputs
+  return outputs
+
+
+def _final_params(workdir, config):
+  abstract = jax.eval_shape(train.tasks_lib.make_task(config).init, jax.random.PRNGKey(0))
+  with checkpoints.ParamsReader(os.path.join(workdir, "checkpoints"), abstract) as reader:
+    return jax.tree_util.tree_map(np.asarray, reader.read(config.optim.num_steps))
+
+
+def _assert_trees_close(a, b, **tolerance):
+  assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
+  for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+    np.testing.assert_allclose(x, y, **tolerance)
+
+
+@pytest.mark.parametrize("task", ["regression", "language"])
+def test_data_parallel_training_matches_one_device(tmp_path, text_data_dir, task):
+  if task == "regression":
+    config = regression_configs.get_config("tiny")
+  else:
+    config = language_configs.get_config("tiny")
+    config.data.data_dir = text_data_dir
+  one = str(tmp_path / "one")
+  eight = str(tmp_path / "eight")
+  train.train(config, one, show_progress=False, devices=jax.devices()[:1])
+  train.train(config, eight, show_progress=False)
+  assert dict(train.data_mesh(config.optim.batch_size).shape) == {"data": 8}
+  a, b = _final_params(one, config), _final_params(eight, config)
+  _assert_trees_close(a, b, rtol=1e-4, atol=1e-5)
+  # Same batches: the step-0 training loss (before any update) agrees to float precision.
+  loss = lambda w: [r["loss"] for r in rundir.read_jsonl(os.path.join(w, "metrics.jsonl"))
+                    if r["split"] == "train"]
+  np.testing.assert_allclose(loss(one)[0], loss(eight)[0], rtol=1e-6)
+  np.testing.assert_allclose(loss(one), loss(eight), rtol=1e-3)
+
+
+def test_two_process_training_matches_one_process(tmp_path):
+  config = regression_configs.get_config("tiny")
+  single = str(tmp_path / "single")
+  shared = str(tmp_path / "shared")  # both processes train into one directory, as on a shared disk
+  train.train(config, single, show_progress=False)
+  outputs = _run_two_processes([TRAIN + ["--workdir", shared]] * 2)
+  assert "finished 60 steps" in outputs[0] and "finished" not in outputs[1]
+  _assert_trees_close(_final_params(single, config), _final_params(shared, config),
+                      rtol=1e-4, atol=1e-5)
+  records = rundir.read_jsonl(os.path.join(shared, "metrics.jsonl"))
+  train_steps = [r["step"] for r in records if r["split"] == "train"]
+  assert train_steps == sorted(set(train_steps))  # written once, by process 0 only
+  assert checkpoints.list_steps(os.path.join(shared, "checkpoints")) == \
+      [int(s) for s in train.checkpoint_steps(60, 6, 4)]
+
+
+def test_two_process_training_refuses_a_workdir_the_hosts_do_not_share(tmp_path):
+  first, second = str(tmp_path / "host0"), str(tmp_path / "host1")
+  outputs = _run_two_processes([TRAIN + ["--workdir", first], TRAIN + ["--workdir", second]],
+                               returncodes=(2, 2))
+  for output in outputs:
+    assert "is not shared by all 2 processes (hosts [1] do not see it)" in output
+  assert not os.path.exists(os.path.join(first, "checkpoints"))
+
+
 def test_two_processes_match_one(tmp_path):
   run = str(tmp_path / "run")
   train.train(regression_configs.get_config("tiny"), run, show_progress=False)
@@ -48,20 +131,7 @@ def test_two_processes_match_one(tmp_path):
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
   subprocess.run(SWEEP + ["--workdir", single], check=True, capture_output=True, env=env)
 
-  port = _free_port()
-  procs = []
-  for rank, workdir in enumerate([run, other]):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
-               JAXDEV_DISTRIBUTED="1", JAXDEV_COORDINATOR=f"127.0.0.1:{port}",
-               JAXDEV_NUM_PROCESSES="2", JAXDEV_PROCESS_ID=str(rank))
-    procs.append(subprocess.Popen(SWEEP + ["--workdir", workdir], env=env,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-  try:
-    outputs = [p.communicate(timeout=240)[0] for p in procs]
-  finally:
-    for p in procs:
-      p.kill()
-  assert [p.returncode for p in procs] == [0, 0], outputs
+  outputs = _run_two_processes([SWEEP + ["--workdir", workdir] for workdir in (run, other)])
   assert "LLC sweep" in outputs[0] and "LLC sweep" not in outputs[1]
   assert not os.path.exists(os.path.join(other, "llc"))
 

@@ -21,7 +21,7 @@ from jaxdev import tasks
 from jaxdev import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SWEEP = [sys.executable, os.path.join(REPO, "scripts", "llc_sweep.py")]
+SWEEP = [sys.executable, os.path.join(REPO, "scripts", "llc_sweep.py"), "--noestimate"]
 SETTINGS = llc.SweepSettings(step_size=1e-3, gamma=10.0, nbeta=None, num_chains=4, num_draws=30,
                              batch_size=16, num_sampling_examples=256, sampling_seed=5, seed=3)
 

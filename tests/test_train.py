@@ -13,12 +13,13 @@ import pytest
 
 from configs import regression as regression_configs
 from jaxdev import checkpoints
+from jaxdev import llc
 from jaxdev import rundir
 from jaxdev import tasks
 from jaxdev import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TRAIN = [sys.executable, os.path.join(REPO, "scripts", "train.py")]
+TRAIN = [sys.executable, os.path.join(REPO, "scripts", "train.py"), "--noestimate"]
 
 
 def test_checkpoint_steps_of_the_paper_run():
@@ -71,7 +72,7 @@ def test_tiny_training_beats_the_zero_predictor(tmp_path):
 def _run_files(workdir):
   metrics = open(os.path.join(workdir, "metrics.jsonl"), "rb").read()
   outputs = np.load(os.path.join(workdir, "ed_outputs", "outputs.npy"))
-  config = regression_configs.get_config("tiny")
+  config = llc.load_run_config(workdir)
   task = tasks.make_task(config)
   with checkpoints.ParamsReader(os.path.join(workdir, "checkpoints"),
                                 jax.eval_shape(task.init, jax.random.PRNGKey(0))) as reader:
@@ -79,9 +80,16 @@ def _run_files(workdir):
   return metrics, outputs, params
 
 
-def test_killed_run_resumes_to_the_identical_result(tmp_path):
-  args = ["--config", os.path.join(REPO, "configs", "regression.py:tiny"),
-          "--config.optim.num_steps=1500"]
+@pytest.mark.parametrize("args, kill_after", [
+    (["--config", os.path.join(REPO, "configs", "regression.py:tiny"),
+      "--config.optim.num_steps=1500"], 600),
+    # Text rows come from the host by step: the resumed run must read the same rows.
+    (["--config", os.path.join(REPO, "configs", "language.py:tiny"),
+      "--config.optim.num_steps=200", "--config.log_every=2"], 80),
+], ids=["regression", "language"])
+def test_killed_run_resumes_to_the_identical_result(tmp_path, text_data_dir, args, kill_after):
+  args = args + [f"--config.data.data_dir={text_data_dir}"] if "language" in args[1] else args
+  num_steps = int(args[2].split("=")[1])
   straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
   subprocess.run(TRAIN + args + ["--workdir", straight], check=True, capture_output=True)
 
@@ -91,14 +99,14 @@ def test_killed_run_resumes_to_the_identical_result(tmp_path):
   deadline = time.time() + 120
   while time.time() < deadline:
     records = rundir.read_jsonl(metrics)
-    if records and records[-1]["step"] >= 600:
+    if records and records[-1]["step"] >= kill_after:
       break
     time.sleep(0.05)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   assert not train.is_complete(killed)
   resumed_from = checkpoints.list_steps(os.path.join(killed, "checkpoints"))[-1]
-  assert 0 < resumed_from < 1500
+  assert 0 < resumed_from < num_steps
 
   subprocess.run(TRAIN + args + ["--workdir", killed], check=True, capture_output=True)
   a_metrics, a_outputs, a_params = _run_files(straight)

@@ -90,7 +90,8 @@ check failed, 2 usage error or missing variable.
 Example (one v4-32 slice, four hosts):
   export TPU_NAME=jaxdev-v4 ZONE=us-central2-b ACCELERATOR=v4-32 PROJECT=my-project
   tpu/launch.sh create && tpu/launch.sh setup
-  tpu/launch.sh run python scripts/train.py --config configs/regression.py:paper --workdir gs://B/runs/r0
+  tpu/launch.sh run python scripts/train.py --config configs/regression.py:paper --workdir /mnt/runs/r0
+  (on several hosts the workdir must be shared, e.g. a bucket mounted with gcsfuse at /mnt)
   tpu/launch.sh status; tpu/launch.sh logs --worker=1 --follow
   tpu/launch.sh delete
 EOF

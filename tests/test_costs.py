@@ -1,0 +1,46 @@
+"""Device-hour estimates: their arithmetic, and that they come from the job's own program."""
+
+import jax
+import pytest
+
+from configs import llc as llc_configs
+from configs import regression as regression_configs
+from jaxdev import costs
+from jaxdev import distributed
+from jaxdev import llc
+from jaxdev import train
+
+
+def test_training_estimate_scales_the_timed_step():
+  config = regression_configs.get_config("tiny")
+  record = costs.training_estimate(config, warmup_steps=3)
+  assert record["num_devices"] == 8  # the data mesh of the run: 32 rows over 8 devices
+  assert record["seconds_per_step"] > 0
+  assert record["wall_hours"] == pytest.approx(record["seconds_per_step"] * 60 / 3600)
+  assert record["device_hours"] == pytest.approx(8 * record["wall_hours"])
+  one = costs.training_estimate(config, devices=jax.devices()[:1], warmup_steps=3)
+  assert one["num_devices"] == 1
+  assert one["device_hours"] == pytest.approx(one["wall_hours"])
+  text = costs.format_estimate(record)
+  assert text.startswith("estimate (train): ") and "(60 steps at" in text
+
+
+def test_sweep_estimate_counts_groups_and_draws():
+  train_config = regression_configs.get_config("tiny")
+  settings = llc.SweepSettings.from_config(llc_configs.get_config("tiny").sgld)
+  settings = settings.__class__(**{**settings.__dict__, "num_chains": 4})
+  mesh = distributed.sweep_mesh(4)  # 8 devices: 2 checkpoints × 4 chains
+  record = costs.sweep_estimate(train_config, settings, num_checkpoints=13,
+                                checkpoints_per_batch=3, mesh=mesh, warmup_draws=2, repeats=1)
+  assert record["group_size"] == 4 and record["num_groups"] == 4  # 3 rounded up to 2·2; ⌈13/4⌉
+  assert record["wall_hours"] == pytest.approx(
+      record["seconds_per_group_draw"] * settings.num_draws * 4 / 3600)
+  assert record["device_hours"] == pytest.approx(8 * record["wall_hours"])
+  assert "13 checkpoints in 4 groups of 4, 4 chains" in costs.format_estimate(record)
+
+
+def test_bad_training_config_is_refused_before_any_timing():
+  config = regression_configs.get_config("tiny")
+  config.optim.batch_size = 0
+  with pytest.raises(train.ConfigError, match="batch_size"):
+    costs.training_estimate(config)
