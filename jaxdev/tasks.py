@@ -190,19 +190,20 @@ def language_task(config, *, num_baseline_rows: int = 50_000) -> Task:
   def sampling_data(seed, num_examples):
     count = min(num_examples, len(train_rows))
     index = np.sort(np.random.default_rng(seed).choice(len(train_rows), count, replace=False))
-    return np.stack([np.asarray(train_rows[int(i)]["tokens"], np.int32) for i in index])
+    return text_data.read_rows(train_rows, index)
 
   def host_batch(step):
     return batches[int(step)]
 
-  baseline_rows = (np.asarray(train_rows[i]["tokens"]) for i in
-                   range(min(num_baseline_rows, len(train_rows))))
-  bigrams = text_data.bigram_table(baseline_rows, config.data.vocab_size)
+  num_baseline = min(num_baseline_rows, len(train_rows))
+  bigrams = text_data.bigram_table(
+      (text_data.read_rows(train_rows, range(start, min(start + 8192, num_baseline)))
+       for start in range(0, num_baseline, 8192)), config.data.vocab_size)
   unigram = np.asarray(bigrams.counts.sum(axis=0)).ravel().astype(np.float64)
   unigram = unigram[unigram > 0] / unigram.sum()
   baselines = {"bigram_entropy": bigrams.entropy(),
                "unigram_entropy": float(-(unigram * np.log(unigram)).sum()),
-               "baseline_rows": min(num_baseline_rows, len(train_rows)),
+               "baseline_rows": num_baseline,
                "train_rows": len(train_rows), "test_rows": len(test_rows)}
   return Task(init, None, loss_fn, evaluate, probe, tuple(probe_positions.shape), sampling_data,
               baselines, host_batch)

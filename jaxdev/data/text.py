@@ -32,6 +32,7 @@ run that stores the integer step sees exactly the batches of an uninterrupted ru
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import glob
@@ -358,10 +359,15 @@ def text_rows_builder(data_dir: str | os.PathLike, *, tokenizer: tokenizer_lib.T
 
 
 def prepare(builder) -> None:
-  """Builds the rows if they are not on disk yet (idempotent; no statistics, no TensorFlow)."""
+  """Builds the rows if they are not on disk yet (idempotent; no statistics, no TensorFlow).
+
+  TFDS' "Downloading and preparing dataset" lines (printed to stdout, though nothing is
+  downloaded) are held back; its progress bars still go to stderr.
+  """
   tfds = _tfds()
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      compute_stats=tfds.download.ComputeStatsMode.SKIP))
+  with contextlib.redirect_stdout(io.StringIO()):
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        compute_stats=tfds.download.ComputeStatsMode.SKIP))
 
 
 def row_source(builder, split: str = "train"):
@@ -484,6 +490,25 @@ def inputs_and_targets(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   return rows[:, :-1], rows[:, 1:]
 
 
+def read_rows(source, indices: Sequence[int], *, chunk: int = 4096) -> np.ndarray:
+  """Rows ``source[i]`` for ``i`` in ``indices`` as one int32 array ``[len(indices), L]``.
+
+  Reads in batched calls (``__getitems__``) where the source offers them.
+  """
+  indices = [int(i) for i in indices]
+  rows = []
+  for start in range(0, len(indices), chunk):
+    part = indices[start:start + chunk]
+    if hasattr(source, "__getitems__"):
+      examples = source.__getitems__(part)
+    else:
+      examples = [source[i] for i in part]
+    rows.extend(_row_as_int32(example) for example in examples)
+  if not rows:
+    return np.zeros((0, 0), np.int32)
+  return np.stack(rows)
+
+
 def probe_rows(source, num_sequences: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
   """Fixed essential-dynamics probe inputs: the first rows of a split and one position each.
 
@@ -493,7 +518,7 @@ def probe_rows(source, num_sequences: int, seed: int) -> tuple[np.ndarray, np.nd
     ``seed`` alone so every probe step and every resumed run uses the same ones.
   """
   count = min(num_sequences, len(source))
-  rows = np.stack([_row_as_int32(source[i]) for i in range(count)])
+  rows = read_rows(source, range(count))
   positions = np.random.default_rng(seed).integers(0, rows.shape[1] - 1, size=count)
   return rows, positions
 
