@@ -27,6 +27,7 @@ _CHAINS = flags.DEFINE_integer("chains", 4, "Chains (sgld, sweep).")
 _DRAWS = flags.DEFINE_integer("draws", 200, "Draws per chain (sgld, sweep).")
 _CHECKPOINTS = flags.DEFINE_integer("checkpoints", 8, "Checkpoints sampled together (sweep).")
 _CHAIN_MAP = flags.DEFINE_enum("chain_map", "vmap", ["vmap", "map"], "How chains are batched (sgld).")
+_TRAIN_STEPS = flags.DEFINE_integer("train_steps", 20, "Optimizer steps per timed call (train).")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed repetitions (the median is reported).")
 _NUM_STEPS = flags.DEFINE_integer("num_steps", 5000, "ED probe rows (ed).")
 _DIM = flags.DEFINE_integer("dim", 20000, "ED probe width (ed).")
@@ -41,7 +42,8 @@ def main(argv):
   from jaxdev import benchmarks
   command = argv[1]
   if command == "train":
-    result = benchmarks.train_throughput(_CONFIG.value, repeats=_REPEATS.value)
+    result = benchmarks.train_throughput(_CONFIG.value, num_steps=_TRAIN_STEPS.value,
+                                         repeats=_REPEATS.value)
   elif command == "sgld":
     result = benchmarks.sgld_throughput(_CONFIG.value, batch_size=_BATCH.value,
                                         num_chains=_CHAINS.value, num_draws=_DRAWS.value,

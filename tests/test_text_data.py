@@ -170,6 +170,20 @@ def test_token_batches_random_access_equals_iteration_from_any_start():
     batches[5]
 
 
+class _BatchedRows(_Rows):
+  """A row source that also reads many rows per call, as ArrayRecord sources do."""
+
+  def __getitems__(self, indices):
+    return [{"tokens": self.data[i]} for i in indices]
+
+
+@pytest.mark.parametrize("source", [_Rows(10), _BatchedRows(10)], ids=["single", "batched"])
+def test_read_rows_returns_the_rows_asked_for_in_order(source):
+  rows = text.read_rows(source, [7, 0, 3, 3], chunk=3)
+  assert rows.dtype == np.int32 and rows.shape == (4, 4)
+  np.testing.assert_array_equal(rows, source.data[[7, 0, 3, 3]])
+
+
 def test_token_batches_shuffled_epochs_are_fixed_permutations():
   rows = _Rows(12)
   batches = text.TokenBatches(rows, batch_size=3, num_epochs=3, shuffle_seed=7)

@@ -354,8 +354,22 @@ def text_rows_builder(data_dir: str | os.PathLike, *, tokenizer: tokenizer_lib.T
                       splits=split_files, text_field=text_field,
                       tokenizer_name=tokenizer.name, tokenizer_digest=digest,
                       vocab_size=tokenizer.vocab_size, row_length=row_length, max_rows=max_rows)
-  return builder_cls(config=config, data_dir=os.fspath(data_dir), file_format="array_record",
-                     tokenizer=tokenizer, rows_per_shard=rows_per_shard)
+  with _quiet_custom_config_warning():
+    return builder_cls(config=config, data_dir=os.fspath(data_dir), file_format="array_record",
+                       tokenizer=tokenizer, rows_per_shard=rows_per_shard)
+
+
+@contextlib.contextmanager
+def _quiet_custom_config_warning():
+  """Drops TFDS' "Using custom data configuration" warning: every config here is built on the fly."""
+  import logging  # pylint: disable=import-outside-toplevel
+  logger = logging.getLogger("absl")
+  drop = lambda record: not str(record.msg).startswith("Using custom data configuration")
+  logger.addFilter(drop)
+  try:
+    yield
+  finally:
+    logger.removeFilter(drop)
 
 
 def prepare(builder) -> None:
