@@ -350,7 +350,8 @@ class CalibrationResult:
     point that is not usable (a failed or escaped chain, not settled, λ̂ ≤ 0, or a MALA
     acceptance below ``min_mala``) or whose λ̂ jumps above ``max_jump`` times the previous
     usable one (divergence held in by a bounding box). The last usable step size is that pair's
-    candidate. Then: the largest nβ not above ``max_nbeta`` (default: ``default_nbeta``), the
+    candidate. Step sizes below the first usable one that are only unsettled (healthy chains
+    still drifting: too small an ε for the number of draws) are passed over, not a stop. Then: the largest nβ not above ``max_nbeta`` (default: ``default_nbeta``), the
     smallest γ, and that candidate ε.
 
     These rules do not see the Euler bias of a large ε (λ̂ grows with ε while every check
@@ -370,6 +371,7 @@ class CalibrationResult:
     ok, mean = self.ok, self.llc_mean
     if min_mala is not None:
       ok = ok & (self.mala_mean >= min_mala)
+    slow = (self.num_failed == 0) & ~self.escaped & ~self.settled & (mean > 0)
     order = np.argsort(self.step_sizes, kind="stable")
     for j in np.argsort(-self.nbetas, kind="stable"):
       if limit is not None and self.nbetas[j] > limit * (1 + 1e-9):
@@ -377,6 +379,8 @@ class CalibrationResult:
       for k in np.argsort(self.gammas, kind="stable"):
         best = None
         for i in order:
+          if best is None and slow[i, j, k] and not ok[i, j, k]:
+            continue
           if not ok[i, j, k] or (best is not None and mean[i, j, k] > max_jump * mean[best, j, k]):
             break
           best = i

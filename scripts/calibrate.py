@@ -25,6 +25,8 @@ _DRAWS = flags.DEFINE_integer("draws", 200, "Draws per chain.")
 _BATCH = flags.DEFINE_integer("batch", 64, "SGLD batch size.")
 _EXAMPLES = flags.DEFINE_integer("examples", 2 ** 14, "Size of the sampling dataset.")
 _OUT = flags.DEFINE_string("out", None, "Output folder (default: WORKDIR/calibration).")
+_MAX_NBETA = flags.DEFINE_float("max_nbeta", None,
+                                "Largest nβ the recommendation may pick (default: m / ln m).")
 
 
 def main(argv):
@@ -41,8 +43,15 @@ def main(argv):
   figure = calibration.figure()
   figure.savefig(os.path.join(out, f"calibration_step{step}.png"), dpi=120)
   print(calibration.table() if hasattr(calibration, "table") else calibration)
-  choice = calibration.recommend()
-  print(f"recommended at step {step}: {choice}")
+  choice = calibration.recommend(max_nbeta=_MAX_NBETA.value)
+  if choice is not None:
+    print(f"recommended at step {step}: ε {choice.step_size:g}, nβ {choice.nbeta:g}, "
+          f"γ {choice.gamma:g} (λ̂ {choice.llc_mean:.4g} ± {choice.llc_std:.2g}; {choice.reason})")
+  else:
+    limit = _MAX_NBETA.value if _MAX_NBETA.value is not None else calibration.default_nbeta
+    within = f" with nβ ≤ {limit:.4g}" if limit is not None else ""
+    print(f"recommended at step {step}: none: no usable grid point{within} "
+          "(raise --max_nbeta, or widen the grid / add draws)")
   with open(os.path.join(out, f"calibration_step{step}.json"), "w") as f:
     json.dump({"step": step, "recommendation": choice._asdict() if choice else None}, f,
               indent=2, default=float)

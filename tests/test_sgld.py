@@ -500,6 +500,35 @@ def test_calibration_grid_in_one_call_and_recommendation(regression):
   assert len(figure.axes) == 4
 
 
+def _grid_point(llc, *, failed=0, escaped=False, settled=True):
+  import types  # pylint: disable=import-outside-toplevel
+  return types.SimpleNamespace(llc_mean=llc, llc_std=0.1, num_failed=failed,
+                               escaped=np.array([escaped]), settled=settled, diagnostics={})
+
+
+def _calibration(points):
+  from jaxdev.sgld_diagnostics import CalibrationResult  # pylint: disable=import-outside-toplevel
+  results = np.empty((len(points), 1, 1), dtype=object)
+  for i, point in enumerate(points):
+    results[i, 0, 0] = point
+  return CalibrationResult(np.array([1e-4, 1e-3, 1e-2, 1e-1][:len(points)]), np.array([20.0]),
+                           np.array([100.0]), results, init_loss=1.0, default_nbeta=None)
+
+
+def test_recommendation_passes_over_small_unsettled_steps_but_stops_at_trouble():
+  # The smallest ε is only slow (unsettled, healthy): passed over; the scan then stops at the
+  # first failure, escape, jump or unsettled point after a usable one.
+  slow = _grid_point(30.0, settled=False)
+  assert _calibration([slow, _grid_point(60.0), _grid_point(70.0),
+                       _grid_point(80.0, failed=1)]).recommend().step_size == 1e-2
+  assert _calibration([slow, _grid_point(60.0), _grid_point(70.0, settled=False),
+                       _grid_point(75.0)]).recommend().step_size == 1e-3
+  assert _calibration([_grid_point(60.0), _grid_point(200.0)]).recommend().step_size == 1e-4
+  assert _calibration([slow, _grid_point(60.0, escaped=True),
+                       _grid_point(70.0)]).recommend() is None
+  assert _calibration([_grid_point(-5.0, settled=False), _grid_point(60.0)]).recommend() is None
+
+
 # ----------------------------------------------------------------------------- analytic answers
 
 def test_regular_quadratic_gives_half_the_dimension(regression):

@@ -14,6 +14,7 @@ predictions) live in :mod:`jaxdev.data.regression`.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import flax.linen as nn
@@ -41,10 +42,57 @@ class Linear(nn.Module):
   def __call__(self, x):
     fan_in = x.shape[-1]
     kernel = self.param("kernel", torch_uniform(fan_in), (fan_in, self.features))
-    y = x @ kernel
+    # A rank-2 matmul: its kernel gradient is then one plain [in, rows] x [rows, out] matmul,
+    # where a rank-3 x @ kernel leaves XLA's CPU backend a slow three-axis transpose.
+    y = (x.reshape(-1, fan_in) @ kernel).reshape(*x.shape[:-1], self.features)
     if self.use_bias:
       y = y + self.param("bias", torch_uniform(fan_in), (self.features,))
     return y
+
+
+def _attention(q, k, v, query_stride):
+  length = k.shape[-2]
+  scores = q @ k.swapaxes(-1, -2) / math.sqrt(q.shape[-1])  # (..., Tq, T)
+  query_pos = jnp.arange(0, length, query_stride)[:, None]  # (Tq, 1)
+  causal = jnp.arange(length)[None, :] <= query_pos  # (Tq, T)
+  weights = jax.nn.softmax(jnp.where(causal, scores, -jnp.inf), axis=-1)
+  return weights @ v, weights
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def causal_attention(q, k, v, query_stride: int = 1):
+  """Causal softmax attention; returns (output [..., Tq, hs], weights [..., Tq, T]).
+
+  q: [..., Tq, hs], the queries at positions 0, s, 2s, ... (s = query_stride); k, v: [..., T, hs].
+  Query i attends to keys 0..i·s. The gradient is written out so that every product in it is
+  a plain batched matmul (contracting the last axis of its left operand): XLA's CPU backend runs
+  the transposed-operand products autodiff would produce several times slower.
+  """
+  return _attention(q, k, v, query_stride)
+
+
+def _attention_fwd(q, k, v, query_stride):
+  out, weights = _attention(q, k, v, query_stride)
+  return (out, weights), (q, k, v, weights)
+
+
+def _transposed(x):
+  # Materialized, so that XLA does not fold the transpose back into the next product.
+  return jax.lax.optimization_barrier(x.swapaxes(-1, -2))
+
+
+def _attention_bwd(query_stride, residuals, cotangents):
+  del query_stride  # masked weights are exactly 0, so the mask needs no second application
+  q, k, v, weights = residuals
+  d_out, d_weights = cotangents
+  d_weights = d_out @ v.swapaxes(-1, -2) + d_weights  # (..., Tq, T)
+  d_v = _transposed(weights) @ d_out
+  d_scores = weights * (d_weights - (d_weights * weights).sum(-1, keepdims=True))
+  d_scores = d_scores / math.sqrt(q.shape[-1])
+  return d_scores @ k, _transposed(d_scores) @ q, d_v
+
+
+causal_attention.defvjp(_attention_fwd, _attention_bwd)
 
 
 class CausalSelfAttention(nn.Module):
@@ -57,15 +105,12 @@ class CausalSelfAttention(nn.Module):
     batch, length, width = x.shape  # (B, T, C)
     head_dim = width // self.num_heads
     qkv = Linear(3 * width, use_bias=False, name="qkv")(x)  # (B, T, 3C)
-    qkv = qkv.reshape(batch, length, 3, self.num_heads, head_dim)  # (B, T, 3, nh, hs)
-    q, k, v = qkv[:, ::query_stride, 0], qkv[:, :, 1], qkv[:, :, 2]  # (B, Tq, nh, hs), (B, T, nh, hs)
-    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(head_dim)  # (B, nh, Tq, T)
-    query_pos = jnp.arange(0, length, query_stride)[:, None]  # (Tq, 1)
-    causal = jnp.arange(length)[None, :] <= query_pos  # (Tq, T)
-    scores = jnp.where(causal, scores, -jnp.inf)
-    weights = jax.nn.softmax(scores, axis=-1)  # (B, nh, Tq, T)
+    # Heads to a leading batch axis once, so both products are plain batched matmuls.
+    qkv = qkv.reshape(batch, length, 3, self.num_heads, head_dim).transpose(2, 0, 3, 1, 4)
+    q, k, v = qkv[0][:, :, ::query_stride], qkv[1], qkv[2]  # (B, nh, Tq, hs), (B, nh, T, hs)
+    out, weights = causal_attention(q, k, v, query_stride)  # (B, nh, Tq, hs), (B, nh, Tq, T)
     self.sow("intermediates", "attention", weights)
-    out = jnp.einsum("bhqk,bkhd->bqhd", weights, v)  # (B, Tq, nh, hs)
+    out = out.transpose(0, 2, 1, 3)  # (B, Tq, nh, hs)
     out = out.reshape(batch, out.shape[1], width)  # (B, Tq, C)
     return Linear(width, use_bias=False, name="proj")(out)
 
