@@ -39,8 +39,12 @@ def _record(job: str, wall_seconds: float, num_devices: int, **fields) -> dict:
           "device_hours": hours * num_devices, "device": jax.devices()[0].device_kind}
 
 
-def training_estimate(config, *, devices=None, warmup_steps: int = 10) -> dict:
+def training_estimate(config, *, devices=None, warmup_steps: int = 16) -> dict:
   """Estimated cost of ``jaxdev.train.train(config, ...)`` on ``devices`` (default: all).
+
+  Times three calls of the run's own compiled training program, each of ``warmup_steps``
+  optimizer steps (rounded down to a power of two of at most ``train.MAX_CHUNK``, as training
+  runs them), after one call for compilation.
 
   Returns:
     A dict with ``seconds_per_step``, ``num_steps``, ``wall_hours``, ``num_devices`` and
@@ -51,19 +55,20 @@ def training_estimate(config, *, devices=None, warmup_steps: int = 10) -> dict:
   task = train.make_task(config)
   optimizer = train.make_optimizer(config.optim)
   mesh = train.data_mesh(config.optim.batch_size, devices)
-  batch = train.host_batch_array(task, 0, mesh)
+  steps = config.optim.num_steps
+  length = train.chunk_length(0, max(min(steps, warmup_steps), 1))  # one compiled call's steps
+  batches = train.host_batch_array(task, range(length), mesh)
   init_key, data_key = jax.random.split(jax.random.PRNGKey(config.seed))
   state = list(train.init_state(task, optimizer, init_key, mesh))
   update = train.build_update(task, optimizer, data_key, mesh)
   step = jax.device_put(np.int32(0), jax.sharding.NamedSharding(mesh, P()))
 
-  def one_step():
-    state[0], state[1], loss, _ = update(state[0], state[1], step, batch)
-    return loss
+  def one_call():
+    state[0], state[1], losses, _ = update(state[0], state[1], step, batches, length)
+    return losses
 
-  jax.block_until_ready(one_step())  # compile
-  seconds = _median_seconds(one_step, max(warmup_steps, 1))
-  steps = config.optim.num_steps
+  jax.block_until_ready(one_call())  # compile
+  seconds = _median_seconds(one_call, 3) / length
   return _record("train", seconds * steps, mesh.size, num_steps=steps, seconds_per_step=seconds,
                  batch_size=config.optim.batch_size)
 
