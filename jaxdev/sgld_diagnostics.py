@@ -351,8 +351,9 @@ class CalibrationResult:
     acceptance below ``min_mala``) or whose λ̂ jumps above ``max_jump`` times the previous
     usable one (divergence held in by a bounding box). The last usable step size is that pair's
     candidate. Step sizes below the first usable one that are only unsettled (healthy chains
-    still drifting: too small an ε for the number of draws) are passed over, not a stop. Then: the largest nβ not above ``max_nbeta`` (default: ``default_nbeta``), the
-    smallest γ, and that candidate ε.
+    still drifting: too small an ε for the number of draws) are passed over, not a stop. Then:
+    the largest nβ not above ``max_nbeta`` (default: ``default_nbeta``), the smallest γ, and
+    that candidate ε.
 
     These rules do not see the Euler bias of a large ε (λ̂ grows with ε while every check
     passes); ``figure()`` shows it as a rise of λ̂ against ε, and ``min_mala`` (the MALA
@@ -379,7 +380,7 @@ class CalibrationResult:
       for k in np.argsort(self.gammas, kind="stable"):
         best = None
         for i in order:
-          if best is None and slow[i, j, k] and not ok[i, j, k]:
+          if best is None and slow[i, j, k]:
             continue
           if not ok[i, j, k] or (best is not None and mean[i, j, k] > max_jump * mean[best, j, k]):
             break

@@ -21,6 +21,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxdev.models.layers import dense
+
 
 def torch_uniform(fan_in: int):
   """Initializer U(-1/sqrt(fan_in), 1/sqrt(fan_in)), PyTorch's default for nn.Linear."""
@@ -42,9 +44,7 @@ class Linear(nn.Module):
   def __call__(self, x):
     fan_in = x.shape[-1]
     kernel = self.param("kernel", torch_uniform(fan_in), (fan_in, self.features))
-    # A rank-2 matmul: its kernel gradient is then one plain [in, rows] x [rows, out] matmul,
-    # where a rank-3 x @ kernel leaves XLA's CPU backend a slow three-axis transpose.
-    y = (x.reshape(-1, fan_in) @ kernel).reshape(*x.shape[:-1], self.features)
+    y = dense(x, kernel)
     if self.use_bias:
       y = y + self.param("bias", torch_uniform(fan_in), (self.features,))
     return y
