@@ -14,9 +14,7 @@ import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
-
-class CheckpointError(RuntimeError):
-  """A checkpoint could not be read."""
+from jaxdev.errors import CheckpointError
 
 
 def _path(directory) -> epath.Path:
@@ -56,7 +54,7 @@ def save(manager: ocp.CheckpointManager, step: int, params, opt_state) -> None:
 
 def abstract_like(tree, sharding):
   """``jax.ShapeDtypeStruct`` leaves of ``tree``, all placed with ``sharding`` (a restore target)."""
-  return jax.tree_util.tree_map(
+  return jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
 
 
@@ -66,6 +64,51 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_params, abstract
       params=ocp.args.StandardRestore(abstract_params),
       opt_state=ocp.args.StandardRestore(abstract_opt_state)))
   return restored["params"], restored["opt_state"]
+
+
+def restore_newest(manager: ocp.CheckpointManager, abstract_params, abstract_opt_state, *,
+                   damaged_dir: str):
+  """Restores the newest step that reads back; damaged newer steps are moved out of the way.
+
+  A step that fails to restore (orbax raises many types for missing or corrupt files) is moved
+  to ``damaged_dir/STEP`` (never deleted), so that training can write that step again.
+
+  Args:
+    manager: the run's CheckpointManager.
+    abstract_params, abstract_opt_state: restore targets (see :func:`abstract_like`).
+    damaged_dir: where damaged step directories go.
+
+  Returns:
+    (step, params, opt_state, skipped): step is None (and params, opt_state None) when no
+    step reads back; skipped lists (step, reason) of the damaged steps, newest first.
+
+  Raises:
+    CheckpointError: a step is damaged in a multi-process runtime (where moving it is not safe);
+      the message names the directory to remove.
+  """
+  skipped = []
+  for step in sorted(manager.all_steps(), reverse=True):
+    try:
+      params, opt_state = restore(manager, step, abstract_params, abstract_opt_state)
+    except Exception as err:  # pylint: disable=broad-except
+      path = _path(manager.directory) / str(step)
+      reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+      if jax.process_count() > 1:
+        raise CheckpointError(f"checkpoint {path} could not be read ({reason}); remove that "
+                              "directory to resume from the previous checkpoint") from None
+      target = _path(damaged_dir) / str(step)
+      target.parent.mkdir(parents=True, exist_ok=True)
+      if target.exists():
+        target = _path(damaged_dir) / f"{step}-{len(list(target.parent.iterdir()))}"
+      path.rename(target)
+      skipped.append((int(step), f"{reason} (moved to {target})"))
+      continue
+    if skipped:
+      manager.reload()
+    return int(step), params, opt_state, skipped
+  if skipped:
+    manager.reload()
+  return None, None, None, skipped
 
 
 def list_steps(directory) -> list[int]:

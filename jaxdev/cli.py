@@ -1,8 +1,8 @@
 """Small helpers shared by the command-line scripts in ``scripts/``.
 
-Scripts stay thin: they parse flags, call one library function and print. Expected failures
-(bad config values, unusable directories, missing runs) become one line on stderr and exit
-status 2 instead of a traceback.
+Scripts stay thin: they parse flags, call one library function and print. A
+:class:`jaxdev.errors.UserError` (bad config values, unusable directories, missing runs, damaged
+files) becomes one line on stderr and exit status 2 instead of a traceback.
 """
 
 from __future__ import annotations
@@ -14,15 +14,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
-def _expected_errors() -> tuple:
-  from jaxdev import checkpoints, rundir, train  # imported lazily: keeps --help fast
-  errors = [train.ConfigError, rundir.RunDirError, checkpoints.CheckpointError]
-  try:
-    from jaxdev import llc
-    errors.append(llc.SweepError)
-  except ImportError:
-    pass
-  return tuple(errors)
+from jaxdev.errors import UserError
 
 
 def _parse_flags(argv):
@@ -35,21 +27,34 @@ def _parse_flags(argv):
     sys.exit(2)
 
 
-def run(main) -> int:
-  """Runs an absl ``main``; expected errors print as ``error: ...`` and exit with status 2."""
+def given(flag_holder) -> bool:
+  """True when the flag of ``flag_holder`` (what ``flags.DEFINE_*`` returned) was on the command line."""
+  return flags.FLAGS[flag_holder.name].present > 0
+
+
+def run(main, *, distributed: bool = False, positional: bool = False) -> int:
+  """Runs an absl ``main``; a UserError prints as ``error: ...`` and exits with status 2.
+
+  Positional arguments are refused (scripts take flags only) unless ``positional`` (a script
+  with subcommands checks them itself). With ``distributed``, the multi-host runtime is started
+  first when the environment asks for it (:func:`jaxdev.distributed.maybe_initialize`).
+  """
 
   def wrapped(argv):
     logging.set_verbosity(logging.WARNING)
+    if len(argv) > 1 and not positional:
+      raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if distributed:
+      from jaxdev import distributed as distributed_lib  # pylint: disable=import-outside-toplevel
+      distributed_lib.maybe_initialize()
     try:
       return main(argv)
     except KeyboardInterrupt:
       print("interrupted; run the same command again to resume", file=sys.stderr)
       sys.exit(130)
-    except Exception as err:  # pylint: disable=broad-except
-      if isinstance(err, _expected_errors()):
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-      raise
+    except UserError as err:
+      print(f"error: {err}", file=sys.stderr)
+      sys.exit(2)
 
   try:
     app.run(wrapped, flags_parser=_parse_flags)

@@ -1,15 +1,31 @@
-"""Files of a run directory, written so that a kill at any moment leaves them consistent.
+"""The run directory: the one place that knows its layout, and writes that survive a kill.
 
-Layout (see README "Run directory")::
+``RunDir(workdir)`` names every file of a run and reads each one validated: a damaged file is a
+:class:`RunDirError` naming it (and the line, for ``metrics.jsonl``), never a traceback or a
+silently different number. Layout (see README "Run directory")::
 
-  config.json              the training config
-  checkpoints/             orbax checkpoints (see jaxdev.checkpoints)
-  ed_outputs/steps.npy     int64 [T]: scheduled ED probe steps
-  ed_outputs/outputs.npy   float32 [T, *probe_shape]; only the first ``num_written`` rows are valid
-  ed_outputs/progress.json {"num_written": n}
-  metrics.jsonl            one JSON object per line, each with "step" and "split"
-  baselines.json           reference losses on the evaluation set
-  done                     written when training has finished
+  config.json                      the training config
+  checkpoints/                     orbax checkpoints (see jaxdev.checkpoints)
+  damaged-checkpoints/STEP/        checkpoints that no longer read back, moved aside on resume
+  metrics.jsonl                    one JSON object per line, each with "step" and "split"
+  ed_outputs/steps.npy             int64 [T]: scheduled ED probe steps
+  ed_outputs/outputs.npy           float32 [T, *probe_shape]; the first ``num_written`` rows are valid
+  ed_outputs/progress.json         {"num_written": n}
+  baselines.json                   reference losses on the evaluation set
+  done                             {"num_steps": n}, written when training has finished
+  llc/NAME/settings.json           the SGLD settings of sweep NAME
+  llc/NAME/step_XXXXXXXX.npz       the LLC estimate at one checkpoint (see jaxdev.llc)
+  llc/NAME/failed.json             checkpoints the sweep could not read, with the reason
+  indicators/NAME/settings.json    the settings of indicator set NAME
+  indicators/NAME/step_XXXXXXXX.npz  the indicators at one checkpoint
+  indicators/summary.{csv,json}    the indicators of every checkpoint, one row per step
+  stages.json                      stages detected from the LLC curve
+  forms.json                       forms found in the essential dynamics
+  figures/*.png                    figures of the analysis
+  calibration/                     SGLD calibration grids and figures
+
+Every file is written whole (temporary file + rename), so a kill leaves the old or the new
+version, never half of one.
 """
 
 from __future__ import annotations
@@ -18,13 +34,35 @@ import contextlib
 import json
 import os
 import tempfile
+import zipfile
 from typing import Iterable
 
 import numpy as np
 
+from jaxdev.errors import RunDirError
 
-class RunDirError(RuntimeError):
-  """A run directory cannot be used as asked (clear, one-line message)."""
+CONFIG = "config.json"
+CHECKPOINTS = "checkpoints"
+DAMAGED_CHECKPOINTS = "damaged-checkpoints"
+METRICS = "metrics.jsonl"
+ED_PROBE = "ed_outputs"
+BASELINES = "baselines.json"
+DONE = "done"
+LLC = "llc"
+INDICATORS = "indicators"
+STAGES = "stages.json"
+FORMS = "forms.json"
+FIGURES = "figures"
+CALIBRATION = "calibration"
+SETTINGS = "settings.json"
+FAILED = "failed.json"
+SHARED_CHECK = ".shared-check"
+_PROBE_STEPS, _PROBE_OUTPUTS, _PROBE_PROGRESS = "steps.npy", "outputs.npy", "progress.json"
+_RECORD_PREFIX, _RECORD_SUFFIX = "step_", ".npz"
+
+#: Every name above: no other module of the package spells them.
+FILE_NAMES = (CONFIG, METRICS, ED_PROBE, BASELINES, STAGES, FORMS, SETTINGS, FAILED, SHARED_CHECK,
+              _PROBE_STEPS, _PROBE_OUTPUTS, _PROBE_PROGRESS)
 
 
 def _umask() -> int:
@@ -35,9 +73,16 @@ def _umask() -> int:
 
 @contextlib.contextmanager
 def _atomic_file(path: str, mode: str, suffix: str):
-  """Yields a temporary file beside ``path`` and renames it onto ``path`` once fully written."""
+  """Yields a temporary file beside ``path`` and renames it onto ``path`` once fully written.
+
+  Raises:
+    RunDirError: the file cannot be written (read-only place, full disk); ``path`` is unchanged.
+  """
   directory = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=suffix)
+  try:
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=suffix)
+  except OSError as err:
+    raise RunDirError(f"cannot write {path}: {err.strerror}") from None
   try:
     with os.fdopen(fd, mode) as f:
       yield f
@@ -45,6 +90,10 @@ def _atomic_file(path: str, mode: str, suffix: str):
       os.fsync(f.fileno())
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
     os.replace(tmp, path)
+  except OSError as err:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise RunDirError(f"cannot write {path}: {err.strerror}") from None
   except BaseException:
     if os.path.exists(tmp):
       os.unlink(tmp)
@@ -57,10 +106,49 @@ def atomic_write_text(path: str, text: str) -> None:
     f.write(text)
 
 
+def atomic_write_json(path: str, record) -> None:
+  """Writes a JSON-serialisable ``record`` (indented, one trailing newline) atomically."""
+  atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
 def atomic_save_npz(path: str, **arrays) -> None:
   """Saves arrays as an .npz via a temporary file and rename."""
   with _atomic_file(path, "wb", ".npz") as f:
     np.savez(f, **arrays)
+
+
+def read_json(path: str, what: str = "file"):
+  """The JSON value in ``path``; a file that does not parse is a RunDirError naming it."""
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (ValueError, UnicodeDecodeError) as err:
+    raise RunDirError(f"{what} {path} is damaged (not JSON: {err}); restore or remove it") from None
+  except OSError as err:
+    raise RunDirError(f"cannot read {path}: {err.strerror}") from None
+
+
+def makedirs(path: str) -> None:
+  """``os.makedirs(path, exist_ok=True)``; failure is a RunDirError naming the path."""
+  try:
+    os.makedirs(path, exist_ok=True)
+  except OSError as err:
+    raise RunDirError(f"cannot create directory {path}: {err.strerror or err}") from None
+
+
+def check_writable(path: str) -> None:
+  """Raises RunDirError unless files can be created in directory ``path`` (or in the nearest
+  existing directory above it, which the writer will create it from)."""
+  probe = os.path.abspath(path)
+  while not os.path.exists(probe):
+    parent = os.path.dirname(probe)
+    if parent == probe:
+      break
+    probe = parent
+  if not os.path.isdir(probe):
+    raise RunDirError(f"cannot write into {path}: {probe} is not a directory")
+  if not os.access(probe, os.W_OK | os.X_OK):
+    raise RunDirError(f"cannot write into {path}: {probe} is not writable")
 
 
 def _diff(a, b, prefix="") -> list[str]:
@@ -75,45 +163,28 @@ def _diff(a, b, prefix="") -> list[str]:
   return out
 
 
-def prepare(workdir: str, config_dict: dict) -> bool:
-  """Creates ``workdir`` or checks it belongs to this config. Returns True if it already existed.
+def read_jsonl(path: str) -> list[dict]:
+  """All complete JSON lines of ``path`` ([] if missing). A torn last line (no newline, as a
+  kill leaves it) is ignored.
 
   Raises:
-    RunDirError: the directory cannot be created or written, or holds a run of another config.
+    RunDirError: a complete line is not a JSON object with a "step"; names file and line.
   """
-  if "://" in workdir:
-    raise RunDirError(f"workdir {workdir} is a URL; give a local or mounted path (mount a "
-                      "bucket with gcsfuse to keep runs on Cloud Storage)")
-  try:
-    os.makedirs(workdir, exist_ok=True)
-  except OSError as err:
-    raise RunDirError(f"cannot create workdir {workdir}: {err.strerror}") from None
-  if not os.access(workdir, os.W_OK | os.X_OK):
-    raise RunDirError(f"workdir {workdir} is not writable")
-  path = os.path.join(workdir, "config.json")
-  if os.path.exists(path):
-    with open(path) as f:
-      existing = json.load(f)
-    differences = _diff(existing, config_dict)
-    if differences:
-      raise RunDirError(
-          f"workdir {workdir} holds a run with a different config ({'; '.join(differences[:3])}); "
-          "use another --workdir")
-    return True
-  atomic_write_text(path, json.dumps(config_dict, indent=2, sort_keys=True) + "\n")
-  return False
-
-
-def read_jsonl(path: str) -> list[dict]:
-  """All complete JSON lines of ``path`` ([] if missing). A torn last line is ignored."""
   if not os.path.exists(path):
     return []
   records = []
-  with open(path) as f:
-    for line in f:
-      if not line.endswith("\n"):
+  with open(path, "rb") as f:
+    for number, raw in enumerate(f, start=1):
+      if not raw.endswith(b"\n"):
         break
-      records.append(json.loads(line))
+      try:
+        record = json.loads(raw.decode("utf-8"))
+      except (ValueError, UnicodeDecodeError):
+        record = None
+      if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+        raise RunDirError(f"{path} line {number} is damaged (not a JSON record with a step); "
+                          "delete that line (and the lines after it) and run again")
+      records.append(record)
   return records
 
 
@@ -127,7 +198,10 @@ class JsonlWriter:
   """Appends one JSON object per line and flushes each line."""
 
   def __init__(self, path: str, enabled: bool = True):
-    self._file = open(path, "a") if enabled else None
+    try:
+      self._file = open(path, "a") if enabled else None
+    except OSError as err:
+      raise RunDirError(f"cannot write {path}: {err.strerror}") from None
 
   def write(self, record: dict) -> None:
     if self._file is not None:
@@ -155,16 +229,21 @@ class ProbeStore:
     self._array = None
     if not enabled:
       return
-    os.makedirs(directory, exist_ok=True)
-    outputs = os.path.join(directory, "outputs.npy")
+    makedirs(directory)
+    outputs = os.path.join(directory, _PROBE_OUTPUTS)
     shape = (len(self.steps),) + tuple(row_shape)
     if os.path.exists(outputs):
-      self._array = np.lib.format.open_memmap(outputs, mode="r+")
+      try:
+        np.lib.format.open_memmap(outputs, mode="r")  # "r+" would silently zero-extend a short file
+        self._array = np.lib.format.open_memmap(outputs, mode="r+")
+      except (ValueError, OSError) as err:
+        raise RunDirError(f"ED probe {outputs} is damaged ({err}); remove {directory} and the "
+                          "run's checkpoints to train again") from None
       if self._array.shape != shape:
         raise RunDirError(f"{outputs} has shape {self._array.shape}, expected {shape}")
     else:
-      np.save(os.path.join(directory, "steps.npy"), self.steps)
-      tmp = os.path.join(directory, ".tmp-outputs.npy")
+      np.save(os.path.join(directory, _PROBE_STEPS), self.steps)
+      tmp = os.path.join(directory, ".tmp-" + _PROBE_OUTPUTS)
       array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
       array.flush()
       del array
@@ -186,5 +265,284 @@ class ProbeStore:
       self._write_progress(int(np.searchsorted(self.steps, step, side="right")))
 
   def _write_progress(self, num_written: int) -> None:
-    atomic_write_text(os.path.join(self.directory, "progress.json"),
+    atomic_write_text(os.path.join(self.directory, _PROBE_PROGRESS),
                       json.dumps({"num_written": num_written}) + "\n")
+
+
+class RecordDir:
+  """A directory of per-checkpoint records, ``step_XXXXXXXX.npz``, next to ``settings.json``.
+
+  Used for LLC sweeps (``llc/NAME``) and indicator sets (``indicators/NAME``). Each record is
+  written atomically; reading one reads and checks every member, so a damaged file is found
+  when read (and :meth:`damaged` lists those a resumed computation should redo).
+  """
+
+  def __init__(self, path: str):
+    self.path = os.fspath(path)
+    self.settings_path = os.path.join(self.path, SETTINGS)
+    self.failed_path = os.path.join(self.path, FAILED)
+
+  def record_path(self, step: int) -> str:
+    return os.path.join(self.path, f"{_RECORD_PREFIX}{int(step):08d}{_RECORD_SUFFIX}")
+
+  def steps(self) -> list[int]:
+    """Sorted steps that have a record file (damaged or not)."""
+    if not os.path.isdir(self.path):
+      return []
+    steps = []
+    for name in os.listdir(self.path):
+      stem = name[len(_RECORD_PREFIX):-len(_RECORD_SUFFIX)]
+      if name.startswith(_RECORD_PREFIX) and name.endswith(_RECORD_SUFFIX) and stem.isdigit():
+        steps.append(int(stem))
+    return sorted(steps)
+
+  def has(self, step: int) -> bool:
+    return os.path.exists(self.record_path(step))
+
+  def read(self, step: int, required: Iterable[str] = ("step",)) -> dict:
+    """Every array of the record at ``step``, all read and checked.
+
+    Raises:
+      RunDirError: the file is damaged (not a readable .npz, a member missing or unreadable, or
+        the step inside differs from the name); the message names the file.
+    """
+    path = self.record_path(step)
+    try:
+      with np.load(path, allow_pickle=False) as data:
+        record = {name: np.asarray(data[name]) for name in data.files}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
+      raise RunDirError(f"{path} is damaged ({type(err).__name__}: {err}); run the same "
+                        "command again to recompute it") from None
+    missing = [name for name in required if name not in record]
+    if missing:
+      raise RunDirError(f"{path} is damaged (no {', '.join(missing)}); run the same command "
+                        "again to recompute it")
+    if "step" in record and int(record["step"]) != int(step):
+      raise RunDirError(f"{path} holds step {int(record['step'])}, not {step}; remove it")
+    return record
+
+  def damaged(self, steps: Iterable[int], required: Iterable[str] = ("step",)) -> dict:
+    """{step: message} for the records among ``steps`` that exist but do not read back."""
+    out = {}
+    for step in steps:
+      if self.has(step):
+        try:
+          self.read(step, required)
+        except RunDirError as err:
+          out[int(step)] = str(err)
+    return out
+
+  def write(self, step: int, arrays: dict) -> None:
+    """Writes the record of ``step`` (a dict of arrays) atomically."""
+    makedirs(self.path)
+    atomic_save_npz(self.record_path(step), **arrays)
+
+  def load(self, keys: Iterable[str]) -> dict:
+    """{key: array over records} for ``keys``, sorted by step ({} if there are none)."""
+    keys = tuple(keys)
+    records = [self.read(step, keys) for step in self.steps()]
+    if not records:
+      return {}
+    return {k: np.array([r[k] for r in records]) for k in keys}
+
+  def settings(self) -> dict | None:
+    """The recorded settings (None if none were written)."""
+    if not os.path.exists(self.settings_path):
+      return None
+    record = read_json(self.settings_path, "settings")
+    if not isinstance(record, dict):
+      raise RunDirError(f"settings {self.settings_path} is damaged (not a JSON object); "
+                        "restore or remove it")
+    return record
+
+  def write_settings(self, record: dict) -> None:
+    makedirs(self.path)
+    atomic_write_json(self.settings_path, record)
+
+  def write_failed(self, failed: dict) -> None:
+    """Records ``{step: reason}`` of the checkpoints that could not be used."""
+    atomic_write_text(self.failed_path,
+                      json.dumps({str(k): v for k, v in sorted(failed.items())}, indent=2) + "\n")
+
+
+class RunDir:
+  """One run directory (layout in the module docstring). Paths are attributes; readers check.
+
+  Args:
+    workdir: the directory's path (it need not exist yet).
+  """
+
+  def __init__(self, workdir):
+    self.path = os.fspath(workdir)
+    join = lambda *parts: os.path.join(self.path, *parts)  # noqa: E731
+    self.config_path = join(CONFIG)
+    self.checkpoints = join(CHECKPOINTS)
+    self.damaged_checkpoints = join(DAMAGED_CHECKPOINTS)
+    self.metrics_path = join(METRICS)
+    self.ed_probe_dir = join(ED_PROBE)
+    self.baselines_path = join(BASELINES)
+    self.done_path = join(DONE)
+    self.stages_path = join(STAGES)
+    self.forms_path = join(FORMS)
+    self.figures = join(FIGURES)
+    self.calibration = join(CALIBRATION)
+    self.llc_root = join(LLC)
+    self.indicators_root = join(INDICATORS)
+    self.shared_check_path = join(SHARED_CHECK)
+
+  def __repr__(self) -> str:
+    return f"RunDir({self.path!r})"
+
+  # ---------------------------------------------------------------- what is there
+
+  @property
+  def exists(self) -> bool:
+    return os.path.isdir(self.path)
+
+  @property
+  def is_run(self) -> bool:
+    """True when the directory holds a run (its config)."""
+    return os.path.exists(self.config_path)
+
+  @property
+  def is_complete(self) -> bool:
+    """True when training of the run has finished."""
+    return os.path.exists(self.done_path)
+
+  def require_run(self) -> None:
+    """Raises RunDirError unless the directory exists and holds a run."""
+    if os.path.exists(self.path) and not os.path.isdir(self.path):
+      raise RunDirError(f"run directory {self.path} is a file, not a directory")
+    if not self.exists:
+      raise RunDirError(f"run directory {self.path} does not exist")
+    if not self.is_run:
+      raise RunDirError(f"{self.path} is not a run directory (no {CONFIG})")
+
+  def figure(self, name: str) -> str:
+    """The path of figure ``name`` (e.g. "llc.png")."""
+    return os.path.join(self.figures, name)
+
+  def llc(self, name: str = "default") -> RecordDir:
+    """The per-checkpoint records of LLC sweep ``name``."""
+    return RecordDir(os.path.join(self.path, LLC, name))
+
+  def indicators(self, name: str = "default") -> RecordDir:
+    """The per-checkpoint records of indicator set ``name``."""
+    return RecordDir(os.path.join(self.path, INDICATORS, name))
+
+  def indicator_summary_path(self, suffix: str) -> str:
+    """``indicators/summary.{suffix}`` ("csv" or "json"): every indicator set, one row per step."""
+    return os.path.join(self.indicators_root, f"summary.{suffix}")
+
+  # ---------------------------------------------------------------- readers
+
+  def config_dict(self) -> dict:
+    """The training config as saved (a JSON dict)."""
+    self.require_run()
+    record = read_json(self.config_path, "config")
+    if not isinstance(record, dict):
+      raise RunDirError(f"config {self.config_path} is damaged (not a JSON object); restore it")
+    return record
+
+  @property
+  def config(self):
+    """The training config saved in the run, as an ``ml_collections.ConfigDict``."""
+    import ml_collections  # pylint: disable=import-outside-toplevel
+    return ml_collections.ConfigDict(self.config_dict())
+
+  def metrics(self, split: str | None = None) -> list[dict]:
+    """The records of ``metrics.jsonl`` (only those of ``split``, e.g. "eval", if given)."""
+    records = read_jsonl(self.metrics_path)
+    return records if split is None else [r for r in records if r.get("split") == split]
+
+  def num_steps_done(self) -> int | None:
+    """The number of steps of the finished run (None while unfinished)."""
+    if not self.is_complete:
+      return None
+    record = read_json(self.done_path, "marker")
+    if not isinstance(record, dict) or not isinstance(record.get("num_steps"), int):
+      raise RunDirError(f"marker {self.done_path} is damaged; remove it and run again to finish")
+    return record["num_steps"]
+
+  def baselines(self) -> dict | None:
+    return read_json(self.baselines_path, "baselines") if os.path.exists(self.baselines_path) else None
+
+  def ed_probe(self):
+    """(steps [T], outputs [T, D]) of the valid rows of the ED probe, or (None, None).
+
+    Raises:
+      RunDirError: a probe file is damaged or shorter than its progress record says.
+    """
+    progress = os.path.join(self.ed_probe_dir, _PROBE_PROGRESS)
+    if not os.path.exists(progress):
+      return None, None
+    record = read_json(progress, "ED probe progress")
+    if not isinstance(record, dict) or not isinstance(record.get("num_written"), int):
+      raise RunDirError(f"ED probe progress {progress} is damaged; restore or remove it")
+    n = record["num_written"]
+    steps_path = os.path.join(self.ed_probe_dir, _PROBE_STEPS)
+    outputs_path = os.path.join(self.ed_probe_dir, _PROBE_OUTPUTS)
+    try:
+      steps = np.load(steps_path)
+      outputs = np.load(outputs_path, mmap_mode="r")
+    except (OSError, ValueError, EOFError) as err:
+      raise RunDirError(f"ED probe {self.ed_probe_dir} is damaged ({err}); the probe has to be "
+                        "recomputed by training again") from None
+    if not n <= len(steps) == len(outputs):
+      raise RunDirError(f"ED probe {self.ed_probe_dir} is damaged ({len(steps)} steps, "
+                        f"{len(outputs)} rows, {n} written)")
+    return steps[:n], np.asarray(outputs[:n], np.float32).reshape(n, -1)
+
+  def stages(self) -> dict | None:
+    """The record of ``write_stages`` (None before the analysis has run)."""
+    return read_json(self.stages_path, "stages") if os.path.exists(self.stages_path) else None
+
+  def forms(self) -> dict | None:
+    """The record of ``write_forms`` (None before the analysis has run)."""
+    return read_json(self.forms_path, "forms") if os.path.exists(self.forms_path) else None
+
+  # ---------------------------------------------------------------- writers
+
+  def prepare(self, config_dict: dict) -> bool:
+    """Creates the directory or checks it belongs to this config. Returns True if it existed.
+
+    Raises:
+      RunDirError: the directory cannot be created or written, or holds a run of another config.
+    """
+    workdir = self.path
+    if "://" in workdir:
+      raise RunDirError(f"workdir {workdir} is a URL; give a local or mounted path (mount a "
+                        "bucket with gcsfuse to keep runs on Cloud Storage)")
+    try:
+      os.makedirs(workdir, exist_ok=True)
+    except OSError as err:
+      raise RunDirError(f"cannot create workdir {workdir}: {err.strerror}") from None
+    if not os.access(workdir, os.W_OK | os.X_OK):
+      raise RunDirError(f"workdir {workdir} is not writable")
+    if self.is_run:
+      differences = _diff(self.config_dict(), config_dict)
+      if differences:
+        raise RunDirError(
+            f"workdir {workdir} holds a run with a different config ({'; '.join(differences[:3])}); "
+            "use another --workdir")
+      return True
+    atomic_write_json(self.config_path, config_dict)
+    return False
+
+  def probe_store(self, steps: Iterable[int], row_shape: tuple, enabled: bool = True) -> ProbeStore:
+    return ProbeStore(self.ed_probe_dir, steps, row_shape, enabled=enabled)
+
+  def metrics_writer(self, enabled: bool = True) -> JsonlWriter:
+    return JsonlWriter(self.metrics_path, enabled=enabled)
+
+  def write_baselines(self, baselines: dict) -> None:
+    atomic_write_text(self.baselines_path, json.dumps(baselines, indent=2) + "\n")
+
+  def mark_done(self, num_steps: int) -> None:
+    atomic_write_text(self.done_path, json.dumps({"num_steps": int(num_steps)}) + "\n")
+
+  def write_stages(self, record: dict) -> None:
+    atomic_write_text(self.stages_path, json.dumps(record, indent=2))
+
+  def write_forms(self, record: dict) -> None:
+    atomic_write_text(self.forms_path, json.dumps(record, indent=2))

@@ -13,8 +13,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdev import errors
 from jaxdev.data import regression as regression_data
 from jaxdev.models import regression as regression_model
+
+TASKS = ("regression", "language")
 
 
 class Task(NamedTuple):
@@ -52,11 +55,12 @@ def regression_task(config) -> Task:
   """The in-context linear regression setting (SPEC §1) for a training config."""
   data_kwargs = dict(dim=config.data.dim, num_examples=config.data.num_examples,
                      noise_variance=config.data.noise_variance)
-  tasks = None
+  check_config(config)
+  pool = None
   if config.data.num_tasks > 0:
     # The pool is part of the run: drawn once from the run's seed.
-    tasks = regression_data.task_pool(
-        jax.random.fold_in(jax.random.PRNGKey(config.seed), 7), config.data.num_tasks,
+    pool = regression_data.task_pool(
+        jax.random.fold_in(jax.random.key(config.seed), 7), config.data.num_tasks,
         config.data.dim)
   num_tokens = 2 * config.data.num_examples
   token_dim = config.data.dim + 1
@@ -74,10 +78,10 @@ def regression_task(config) -> Task:
     return jnp.mean((predict(params, batch.xs, batch.ys) - batch.ys) ** 2)
 
   def train_batch(key):
-    return regression_data.sample_batch(key, config.optim.batch_size, tasks=tasks, **data_kwargs)
+    return regression_data.sample_batch(key, config.optim.batch_size, tasks=pool, **data_kwargs)
 
   eval_set = regression_data.fixed_dataset(config.eval.seed, config.eval.num_sequences,
-                                           tasks=tasks, **data_kwargs)
+                                           tasks=pool, **data_kwargs)
   ridge = regression_data.ridge_predictions(eval_set.xs, eval_set.ys, config.data.noise_variance)
   ridge_per_position = regression_data.per_position_mse(ridge, eval_set.ys)
 
@@ -95,14 +99,14 @@ def regression_task(config) -> Task:
     }
 
   probe_set = regression_data.fixed_dataset(config.ed.seed, config.ed.num_sequences,
-                                            tasks=tasks, **data_kwargs)
+                                            tasks=pool, **data_kwargs)
   probe_tokens = regression_data.tokenize(probe_set.xs, probe_set.ys)
 
   def probe(params):
     return model.apply({"params": params}, probe_tokens)  # (N, 2K, D+1)
 
   def sampling_data(seed, num_examples):
-    return regression_data.fixed_dataset(seed, num_examples, tasks=tasks, **data_kwargs)
+    return regression_data.fixed_dataset(seed, num_examples, tasks=pool, **data_kwargs)
 
   baselines = {
       "ridge_loss": float(jnp.mean(ridge_per_position)),
@@ -146,31 +150,30 @@ def language_task(config, *, num_baseline_rows: int = 50_000) -> Task:
   ``num_baseline_rows`` of them), the losses of the best unigram and bigram predictors in sample.
   """
   # pylint: disable=import-outside-toplevel
-  from jaxdev.data import text as text_data
+  from jaxdev.data import batches as batches_lib, bigrams as bigrams_lib, text_rows
   from jaxdev.models import attention as attention_model
 
-  if config.model.vocab_size != config.data.vocab_size:
-    raise ValueError(f"config.model.vocab_size ({config.model.vocab_size}) must equal "
-                     f"config.data.vocab_size ({config.data.vocab_size})")
-  if config.model.context_length < config.data.row_length - 1:
-    raise ValueError(f"config.model.context_length ({config.model.context_length}) is shorter "
-                     f"than the rows' {config.data.row_length - 1} input tokens")
-  builder = text_data.dataset_from_config(config.data)
-  train_rows = text_data.row_source(builder, "train")
+  check_config(config)
+  try:
+    builder = text_rows.dataset_from_config(config.data)
+  except (ValueError, FileNotFoundError, ImportError) as err:
+    raise errors.ConfigError(f"config.data: {err}") from None
+  train_rows = text_rows.row_source(builder, "train")
   splits = builder.info.splits
-  test_rows = text_data.row_source(builder, "test") if "test" in splits else train_rows
-  batches = text_data.TokenBatches(train_rows, config.optim.batch_size,
-                                   num_epochs=config.data.num_epochs,
-                                   shuffle_seed=config.data.get("shuffle_seed"))
+  test_rows = text_rows.row_source(builder, "test") if "test" in splits else train_rows
+  batches = batches_lib.TokenBatches(train_rows, config.optim.batch_size,
+                                     num_epochs=config.data.num_epochs,
+                                     shuffle_seed=config.data.get("shuffle_seed"))
   if len(batches) < config.optim.num_steps:
-    raise ValueError(f"the training split gives {len(batches)} batches of "
-                     f"{config.optim.batch_size} rows over {config.data.num_epochs} epoch(s), fewer "
-                     f"than config.optim.num_steps ({config.optim.num_steps})")
+    raise errors.ConfigError(
+        f"the training split gives {len(batches)} batches of {config.optim.batch_size} rows over "
+        f"{config.data.num_epochs} epoch(s), fewer than config.optim.num_steps "
+        f"({config.optim.num_steps})")
   model = attention_model.build_model(config.model)
   num_inputs = config.data.row_length - 1
   init, loss_fn = language_model_fns(config)
 
-  eval_rows = jnp.asarray(text_data.probe_rows(test_rows, config.eval.num_sequences, 0)[0])
+  eval_rows = jnp.asarray(batches_lib.probe_rows(test_rows, config.eval.num_sequences, 0)[0])
   early = slice(int(0.04 * num_inputs), max(int(0.06 * num_inputs), int(0.04 * num_inputs) + 1))
   late = slice(int(0.44 * num_inputs), max(int(0.54 * num_inputs), int(0.44 * num_inputs) + 1))
 
@@ -180,7 +183,7 @@ def language_task(config, *, num_baseline_rows: int = 50_000) -> Task:
     return {"loss": per_position.mean(), "loss_per_position": per_position,
             "icl_score": per_position[late].mean() - per_position[early].mean()}
 
-  probe_tokens, probe_positions = text_data.probe_rows(test_rows, config.ed.num_sequences,
+  probe_tokens, probe_positions = batches_lib.probe_rows(test_rows, config.ed.num_sequences,
                                                        config.ed.seed)
   probe_tokens, probe_positions = jnp.asarray(probe_tokens), jnp.asarray(probe_positions)
 
@@ -190,14 +193,14 @@ def language_task(config, *, num_baseline_rows: int = 50_000) -> Task:
   def sampling_data(seed, num_examples):
     count = min(num_examples, len(train_rows))
     index = np.sort(np.random.default_rng(seed).choice(len(train_rows), count, replace=False))
-    return text_data.read_rows(train_rows, index)
+    return batches_lib.read_rows(train_rows, index)
 
   def host_batch(step):
     return batches[int(step)]
 
   num_baseline = min(num_baseline_rows, len(train_rows))
-  bigrams = text_data.bigram_table(
-      (text_data.read_rows(train_rows, range(start, min(start + 8192, num_baseline)))
+  bigrams = bigrams_lib.bigram_table(
+      (batches_lib.read_rows(train_rows, range(start, min(start + 8192, num_baseline)))
        for start in range(0, num_baseline, 8192)), config.data.vocab_size)
   unigram = np.asarray(bigrams.counts.sum(axis=0)).ravel().astype(np.float64)
   unigram = unigram[unigram > 0] / unigram.sum()
@@ -209,10 +212,39 @@ def language_task(config, *, num_baseline_rows: int = 50_000) -> Task:
               baselines, host_batch)
 
 
+def check_config(config) -> None:
+  """Raises ConfigError unless the task, data and model sections of a config can make a task.
+
+  Cheap (reads no data), so a run is refused before any work; each builder calls it too.
+  """
+  task = config.get("task", "regression")
+  if task not in TASKS:
+    raise errors.ConfigError(f"config.task must be 'regression' or 'language', got {task!r}")
+  if task == "regression":
+    regression_data.check_config(config.data)
+    regression_model.check_config(config.model)
+    return
+  from jaxdev.models import attention as attention_model  # pylint: disable=import-outside-toplevel
+  errors.require_positive("data", config.data, ("vocab_size", "num_epochs"))
+  if not config.data.row_length >= 2:
+    raise errors.ConfigError(f"config.data.row_length must be >= 2, got {config.data.row_length}")
+  attention_model.check_config(config.model)
+  if config.model.vocab_size != config.data.vocab_size:
+    raise errors.ConfigError(f"config.model.vocab_size ({config.model.vocab_size}) must equal "
+                             f"config.data.vocab_size ({config.data.vocab_size})")
+  if config.model.context_length < config.data.row_length - 1:
+    raise errors.ConfigError(f"config.model.context_length ({config.model.context_length}) is "
+                             f"shorter than the rows' {config.data.row_length - 1} input tokens")
+
+
 def make_task(config) -> Task:
-  """The task named by ``config.task`` ("regression" or "language")."""
-  if config.task == "regression":
+  """The task named by ``config.task`` ("regression" or "language").
+
+  Raises:
+    ConfigError: the config's task, data or model sections cannot make a task, or its data
+      cannot serve it (e.g. missing files, too few rows).
+  """
+  check_config(config)
+  if config.get("task", "regression") == "regression":
     return regression_task(config)
-  if config.task == "language":
-    return language_task(config)
-  raise ValueError(f"unknown task {config.task!r}")
+  return language_task(config)

@@ -40,12 +40,10 @@ from tqdm.auto import tqdm
 
 from jaxdev import checkpoints
 from jaxdev import distributed
+from jaxdev import errors
 from jaxdev import rundir
 from jaxdev import tasks as tasks_lib
-
-
-class ConfigError(ValueError):
-  """The config asks for something impossible (clear, one-line message)."""
+from jaxdev.errors import ConfigError
 
 
 def checkpoint_steps(num_steps: int, num_log: int = 100, num_linear: int = 100) -> np.ndarray:
@@ -98,49 +96,23 @@ def make_optimizer(optim_config) -> optax.GradientTransformation:
 
 
 def validate_config(config) -> None:
-  """Raises ConfigError on sizes or rates that cannot make a run."""
-  task = config.get("task", "regression")
-  if task not in ("regression", "language"):
-    raise ConfigError(f"config.task must be 'regression' or 'language', got {task!r}")
-  checks = {
-      "optim.batch_size": config.optim.batch_size,
-      "optim.num_steps": config.optim.num_steps,
-      "optim.peak_lr": config.optim.peak_lr,
-      "optim.div_factor": config.optim.div_factor,
-      "optim.final_div_factor": config.optim.final_div_factor,
-      "eval.num_sequences": config.eval.num_sequences,
-      "ed.every": config.ed.every,
-      "ed.num_sequences": config.ed.num_sequences,
-      "log_every": config.log_every,
-      "model.num_layers": config.model.num_layers,
-      "model.embed_dim": config.model.embed_dim,
-      "model.num_heads": config.model.num_heads,
-  }
-  if task == "regression":
-    checks.update({"data.num_examples": config.data.num_examples, "data.dim": config.data.dim})
-  else:
-    checks.update({"data.vocab_size": config.data.vocab_size, "data.num_epochs": config.data.num_epochs,
-                   "model.head_dim": config.model.head_dim,
-                   "model.context_length": config.model.context_length,
-                   "data.row_length - 1": config.data.row_length - 1})
-  for name, value in checks.items():
-    if not value > 0:
-      raise ConfigError(f"config.{name} must be positive, got {value}")
+  """Raises ConfigError on sizes or rates that cannot make a run.
+
+  Checks the training sections (optim, eval, ed, log_every) here and the task, data and model
+  sections with :func:`jaxdev.tasks.check_config`.
+  """
+  tasks_lib.check_config(config)
+  errors.require_positive("optim", config.optim, ("batch_size", "num_steps", "peak_lr",
+                                                  "div_factor", "final_div_factor"))
+  errors.require_positive("eval", config.eval, ("num_sequences",))
+  errors.require_positive("ed", config.ed, ("every", "num_sequences"))
+  if not config.log_every > 0:
+    raise ConfigError(f"config.log_every must be positive, got {config.log_every}")
   if not 0 < config.optim.warmup_fraction <= 1:
     raise ConfigError(f"config.optim.warmup_fraction must be in (0, 1], got {config.optim.warmup_fraction}")
-  if task == "regression":
-    if config.data.num_tasks < 0:
-      raise ConfigError(f"config.data.num_tasks must be >= 0 (0 = infinite), got {config.data.num_tasks}")
-    if config.model.embed_dim % config.model.num_heads:
-      raise ConfigError("config.model.embed_dim must be divisible by config.model.num_heads")
 
 
-def make_task(config) -> tasks_lib.Task:
-  """The config's task; a config its data cannot serve (e.g. too few rows) is a ConfigError."""
-  try:
-    return tasks_lib.make_task(config)
-  except (ValueError, FileNotFoundError) as err:
-    raise ConfigError(str(err)) from None
+make_task = tasks_lib.make_task
 
 
 @dataclasses.dataclass
@@ -163,7 +135,7 @@ def _to_python(metrics) -> dict:
 
 def is_complete(workdir: str) -> bool:
   """True when the run in ``workdir`` finished training."""
-  return os.path.exists(os.path.join(workdir, "done"))
+  return rundir.RunDir(workdir).is_complete
 
 
 def data_mesh(batch_size: int, devices=None) -> Mesh:
@@ -245,8 +217,8 @@ def host_batch_array(task, steps, mesh):
     return None
   sharding = NamedSharding(mesh, P(None, "data"))
   batches = [task.host_batch(step) for step in steps]
-  stacked = jax.tree_util.tree_map(lambda *xs: np.stack(xs), *batches)
-  return jax.tree_util.tree_map(lambda x: distributed.global_array(x, sharding), stacked)
+  stacked = jax.tree.map(lambda *xs: np.stack(xs), *batches)
+  return jax.tree.map(lambda x: distributed.global_array(x, sharding), stacked)
 
 
 def require_shared_workdir(workdir: str) -> None:
@@ -263,7 +235,7 @@ def require_shared_workdir(workdir: str) -> None:
     return
   from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
   token = int(multihost_utils.broadcast_one_to_all(np.int64(time.time_ns() % (1 << 62))))
-  path = os.path.join(workdir, ".shared-check")
+  path = rundir.RunDir(workdir).shared_check_path
   if jax.process_index() == 0:
     rundir.atomic_write_text(path, str(token))
   multihost_utils.sync_global_devices("jaxdev-shared-workdir-written")
@@ -299,12 +271,11 @@ def train(config, workdir: str, *, show_progress: bool = True, devices=None) -> 
   validate_config(config)
   is_main = jax.process_index() == 0
   config_dict = json.loads(config.to_json())
-  rundir.prepare(workdir, config_dict)
+  run = rundir.RunDir(workdir)
+  run.prepare(config_dict)
   require_shared_workdir(workdir)
-  if is_complete(workdir):
-    with open(os.path.join(workdir, "done")) as f:
-      final_step = json.load(f)["num_steps"]
-    return TrainResult("already finished", workdir, final_step)
+  if run.is_complete:
+    return TrainResult("already finished", workdir, run.num_steps_done())
 
   task = make_task(config)
   num_steps = config.optim.num_steps
@@ -316,27 +287,32 @@ def train(config, workdir: str, *, show_progress: bool = True, devices=None) -> 
 
   mesh = data_mesh(config.optim.batch_size, devices)
   replicated = NamedSharding(mesh, P())
-  init_key, data_key = jax.random.split(jax.random.PRNGKey(config.seed))
+  init_key, data_key = jax.random.split(jax.random.key(config.seed))
   params, opt_state = init_state(task, optimizer, init_key, mesh)
 
-  manager = checkpoints.open_manager(os.path.join(workdir, "checkpoints"))
-  metrics_path = os.path.join(workdir, "metrics.jsonl")
-  start = manager.latest_step()
+  # Checked before anything is rewritten: a damaged probe or metrics file changes nothing.
+  probe_store = run.probe_store(probe_steps, task.probe_shape, enabled=is_main)
+  if is_main:
+    run.metrics()
+  manager = checkpoints.open_manager(run.checkpoints)
+  start, restored_params, restored_opt_state, skipped = checkpoints.restore_newest(
+      manager, *checkpoints.abstract_like((params, opt_state), replicated),
+      damaged_dir=run.damaged_checkpoints)
+  for step, reason in skipped:
+    if is_main:
+      tqdm.write(f"warning: checkpoint at step {step} could not be read, resuming from "
+                 f"{'step ' + str(start) if start is not None else 'the start'}: {reason}")
   if start is None:
     start = 0
-    if is_main and os.path.exists(metrics_path):
-      os.unlink(metrics_path)  # records of a run killed before its first checkpoint
+    if is_main and os.path.exists(run.metrics_path):
+      os.unlink(run.metrics_path)  # records of a run killed before its first checkpoint
   else:
-    params, opt_state = checkpoints.restore(
-        manager, start, *checkpoints.abstract_like((params, opt_state), replicated))
+    params, opt_state = restored_params, restored_opt_state
     if is_main:
-      rundir.truncate_jsonl(metrics_path, start)
+      rundir.truncate_jsonl(run.metrics_path, start)
   if is_main:
-    rundir.atomic_write_text(os.path.join(workdir, "baselines.json"),
-                             json.dumps(task.baselines, indent=2) + "\n")
-  probe_store = rundir.ProbeStore(os.path.join(workdir, "ed_outputs"), probe_steps,
-                                  task.probe_shape, enabled=is_main)
-  metrics_writer = rundir.JsonlWriter(metrics_path, enabled=is_main)
+    run.write_baselines(task.baselines)
+  metrics_writer = run.metrics_writer(enabled=is_main)
 
   update = build_update(task, optimizer, data_key, mesh)
   evaluate = jax.jit(task.evaluate, out_shardings=replicated)
@@ -380,6 +356,5 @@ def train(config, workdir: str, *, show_progress: bool = True, devices=None) -> 
   metrics_writer.close()
   probe_store.commit(num_steps)
   if is_main:
-    rundir.atomic_write_text(os.path.join(workdir, "done"),
-                             json.dumps({"num_steps": num_steps}) + "\n")
+    run.mark_done(num_steps)
   return TrainResult("finished", workdir, num_steps, final_eval)

@@ -1,6 +1,6 @@
-"""Stages, essential dynamics and figures from the files of a run.
+"""Stages, essential dynamics, the cheap indicators and figures from the files of a run.
 
-  python scripts/analyze.py --workdir runs/quick [--sweep default]
+  python scripts/analyze.py --workdir runs/quick [--sweep default] [--noindicators]
 """
 
 import os
@@ -8,26 +8,26 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 from jaxdev import cli  # noqa: E402
 
-_WORKDIR = flags.DEFINE_string("workdir", "runs/quick", "Run directory.")
-_SWEEP = flags.DEFINE_string("sweep", "default", "LLC sweep name (WORKDIR/llc/SWEEP).")
-_SIGMA = flags.DEFINE_enum("sigma_schedule", "scaled", ["scaled", "paper", "lm"],
-                           "ED smoothing schedule.")
+_WORKDIR = flags.DEFINE_string("workdir", os.path.join("runs", "quick"), "Run directory.")
+_SWEEP = flags.DEFINE_string("sweep", "default", "LLC sweep name (the run's llc/SWEEP).")
+_SIGMA = flags.DEFINE_enum("sigma_schedule", "auto", ["auto", "scaled", "paper", "lm"],
+                           "ED smoothing (auto: from the run's task and probe length).")
+_ED_MAX_STEP = flags.DEFINE_string("ed_max_step", "auto", "Last step searched for ED forms: "
+                                   "auto (200000 for regression runs past it), none, or a step.")
+_FORMS = flags.DEFINE_enum("form_construction", "all", ["all", "pc1"],
+                           "Forms must hold in all PC planes, or in (PC1, PCj) (the authors').")
+_INDICATORS = flags.DEFINE_bool("indicators", True, "Also evaluate and draw the cheap indicators.")
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  from jaxdev.analysis import run  # pylint: disable=import-outside-toplevel
-  if not os.path.isdir(_WORKDIR.value):
-    print(f"error: run directory {_WORKDIR.value} does not exist", file=sys.stderr)
-    return 2
-  summary = run.analyze_run(_WORKDIR.value, sweep=_SWEEP.value, sigma_schedule=_SIGMA.value)
-  print(run.format_summary(summary))
+def main(_):
+  from jaxdev import job  # pylint: disable=import-outside-toplevel
+  job.analyze(_WORKDIR.value, sweep=_SWEEP.value, indicators=_INDICATORS.value,
+              sigma_schedule=_SIGMA.value, ed_max_step=_ED_MAX_STEP.value,
+              form_construction=_FORMS.value)
   return 0
 
 

@@ -4,6 +4,7 @@
   python scripts/benchmark.py sgld --batch 128 --chains 4 --draws 200
   python scripts/benchmark.py sweep --checkpoints 8 --chains 4 --draws 100 --batch 1024
   python scripts/benchmark.py ed --num_steps 5000 --dim 20000
+  python scripts/benchmark.py hessian --sequences 1024 --probes 100  # trace + top-3 eigenvalues
   python scripts/benchmark.py devinterp --batch 128 --chains 4 --draws 200   # needs torch, devinterp
   python scripts/benchmark.py compare --batch 128 --chains 4 --draws 200     # both, one after the other
 """
@@ -27,54 +28,25 @@ _CHAINS = flags.DEFINE_integer("chains", 4, "Chains (sgld, sweep).")
 _DRAWS = flags.DEFINE_integer("draws", 200, "Draws per chain (sgld, sweep).")
 _CHECKPOINTS = flags.DEFINE_integer("checkpoints", 8, "Checkpoints sampled together (sweep).")
 _CHAIN_MAP = flags.DEFINE_enum("chain_map", "vmap", ["vmap", "map"], "How chains are batched (sgld).")
-_TRAIN_STEPS = flags.DEFINE_integer("train_steps", 20, "Optimizer steps per timed call (train).")
+_TRAIN_STEPS = flags.DEFINE_integer(
+    "train_steps", 16, "Optimizer steps per timed call (train; rounded down as training chunks them).")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed repetitions (the median is reported).")
 _NUM_STEPS = flags.DEFINE_integer("num_steps", 5000, "ED probe rows (ed).")
 _DIM = flags.DEFINE_integer("dim", 20000, "ED probe width (ed).")
-
-COMMANDS = ("train", "sgld", "sweep", "ed", "devinterp", "compare")
+_SEQUENCES = flags.DEFINE_integer("sequences", 1024, "Sequences in the Hessian batch (hessian).")
+_PROBES = flags.DEFINE_integer("probes", 100, "Hutchinson probes (hessian).")
 
 
 def main(argv):
-  if len(argv) != 2 or argv[1] not in COMMANDS:
-    raise app.UsageError(f"usage: benchmark.py {{{'|'.join(COMMANDS)}}} [flags]")
-  # pylint: disable=import-outside-toplevel
-  from jaxdev import benchmarks
-  command = argv[1]
-  if command == "train":
-    result = benchmarks.train_throughput(_CONFIG.value, num_steps=_TRAIN_STEPS.value,
-                                         repeats=_REPEATS.value)
-  elif command == "sgld":
-    result = benchmarks.sgld_throughput(_CONFIG.value, batch_size=_BATCH.value,
-                                        num_chains=_CHAINS.value, num_draws=_DRAWS.value,
-                                        chain_map=_CHAIN_MAP.value, repeats=_REPEATS.value)
-  elif command == "sweep":
-    result = benchmarks.sweep_throughput(_CONFIG.value, num_checkpoints=_CHECKPOINTS.value,
-                                         batch_size=_BATCH.value, num_chains=_CHAINS.value,
-                                         num_draws=_DRAWS.value, repeats=_REPEATS.value)
-  elif command == "compare":
-    from jaxdev import torch_reference
-    reference = torch_reference.devinterp_throughput(
-        batch_size=_BATCH.value, num_chains=_CHAINS.value, num_draws=_DRAWS.value)
-    ours = benchmarks.sgld_throughput(_CONFIG.value, batch_size=_BATCH.value,
-                                      num_chains=_CHAINS.value, num_draws=_DRAWS.value,
-                                      chain_map=_CHAIN_MAP.value, repeats=_REPEATS.value)
-    result = {"benchmark": "compare", "batch_size": _BATCH.value, "num_chains": _CHAINS.value,
-              "num_draws": _DRAWS.value,
-              "devinterp_chain_steps_per_s": reference["chain_steps_per_s"],
-              "jaxdev_chain_steps_per_s": ours["chain_steps_per_s"],
-              "jaxdev_gflops_per_s": ours["gflops_per_s"],
-              "speedup": ours["chain_steps_per_s"] / reference["chain_steps_per_s"],
-              "torch": reference["torch"], **benchmarks.machine()}
-  elif command == "devinterp":
-    from jaxdev import torch_reference
-    result = torch_reference.devinterp_throughput(
-        batch_size=_BATCH.value, num_chains=_CHAINS.value, num_draws=_DRAWS.value)
-  else:
-    from jaxdev.analysis import ed
-    result = ed.benchmark_ed(num_steps=_NUM_STEPS.value, dim=_DIM.value)
-  print(json.dumps(result))
+  from jaxdev.measure import benchmarks  # pylint: disable=import-outside-toplevel
+  if len(argv) != 2 or argv[1] not in benchmarks.COMMANDS:
+    raise app.UsageError(f"usage: benchmark.py {{{'|'.join(benchmarks.COMMANDS)}}} [flags]")
+  print(json.dumps(benchmarks.run(
+      argv[1], _CONFIG.value, batch_size=_BATCH.value, num_chains=_CHAINS.value,
+      num_draws=_DRAWS.value, num_checkpoints=_CHECKPOINTS.value, chain_map=_CHAIN_MAP.value,
+      train_steps=_TRAIN_STEPS.value, repeats=_REPEATS.value, ed_steps=_NUM_STEPS.value,
+      ed_dim=_DIM.value, hessian_sequences=_SEQUENCES.value, hessian_probes=_PROBES.value)))
 
 
 if __name__ == "__main__":
-  sys.exit(cli.run(main))
+  sys.exit(cli.run(main, positional=True))

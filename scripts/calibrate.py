@@ -4,13 +4,11 @@
       --step_sizes 1e-4,3e-4,1e-3 --nbetas 15,66.67 --gammas 6.67,100
 """
 
-import json
 import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 from jaxdev import cli  # noqa: E402
@@ -30,31 +28,20 @@ _MAX_NBETA = flags.DEFINE_float("max_nbeta", None,
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  from jaxdev import llc  # pylint: disable=import-outside-toplevel
-  floats = lambda values: [float(v) for v in values]  # noqa: E731
+  del argv  # cli.run refuses positional arguments
+  # pylint: disable=import-outside-toplevel
+  from jaxdev import llc, rundir
+  from jaxdev.sgld import calibration as calibration_lib
+  step_sizes, nbetas, gammas = calibration_lib.check_calibration(
+      step_sizes=_STEP_SIZES.value, nbetas=_NBETAS.value, gammas=_GAMMAS.value,
+      num_chains=_CHAINS.value, num_draws=_DRAWS.value, batch_size=_BATCH.value)
+  out = _OUT.value or rundir.RunDir(_WORKDIR.value).calibration
+  rundir.check_writable(out)
   step, calibration = llc.calibrate_checkpoint(
-      _WORKDIR.value, _STEP.value, step_sizes=floats(_STEP_SIZES.value),
-      nbetas=floats(_NBETAS.value), gammas=floats(_GAMMAS.value), num_chains=_CHAINS.value,
-      num_draws=_DRAWS.value, batch_size=_BATCH.value, num_sampling_examples=_EXAMPLES.value)
-  out = _OUT.value or os.path.join(_WORKDIR.value, "calibration")
-  os.makedirs(out, exist_ok=True)
-  figure = calibration.figure()
-  figure.savefig(os.path.join(out, f"calibration_step{step}.png"), dpi=120)
-  print(calibration.table() if hasattr(calibration, "table") else calibration)
-  choice = calibration.recommend(max_nbeta=_MAX_NBETA.value)
-  if choice is not None:
-    print(f"recommended at step {step}: ε {choice.step_size:g}, nβ {choice.nbeta:g}, "
-          f"γ {choice.gamma:g} (λ̂ {choice.llc_mean:.4g} ± {choice.llc_std:.2g}; {choice.reason})")
-  else:
-    limit = _MAX_NBETA.value if _MAX_NBETA.value is not None else calibration.default_nbeta
-    within = f" with nβ ≤ {limit:.4g}" if limit is not None else ""
-    print(f"recommended at step {step}: none: no usable grid point{within} "
-          "(raise --max_nbeta, or widen the grid / add draws)")
-  with open(os.path.join(out, f"calibration_step{step}.json"), "w") as f:
-    json.dump({"step": step, "recommendation": choice._asdict() if choice else None}, f,
-              indent=2, default=float)
+      _WORKDIR.value, _STEP.value, step_sizes=step_sizes, nbetas=nbetas, gammas=gammas,
+      num_chains=_CHAINS.value, num_draws=_DRAWS.value, batch_size=_BATCH.value,
+      num_sampling_examples=_EXAMPLES.value)
+  print(calibration.write_report(out, step, max_nbeta=_MAX_NBETA.value))
 
 
 if __name__ == "__main__":

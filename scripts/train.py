@@ -8,7 +8,6 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
@@ -23,30 +22,12 @@ _ESTIMATE_ONLY = flags.DEFINE_bool("estimate_only", False, "Print the estimate a
 flags.mark_flags_as_required(["workdir"])
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  # pylint: disable=import-outside-toplevel
-  from jaxdev import distributed
-  distributed.maybe_initialize()
-  from jaxdev import costs
-  from jaxdev import train
-  if _ESTIMATE_ONLY.value or (_ESTIMATE.value and not train.is_complete(_WORKDIR.value)):
-    record = costs.training_estimate(_CONFIG.value)
-    if distributed.is_main_process():
-      print(costs.format_estimate(record), flush=True)
-    if _ESTIMATE_ONLY.value:
-      return 0
-  result = train.train(_CONFIG.value, _WORKDIR.value)
-  if not distributed.is_main_process():
-    return 0
-  if result.status == "already finished":
-    print(f"{_WORKDIR.value} already holds the finished run ({result.final_step} steps); "
-          "nothing to do.")
-  else:
-    print(f"finished {result.final_step} steps in {_WORKDIR.value}")
+def main(_):
+  from jaxdev import job  # pylint: disable=import-outside-toplevel
+  job.train_job(_CONFIG.value, _WORKDIR.value, estimate=_ESTIMATE.value,
+                estimate_only=_ESTIMATE_ONLY.value)
   return 0
 
 
 if __name__ == "__main__":
-  sys.exit(cli.run(main))
+  sys.exit(cli.run(main, distributed=True))

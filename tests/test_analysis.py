@@ -48,7 +48,7 @@ def test_stages_survive_noise(seed):
   steps = np.unique(np.round(np.logspace(0, np.log10(5e5), 150)).astype(int))
   rng = np.random.default_rng(seed)
   noisy = _llc_curve(np.log(steps + 1)) + rng.normal(0, 1.5, len(steps))
-  _check(stages.detect_stages(steps, noisy, llc_std=np.full(len(steps), 1.5)))
+  _check(stages.detect_stages(steps, noisy, llc_se=np.full(len(steps), 1.5)))
 
 
 def test_stages_with_uneven_checkpoint_spacing():
@@ -108,13 +108,74 @@ def test_constructed_form_is_found_with_its_step_and_centre():
   assert np.argmin(potential) == 300
 
 
-@pytest.mark.parametrize("seed", range(4))
-def test_brownian_motion_has_no_forms(seed):
-  rng = np.random.default_rng(seed)
-  path = np.cumsum(rng.standard_normal((1000, 400)), axis=0)
-  scores = ed.pca(path, 3).scores
-  for schedule in (ed.scaled_sigma_schedule(1000), ed.paper_sigma_schedule(1000)):
-    assert geometry.find_forms(ed.smooth(scores, schedule)) == []
+def test_cusp_threshold_follows_local_speed_not_the_run():
+  """The same cusp is found whether the rest of the run is slow or fast (no global median)."""
+  s = np.linspace(-1, 1, 201)
+  cusp = np.stack([s ** 2, s ** 3], 1)
+  for tail_speed in (1e-3, 1e3):
+    tail = cusp[-1] + np.outer(np.arange(1, 400), [tail_speed, 0.0])
+    np.testing.assert_array_equal(geometry.cusps(np.concatenate([cusp, tail])), [100])
+
+
+def test_no_form_where_a_path_only_wiggles():
+  """A smooth wiggle has vertices in its planes, but they do not lift to one point: no form."""
+  t = np.linspace(0, 6 * np.pi, 900)
+  curve = np.stack([t, np.sin(t), 0.3 * np.cos(2 * t)], 1)
+  result = geometry.search_forms(curve)
+  assert result.forms == []
+  assert len(result.events[(0, 1)]) >= 5  # its vertices were examined and scored
+
+
+PAPER_T = 5001  # the paper's ED trajectory: every 100 steps to step 500k
+
+
+@pytest.fixture(scope="module")
+def paper_sigma():
+  return ed.paper_sigma_schedule(PAPER_T)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_brownian_motion_has_no_forms_at_paper_scale(seed, paper_sigma):
+  """SPEC §5 pitfall: PCA of a random walk gives Lissajous curves; they must not give forms."""
+  path = np.cumsum(np.random.default_rng(seed).standard_normal((PAPER_T, 40)), axis=0)
+  smoothed = ed.smooth(ed.pca(path, 4).scores, paper_sigma)
+  for construction in ("all", "pc1"):
+    assert geometry.find_forms(smoothed, sigma=paper_sigma, construction=construction) == []
+
+
+def _planted_form(index, num_steps, centre, dim=80):
+  """A trajectory with one form at ``index``: a semicubical cusp u² a + u³ b (+ u⁴, u⁵ terms so
+  that it spans 4 dimensions) with u = asinh((t − index) / 20), embedded in ``dim`` dimensions."""
+  u = np.arcsinh((np.arange(num_steps) - index) / 20.0)
+  low = (centre + np.outer(u ** 2, [1.0, 0.6, -0.4, 0.2]) + np.outer(u ** 3, [-0.3, 1.0, 0.8, -0.5])
+         + np.outer(0.05 * u ** 4, [0.5, -0.2, 1.0, 0.4])
+         + np.outer(0.01 * u ** 5, [0.2, 0.3, -0.1, 1.0]))
+  basis = np.linalg.qr(np.random.default_rng(0).normal(size=(dim, 4)))[0]  # (dim, 4) orthonormal
+  return low @ basis.T, basis
+
+
+@pytest.mark.parametrize("construction", ["all", "pc1"])
+def test_planted_form_at_index_25_found_with_the_paper_schedule(construction, paper_sigma):
+  """The paper's first LR form sits at index 25 (step 2.5k), inside the σ = 1 stretch."""
+  centre = np.array([2.0, -1.0, 0.5, 0.3])
+  trajectory, basis = _planted_form(25, PAPER_T, centre)
+  result = ed.pca(trajectory, 4)
+  smoothed = ed.smooth(result.scores, paper_sigma)
+  search = geometry.search_forms(smoothed, sigma=paper_sigma, construction=construction)
+  assert [f.index for f in search.forms] == [25]
+  # f* is the planted point, seen in PC coordinates (PCA centres the trajectory over time).
+  mean = trajectory.mean(0)
+  expected = np.linalg.lstsq(result.scores, trajectory - mean, rcond=None)[0]  # (4, dim)
+  np.testing.assert_allclose(search.forms[0].centre @ expected + mean, centre @ basis.T,
+                             atol=1e-3 * np.abs(trajectory).max())
+
+
+def test_analysis_window_drops_late_forms():
+  centre = np.array([2.0, -1.0, 0.5, 0.3])
+  trajectory, _ = _planted_form(700, 1000, centre)
+  scores = ed.pca(trajectory, 3).scores
+  assert [f.index for f in geometry.find_forms(scores)] == [700]
+  assert geometry.find_forms(scores, max_index=600) == []
 
 
 def _fake_run(root):
@@ -122,10 +183,12 @@ def _fake_run(root):
   run = root / "run"
   (run / "llc" / "default").mkdir(parents=True)
   steps = np.unique(np.round(np.logspace(0, np.log10(5e5), 60)).astype(int))
-  llc = _llc_curve(np.log(steps + 1))
+  # Independent noise at the level of the standard error (chain std 0.58 over 4 chains): a
+  # noiseless curve is not what a sweep gives.
+  llc = _llc_curve(np.log(steps + 1)) + np.random.default_rng(0).normal(0, 0.29, len(steps))
   for s, v in zip(steps, llc):
-    np.savez(run / "llc" / "default" / f"step_{s:08d}.npz", step=s, llc_mean=v, llc_std=0.5,
-             num_failed=0, llc_per_chain=np.full(4, v), loss_trace=np.zeros((4, 3)), init_loss=1.0)
+    np.savez(run / "llc" / "default" / f"step_{s:08d}.npz", step=s, llc_mean=v, llc_std=0.58,
+             num_failed=0, llc_per_chain=v + np.array([-0.5, 0.5, -0.5, 0.5]), loss_trace=np.zeros((4, 3)), init_loss=1.0)
   with open(run / "metrics.jsonl", "w") as f:
     for s in steps:
       f.write(json.dumps({"step": int(s), "split": "eval", "loss": float(1 / (1 + s))}) + "\n")
@@ -150,8 +213,12 @@ def test_analyze_run_end_to_end(tmp_path):
   assert "A1" in proc.stdout and "B3" in proc.stdout
   saved = json.load(open(run / "stages.json"))
   assert [s["kind"] for s in saved["stages"]] == ["A", "A", "B"]
-  forms = json.load(open(run / "forms.json"))["forms"]
-  assert len(forms) == 1 and abs(forms[0]["step"] - 3000) <= 100
+  assert [m["rule"] for m in saved["milestones"]] == ["plateau", "sign change"]
+  record = json.load(open(run / "forms.json"))
+  forms = record["forms"]
+  assert len(forms) == 1 and abs(forms[0]["step"] - 3000) <= 100 and forms[0]["accepted"]
+  assert any(c["step"] == forms[0]["step"] for c in record["candidates"])
+  assert record["events"]["cusps"] and record["ed_max_step"] is None
   for name in ("llc.png", "llc_slope.png", "ed_pcs.png", "ed_scores.png", "ed_form_potentials.png"):
     assert (run / "figures" / name).stat().st_size > 10_000
 

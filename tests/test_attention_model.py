@@ -34,7 +34,7 @@ def small():
 
 
 def copy(params):
-  return jax.tree_util.tree_map(lambda x: x, params)
+  return jax.tree.map(lambda x: x, params)
 
 
 @pytest.mark.parametrize("num_layers, expected", [(2, 3_355_016), (1, 3_091_336)])

@@ -5,7 +5,7 @@ import pytest
 
 from configs import llc as llc_configs
 from configs import regression as regression_configs
-from jaxdev import costs
+from jaxdev.measure import costs
 from jaxdev import distributed
 from jaxdev import llc
 from jaxdev import train

@@ -63,9 +63,9 @@ def _run_two_processes(commands, timeout=240, returncodes=(0, 0)) -> list[str]:
 
 
 def _final_params(workdir, config):
-  abstract = jax.eval_shape(train.tasks_lib.make_task(config).init, jax.random.PRNGKey(0))
+  abstract = jax.eval_shape(train.tasks_lib.make_task(config).init, jax.random.key(0))
   with checkpoints.ParamsReader(os.path.join(workdir, "checkpoints"), abstract) as reader:
-    return jax.tree_util.tree_map(np.asarray, reader.read(config.optim.num_steps))
+    return jax.tree.map(np.asarray, reader.read(config.optim.num_steps))
 
 
 def _assert_trees_close(a, b, **tolerance):
@@ -75,8 +75,8 @@ def _assert_trees_close(a, b, **tolerance):
   gradient is zero, so its value is float rounding noise amplified by Adam's normalisation and
   differs with the reduction order. It has no effect on the model (the outputs are compared too).
   """
-  assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
-  for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(a)[0], jax.tree_util.tree_leaves(b)):
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for (path, x), y in zip(jax.tree.flatten_with_path(a)[0], jax.tree.leaves(b)):
     if "b_K" not in jax.tree_util.keystr(path):
       np.testing.assert_allclose(x, y, err_msg=jax.tree_util.keystr(path), **tolerance)
 

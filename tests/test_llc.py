@@ -148,3 +148,196 @@ def test_killed_sweep_resumes_to_the_identical_result(tiny_run, tmp_path):
     b = np.load(os.path.join(out, name))
     for key in a.files:
       np.testing.assert_array_equal(a[key], b[key])
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("data.dim", 0, "config.data.dim must be positive"),
+    ("data.num_tasks", -2, "config.data.num_tasks must be >= 0"),
+    ("model.num_heads", 3, "divisible by config.model.num_heads"),
+    ("task", "nonsense", "config.task must be"),
+])
+def test_bad_data_config_of_a_run_is_one_error_line(tmp_path, field, value, message):
+  config = regression_configs.get_config("tiny")
+  section, _, name = field.rpartition(".")
+  (config[section] if section else config)[name] = value
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  (workdir / "config.json").write_text(config.to_json())
+  before = sorted(os.listdir(workdir))
+  for command in (SWEEP + ["--notrain", "--config", os.path.join(REPO, "configs", "llc.py:tiny")],
+                  [sys.executable, os.path.join(REPO, "scripts", "calibrate.py")]):
+    proc = subprocess.run(command + ["--workdir", str(workdir)], capture_output=True, text=True)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ") and message in lines[0], proc.stderr
+    assert sorted(os.listdir(workdir)) == before
+
+
+def test_a_damaged_llc_record_is_reported_and_recomputed(tiny_run, tmp_path):
+  run = _copy_run(tiny_run, tmp_path)
+  args = ["--workdir", run, "--notrain", "--noanalyze", "--steps", "0,5,60",
+          "--config", os.path.join(REPO, "configs", "llc.py:tiny"),
+          "--config.sgld.num_draws=30"]
+  subprocess.run(SWEEP + args, check=True, capture_output=True)
+  out = os.path.join(run, "llc", "default")
+  good = {s: dict(np.load(llc.result_path(out, s))) for s in (0, 5, 60)}
+  # A truncated file, and one whose member is garbled past the zip directory's reach.
+  path5, path60 = llc.result_path(out, 5), llc.result_path(out, 60)
+  data = open(path5, "rb").read()
+  open(path5, "wb").write(data[: len(data) // 2])
+  data = bytearray(open(path60, "rb").read())
+  start = data.index(b"loss_trace.npy") + 200
+  data[start:start + 40] = b"\xff" * 40
+  open(path60, "wb").write(bytes(data))
+
+  proc = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "analyze.py"),
+                         "--workdir", run], capture_output=True, text=True)
+  lines = proc.stderr.strip().splitlines()
+  assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+  assert path5 in lines[0] or path60 in lines[0]
+
+  proc = subprocess.run(SWEEP + args, capture_output=True, text=True)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert f"warning: {path5} is damaged" in proc.stdout + proc.stderr
+  assert f"warning: {path60} is damaged" in proc.stdout + proc.stderr
+  assert "2 checkpoints estimated, 1 already done" in proc.stdout
+  for step, record in good.items():
+    again = np.load(llc.result_path(out, step))
+    assert sorted(again.files) == sorted(record)
+    for key in again.files:
+      np.testing.assert_array_equal(again[key], record[key])
+
+
+def test_garbage_settings_or_config_is_one_line_naming_the_file(tiny_run, tmp_path):
+  run = _copy_run(tiny_run, tmp_path)
+  args = SWEEP + ["--workdir", run, "--notrain", "--noanalyze", "--steps", "0",
+                  "--config", os.path.join(REPO, "configs", "llc.py:tiny")]
+  subprocess.run(args, check=True, capture_output=True)
+  settings = os.path.join(run, "llc", "default", "settings.json")
+  for path in (settings, os.path.join(run, "config.json")):
+    original = open(path, "rb").read()
+    open(path, "wb").write(b"\x00garbage{")
+    files = {f: open(os.path.join(r, f), "rb").read() for r, _, fs in os.walk(run) for f in fs}
+    proc = subprocess.run(args, capture_output=True, text=True)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+    assert lines[0].startswith("error: ") and path in lines[0] and "damaged" in lines[0]
+    assert files == {f: open(os.path.join(r, f), "rb").read() for r, _, fs in os.walk(run) for f in fs}
+    open(path, "wb").write(original)
+
+
+def test_an_unwritable_output_is_one_line_and_changes_nothing(tiny_run, tmp_path):
+  run = _copy_run(tiny_run, tmp_path)
+  open(os.path.join(run, "llc"), "w").write("a file where the sweeps' folder belongs")
+  proc = subprocess.run(SWEEP + ["--workdir", run, "--notrain", "--noanalyze", "--steps", "0",
+                                 "--config", os.path.join(REPO, "configs", "llc.py:tiny")],
+                        capture_output=True, text=True)
+  lines = proc.stderr.strip().splitlines()
+  assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+  assert os.path.join(run, "llc") in lines[0]
+  shutil.rmtree(os.path.join(run, "figures"), ignore_errors=True)
+  open(os.path.join(run, "figures"), "w").write("a file where the figures belong")
+  os.unlink(os.path.join(run, "llc"))
+  proc = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "analyze.py"),
+                         "--workdir", run], capture_output=True, text=True)
+  lines = proc.stderr.strip().splitlines()
+  assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+  assert os.path.join(run, "figures") in lines[0]
+  assert not os.path.exists(os.path.join(run, "stages.json"))
+
+
+def test_chain_status_rule_on_synthetic_chains():
+  nan = np.nan
+  # Not more than half survive: failed, whatever the survivors say.
+  assert llc.chain_status([280_000.0, nan, nan, nan])[:2] == (1, "failed")
+  assert llc.chain_status([10.0, 11.0, nan, nan])[:2] == (2, "failed")
+  assert llc.chain_status([nan, nan, nan, nan])[:2] == (0, "failed")
+  assert llc.chain_status([10.0, 11.0, 12.0, nan])[:2] == (3, "ok")
+  # The fraction is configurable and exclusive.
+  assert llc.chain_status([10.0, 11.0, nan, nan], min_good_fraction=0.49)[:2] == (2, "ok")
+  assert llc.chain_status([10.0, 11.0, 12.0, nan], min_good_fraction=0.75)[1] == "failed"
+  # Outliers: > 5 scaled MADs and > |median| from the median (median 10.5, MAD·1.4826 = 0.74).
+  num_good, status, warnings = llc.chain_status([10.0, 11.0, 10.5, 9.5, 40.0])
+  assert (num_good, status) == (5, "outliers") and "1 of 5" in warnings[0] and "40" in warnings[0]
+  # Far in MADs but not beyond |median|: ordinary spread, ok.
+  assert llc.chain_status([10.0, 10.01, 10.02, 10.5])[1] == "ok"
+  # Beyond |median| but within 5 MADs of a wide spread: ok.
+  assert llc.chain_status([1.0, 5.0, 9.0, 14.0])[1] == "ok"
+  # Two good chains are never called outliers (no robust centre).
+  assert llc.chain_status([1.0, 1000.0, nan])[:2] == (2, "ok")
+  assert llc.chain_status([4.0, 4.1, 4.2, 4.3]) == (4, "ok", [])
+
+
+def test_partly_failed_chains_are_reported_not_estimated(tiny_run, tmp_path):
+  from jaxdev.analysis import run as analysis_run
+  run = _copy_run(tiny_run, tmp_path)
+  settings = dataclasses.replace(SETTINGS, step_size=0.035)
+  result = llc.sweep(run, settings, show_progress=False)
+  out = result.out_dir
+  records = {s: dict(np.load(llc.result_path(out, s))) for s in result.steps_done}
+  statuses = {s: str(r["status"]) for s, r in records.items()}
+  assert "failed" in statuses.values() and "ok" in statuses.values(), statuses
+  for step, r in records.items():
+    good = int(np.isfinite(r["llc_per_chain"]).sum())
+    assert int(r["num_good"]) == good == settings.num_chains - int(r["num_failed"])
+    if good <= settings.min_good_fraction * settings.num_chains:
+      assert statuses[step] == "failed" and np.isnan(r["llc_mean"])
+      assert any("survived" in str(w) for w in r["warnings"])
+    else:
+      assert statuses[step] != "failed" and np.isfinite(r["llc_mean"])
+  failed_steps = sorted(s for s, t in statuses.items() if t == "failed")
+
+  table = llc.format_table(run)
+  for step in failed_steps:
+    row = next(line for line in table.splitlines() if line.split()[0] == str(step))
+    assert row.split()[-1] == "failed" and "nan" in row
+  assert "not ok:" in table
+
+  summary = analysis_run.analyze_run(run)
+  stages = json.load(open(os.path.join(run, "stages.json")))
+  assert [e["step"] for e in stages["excluded"]] == failed_steps
+  assert all("survived" in e["reason"] for e in stages["excluded"])
+  printed = analysis_run.format_summary(summary)
+  assert "excluded from stage detection" in printed and str(failed_steps) in printed
+  assert os.path.getsize(os.path.join(run, "figures", "llc.png")) > 0
+
+
+def test_an_all_failed_sweep_ends_with_one_note_and_draws_what_there_is(tiny_run, tmp_path):
+  from jaxdev.analysis import run as analysis_run
+  run = _copy_run(tiny_run, tmp_path)
+  llc.sweep(run, dataclasses.replace(SETTINGS, step_size=0.05), steps=[0, 5, 12, 20, 60],
+            show_progress=False)
+  results = llc.load_results(os.path.join(run, "llc", "default"))
+  assert list(results["status"]) == ["failed"] * 5 and np.isnan(results["llc_mean"]).all()
+  summary = analysis_run.analyze_run(run)
+  printed = analysis_run.format_summary(summary)
+  notes = [line for line in printed.splitlines() if "enough surviving chains" in line]
+  assert len(notes) == 1 and notes[0].startswith("note: no checkpoint had enough"), printed
+  assert os.path.getsize(os.path.join(run, "figures", "llc.png")) > 0
+  assert not os.path.exists(os.path.join(run, "stages.json"))
+
+
+def test_records_and_settings_from_before_statuses_still_read(tiny_run, tmp_path):
+  run = _copy_run(tiny_run, tmp_path)
+  llc.sweep(run, SETTINGS, steps=[0, 5], show_progress=False)
+  out = os.path.join(run, "llc", "default")
+  for step, num_failed in ((0, 0), (5, 3)):
+    path = llc.result_path(out, step)
+    record = {k: v for k, v in np.load(path).items() if k not in llc.STATUS_KEYS}
+    if num_failed:
+      record["llc_per_chain"] = np.array([7.0, np.nan, np.nan, np.nan])
+      record["num_failed"] = np.int64(num_failed)
+    np.savez(path, **record)
+  settings_path = os.path.join(out, "settings.json")
+  old = json.load(open(settings_path))
+  del old["min_good_fraction"]
+  json.dump(old, open(settings_path, "w"))
+  results = llc.load_results(out)
+  assert list(results["status"]) == ["ok", "failed"]
+  assert list(results["num_good"]) == [4, 1]
+  assert np.isfinite(results["llc_mean"][0]) and np.isnan(results["llc_mean"][1])
+  result = llc.sweep(run, SETTINGS, steps=[0, 5, 60], show_progress=False)  # settings accepted
+  assert result.steps_done == [60] and result.steps_skipped == [0, 5]
+  with pytest.raises(llc.SweepError, match="min_good_fraction"):
+    llc.sweep(run, dataclasses.replace(SETTINGS, min_good_fraction=0.7), steps=[0],
+              show_progress=False)

@@ -1,30 +1,43 @@
-"""The main job end to end on tiny configs: train, sweep, stages and figures, then a no-op rerun."""
+"""The main job end to end on tiny configs: train, sweep, stages and figures, then a no-op rerun.
 
+The job is a library function (jaxdev.job.main_job) tested in-process; one subprocess test runs
+the command-line script itself.
+"""
+
+import ast
 import os
+import pathlib
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 
+from configs import language as language_configs
+from configs import llc as llc_configs
+from configs import regression as regression_configs
+from jaxdev import errors
+from jaxdev import job
 from jaxdev import llc
 from jaxdev import rundir
 from jaxdev import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SWEEP = [sys.executable, os.path.join(REPO, "scripts", "llc_sweep.py")]
+TINY_STEPS = train.checkpoint_steps(60, 6, 4).tolist()
 
 
-def test_main_job_on_tiny_configs(tmp_path):
+def test_main_job_command_on_tiny_configs(tmp_path):
   workdir = str(tmp_path / "tiny")
-  command = [sys.executable, os.path.join(REPO, "scripts", "llc_sweep.py"), "--workdir", workdir,
-             "--config", os.path.join(REPO, "configs", "llc.py:tiny"),
-             "--train_config", os.path.join(REPO, "configs", "regression.py:tiny")]
+  command = SWEEP + ["--workdir", workdir, "--config", os.path.join(REPO, "configs", "llc.py:tiny"),
+                     "--train_config", os.path.join(REPO, "configs", "regression.py:tiny")]
   proc = subprocess.run(command, capture_output=True, text=True)
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert train.is_complete(workdir)
   results = llc.load_results(os.path.join(workdir, "llc", "default"))
-  assert results["step"].tolist() == train.checkpoint_steps(60, 6, 4).tolist()
+  assert results["step"].tolist() == TINY_STEPS
   assert np.all(np.isfinite(results["llc_mean"]))
-  num = len(train.checkpoint_steps(60, 6, 4))
+  num = len(TINY_STEPS)
   assert f"LLC sweep 'default': {num} checkpoints estimated" in proc.stdout
   # The estimate comes before any work: training 60 steps, then the sweep of every checkpoint.
   lines = proc.stdout.splitlines()
@@ -42,38 +55,51 @@ def test_main_job_on_tiny_configs(tmp_path):
   assert "estimate (" not in again.stdout  # nothing left to do, nothing to estimate
 
 
-def test_one_command_runs_every_seed(tmp_path):
+def test_main_job_in_process_every_seed(tmp_path, capsys):
   workdir = str(tmp_path / "seeds")
-  command = [sys.executable, os.path.join(REPO, "scripts", "llc_sweep.py"), "--workdir", workdir,
-             "--seeds", "0,1", "--noanalyze", "--estimate_only",
-             "--config", os.path.join(REPO, "configs", "llc.py:tiny"),
-             "--train_config", os.path.join(REPO, "configs", "regression.py:tiny")]
-  proc = subprocess.run(command, capture_output=True, text=True)
-  assert proc.returncode == 0, proc.stderr[-2000:]
-  num = len(train.checkpoint_steps(60, 6, 4))
-  assert "(120 steps at" in proc.stdout and f"({2 * num} checkpoints in" in proc.stdout
-  assert not os.path.exists(workdir)  # --estimate_only writes nothing
+  train_config = regression_configs.get_config("tiny")
+  sweep_config = llc_configs.get_config("tiny")
+  result = job.main_job(train_config, sweep_config, workdir, seeds=["0", "1"], analyze=False,
+                        estimate_only=True, train=True)
+  out = capsys.readouterr().out
+  num = len(TINY_STEPS)
+  assert "(120 steps at" in out and f"({2 * num} checkpoints in" in out
+  assert [r["job"] for r in result.estimates] == ["train", "sweep"] and result.runs == []
+  assert not os.path.exists(workdir)  # estimate_only writes nothing
 
-  proc = subprocess.run([c for c in command if c != "--estimate_only"] + ["--noestimate"],
-                        capture_output=True, text=True)
-  assert proc.returncode == 0, proc.stderr[-2000:]
+  result = job.main_job(train_config, sweep_config, workdir, seeds=[0, 1], analyze=False,
+                        estimate=False, train=True, verbose=False)
+  assert capsys.readouterr().out == ""
+  assert result.exit_status == 0 and [r.workdir for r in result.runs] == [
+      os.path.join(workdir, "seed0"), os.path.join(workdir, "seed1")]
   configs = [llc.load_run_config(os.path.join(workdir, f"seed{s}")) for s in (0, 1)]
   assert [c.seed for c in configs] == [0, 1]
   first, second = (llc.load_results(os.path.join(workdir, f"seed{s}", "llc", "default"))
                    for s in (0, 1))
-  assert first["step"].tolist() == second["step"].tolist() == train.checkpoint_steps(60, 6, 4).tolist()
+  assert first["step"].tolist() == second["step"].tolist() == TINY_STEPS
   assert not np.allclose(first["llc_mean"], second["llc_mean"])  # different runs
+  assert all(r.sweep.steps_done == TINY_STEPS and r.trained.status == "finished"
+             for r in result.runs)
+
+  # Run again: nothing is trained or estimated; the same numbers are read back.
+  again = job.main_job(train_config, sweep_config, workdir, seeds=[0, 1], analyze=False,
+                       estimate=True, verbose=False)
+  assert again.estimates == [] and all(r.trained is None for r in again.runs)
+  assert all(r.sweep.steps_done == [] and r.sweep.steps_skipped == TINY_STEPS for r in again.runs)
+  np.testing.assert_array_equal(
+      llc.load_results(os.path.join(workdir, "seed0", "llc", "default"))["llc_mean"],
+      first["llc_mean"])
 
 
-def test_main_job_on_a_tiny_language_run(tmp_path, text_data_dir):
+def test_main_job_on_a_tiny_language_run(tmp_path, text_data_dir, capsys):
   workdir = str(tmp_path / "lm")
-  command = [sys.executable, os.path.join(REPO, "scripts", "llc_sweep.py"), "--workdir", workdir,
-             "--config", os.path.join(REPO, "configs", "llc.py:language_tiny"),
-             "--train_config", os.path.join(REPO, "configs", "language.py:tiny"),
-             f"--train_config.data.data_dir={text_data_dir}"]
-  proc = subprocess.run(command, capture_output=True, text=True)
-  assert proc.returncode == 0, proc.stderr[-2000:]
-  assert proc.stdout.startswith("estimate (train): ")
+  train_config = language_configs.get_config("tiny")
+  train_config.data.data_dir = text_data_dir
+  result = job.main_job(train_config, llc_configs.get_config("language_tiny"), workdir,
+                        train=True)
+  out = capsys.readouterr().out
+  assert result.exit_status == 0
+  assert out.startswith("estimate (train): ")
   steps = train.checkpoint_steps(40, 4, 4).tolist()
   results = llc.load_results(os.path.join(workdir, "llc", "default"))
   assert results["step"].tolist() == steps
@@ -83,8 +109,99 @@ def test_main_job_on_a_tiny_language_run(tmp_path, text_data_dir):
   evals = [r for r in rundir.read_jsonl(os.path.join(workdir, "metrics.jsonl")) if r["split"] == "eval"]
   np.testing.assert_allclose(results["init_loss"], [r["loss"] for r in evals], atol=0.1)
   assert np.log(512) < results["init_loss"][0] < np.log(512) + 0.5
-  assert "stages (from the LLC curve)" in proc.stdout
+  assert "stages (from the LLC curve)" in out
   outputs = np.load(os.path.join(workdir, "ed_outputs", "outputs.npy"))
   assert outputs.shape == (11, 16)  # probes at 0, 4, ..., 40; one true-next-token logit per row
   for name in ("llc.png", "ed_pcs.png"):
     assert os.path.getsize(os.path.join(workdir, "figures", name)) > 10_000
+
+
+def test_a_missing_workdir_is_not_trained_unless_asked(tmp_path):
+  typo = tmp_path / "runs" / "lr-sed0"
+  base = SWEEP + ["--noestimate", "--config", os.path.join(REPO, "configs", "llc.py:tiny")]
+  proc = subprocess.run(base + ["--workdir", str(typo)], capture_output=True, text=True, cwd=REPO)
+  lines = proc.stderr.strip().splitlines()
+  assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+  assert str(typo) in lines[0] and "does not exist" in lines[0] and "--train" in lines[0]
+  assert not typo.exists() and not (tmp_path / "runs").exists()
+  # From Python the same: train=None never creates a run outside the default workdir.
+  with pytest.raises(errors.RunDirError, match="does not exist"):
+    job.main_job(regression_configs.get_config("tiny"), llc_configs.get_config("tiny"),
+                 str(typo), estimate=False, verbose=False)
+  assert not typo.exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--steps", "7,abc"], "checkpoint steps must be whole numbers, got 'abc'"),
+    (["--seeds", "0,x"], "seeds must be whole numbers, got 'x'"),
+    (["--config.sgld.num_chains=0"], "num_chains must be positive"),
+])
+def test_bad_job_arguments_are_one_line_before_any_work(tmp_path, args, message):
+  workdir = tmp_path / "run"
+  proc = subprocess.run(SWEEP + ["--train", "--workdir", str(workdir), "--config",
+                                 os.path.join(REPO, "configs", "llc.py:tiny")] + args,
+                        capture_output=True, text=True, cwd=REPO)
+  lines = proc.stderr.strip().splitlines()
+  assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], proc.stderr
+  assert "estimate (" not in proc.stdout and not workdir.exists()
+
+
+def _code_strings(path):
+  """String constants of a module that are not docstrings."""
+  tree = ast.parse(path.read_text())
+  docstrings = set()
+  for node in ast.walk(tree):
+    if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+      body = node.body
+      if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        docstrings.add(id(body[0].value))
+  return [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant)
+          and isinstance(n.value, str) and id(n) not in docstrings]
+
+
+def _path_joins(path):
+  """String constants passed to os.path.join (or epath / pathlib joins) in a module."""
+  out = []
+  for node in ast.walk(ast.parse(path.read_text())):
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in (
+        "join", "joinpath"):
+      out += [a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
+      out += [a.value for a in (node.left, node.right)
+              if isinstance(a, ast.Constant) and isinstance(a.value, str)]
+  return out
+
+
+def test_only_the_run_directory_module_names_its_files():
+  package = pathlib.Path(REPO) / "jaxdev"
+  names = set(rundir.FILE_NAMES) | {".npz"}
+  directories = {rundir.CHECKPOINTS, rundir.LLC, rundir.INDICATORS, rundir.FIGURES, rundir.DONE,
+                 rundir.CALIBRATION}
+  # Files of other directories that happen to share a name with a run file.
+  elsewhere = {"convert/run.py": {"config.json"}}  # a PyTorch checkpoint folder's model config
+  offenders = []
+  for path in sorted(package.rglob("*.py")):
+    if path == package / "rundir.py":
+      continue
+    for text in _code_strings(path):
+      if text in elsewhere.get(str(path.relative_to(package)), ()):
+        continue
+      if any(name in text for name in names):
+        offenders.append(f"{path.relative_to(REPO)}: {text!r}")
+    for text in _path_joins(path):
+      if text.strip("/") in directories:
+        offenders.append(f"{path.relative_to(REPO)}: path part {text!r}")
+  assert not offenders, offenders
+
+
+def test_no_module_calls_a_private_function_of_llc():
+  offenders = []
+  for path in sorted(pathlib.Path(REPO).glob("*/**/*.py")):
+    if path.parts[len(pathlib.Path(REPO).parts)] in ("runs", ".git") or path.name == "llc.py":
+      continue
+    for node in ast.walk(ast.parse(path.read_text())):
+      if (isinstance(node, ast.Attribute) and node.attr.startswith("_")
+          and not node.attr.startswith("__") and isinstance(node.value, ast.Name)
+          and node.value.id == "llc"):
+        offenders.append(f"{path.relative_to(REPO)}:{node.lineno}: llc.{node.attr}")
+  assert not offenders, offenders

@@ -9,6 +9,9 @@ finite-nβ deficit of the target itself.
 
 import io
 import math
+import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -16,7 +19,9 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jaxdev import errors
 from jaxdev import sgld
+from jaxdev.sgld import chains as chains_lib
 
 N = 1000
 NBETA = N / math.log(N)  # 144.76
@@ -138,6 +143,98 @@ def test_default_nbeta():
   assert sgld.default_nbeta(100) == pytest.approx(21.714724, rel=1e-6)
   with pytest.raises(ValueError):
     sgld.default_nbeta(1)
+
+
+# ----------------------------------------------------------------------------- argument checks
+
+def _never_called(params, batch):
+  raise AssertionError("the loss must not be traced before the arguments are checked")
+
+
+VALID = dict(step_size=1e-3, gamma=1.0, num_chains=2, num_draws=10, batch_size=10)
+
+
+@pytest.mark.parametrize("change,name", [
+    (dict(step_size=0.0), "step_size"), (dict(step_size=-1e-3), "step_size"),
+    (dict(step_size=float("nan")), "step_size"), (dict(step_size=float("inf")), "step_size"),
+    (dict(nbeta=0.0), "nbeta"), (dict(nbeta=-5.0), "nbeta"), (dict(gamma=-1.0), "gamma"),
+    (dict(num_chains=0), "num_chains"), (dict(num_draws=0), "num_draws"),
+    (dict(num_burnin=10), "num_burnin"), (dict(num_burnin=-1), "num_burnin"),
+    (dict(batch_size=0), "batch_size"), (dict(thin=0), "thin"),
+    (dict(noise_level=-1.0), "noise_level"), (dict(bounding_box=0.0), "bounding_box"),
+])
+def test_estimate_llc_rejects_bad_arguments_before_any_work(change, name):
+  with pytest.raises(errors.UserError, match=name) as info:
+    sgld.estimate_llc(_never_called, jnp.zeros(3), {"x": jnp.zeros((20, 3))}, jax.random.key(0),
+                      **dict(VALID, **change))
+  assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize("change,name", [
+    (dict(step_sizes=[]), "step_sizes"), (dict(nbetas=[]), "nbetas"), (dict(gammas=[]), "gammas"),
+    (dict(step_sizes=[1e-3, -1.0]), "step_size"), (dict(step_sizes=["1e-3", "abc"]), "step_sizes"),
+    (dict(nbetas=[10.0, 0.0]), "nbeta"), (dict(gammas=[-1.0]), "gamma"),
+    (dict(num_chains=0), "num_chains"), (dict(num_draws=0), "num_draws"),
+    (dict(num_burnin=10), "num_burnin"), (dict(batch_size=0), "batch_size"),
+])
+def test_calibrate_rejects_bad_grids_and_sizes_before_any_work(change, name):
+  args = dict(step_sizes=[1e-3], nbetas=[10.0], gammas=[1.0], num_chains=2, num_draws=10,
+              batch_size=10)
+  with pytest.raises(errors.UserError, match=name) as info:
+    sgld.calibrate(_never_called, jnp.zeros(3), {"x": jnp.zeros((20, 3))}, jax.random.key(0),
+                   **dict(args, **change))
+  assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize("change,name", [
+    (dict(step_size=0.0), "step_size"), (dict(step_size=float("nan")), "step_size"),
+    (dict(nbeta=-1.0), "nbeta"), (dict(gamma=-0.5), "gamma"),
+])
+def test_build_kernel_rejects_bad_hyperparameters(change, name):
+  with pytest.raises(errors.UserError, match=name):
+    sgld.build_kernel(linear_loss, **dict(dict(step_size=1e-3, nbeta=10.0, gamma=1.0), **change))
+
+
+def test_build_kernel_accepts_traced_hyperparameters():
+  """A grid vmaps over ε: traced values are not checked (and the numbers are per-ε)."""
+  w = jnp.ones(3)
+  state = sgld.SGLDState(w, jnp.zeros(3), None, jnp.int32(0))
+  loss = lambda p, b: 0.0 * jnp.sum(p)  # noqa: E731
+  step = jax.vmap(lambda eps: sgld.build_kernel(loss, step_size=eps, nbeta=1.0, gamma=2.0,
+                                                noise_level=0.0)(jax.random.key(0), state, None)[0])
+  moved = step(jnp.array([0.1, 0.2])).params
+  np.testing.assert_allclose(moved, [[0.9] * 3, [0.8] * 3], rtol=1e-6)
+
+
+def _calibrate_script(tmp_path, *flags):
+  script = os.path.join(os.path.dirname(__file__), "..", "scripts", "calibrate.py")
+  proc = subprocess.run([sys.executable, script, "--workdir", str(tmp_path / "missing"), *flags],
+                        capture_output=True, text=True, timeout=300)
+  return proc.returncode, proc.stderr.strip().splitlines()
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--step_sizes=-1"], "step_size must be finite and > 0, got -1"),
+    (["--step_sizes=1e-3,abc"], "step_sizes must be a list of numbers"),
+    (["--nbetas="], "nbetas must hold at least one value"),
+    (["--chains=0"], "num_chains must be >= 1, got 0"),
+    (["--draws=0"], "num_draws must be >= 1, got 0"),
+])
+def test_calibrate_script_checks_its_flags_first(tmp_path, flags, message):
+  # The workdir does not exist: a check that came after reading the run would say so instead.
+  code, lines = _calibrate_script(tmp_path, *flags)
+  assert code == 2 and len(lines) == 1, lines
+  assert lines[0].startswith("error: ") and message in lines[0], lines
+  assert not (tmp_path / "missing").exists()
+
+
+def test_calibrate_script_checks_its_output_folder_before_the_grid(tmp_path):
+  blocker = tmp_path / "file"
+  blocker.write_text("")
+  code, lines = _calibrate_script(tmp_path, f"--out={blocker / 'calibration'}")
+  assert code == 2 and len(lines) == 1, lines
+  assert lines[0].startswith("error: cannot write into") and "is not a directory" in lines[0]
+  assert blocker.read_text() == ""
 
 
 def test_zero_noise_without_localization_is_gradient_descent():
@@ -312,6 +409,58 @@ def test_batches_and_noise_depend_only_on_the_key():
   np.testing.assert_array_equal(a.loss, b.loss)  # the same minibatches
   np.testing.assert_allclose(a.distance, b.distance, rtol=1e-5)  # the same noise
   assert len(np.unique(np.asarray(a.loss))) > 100  # batches differ across chains and draws
+
+
+@pytest.mark.parametrize("options", [
+    dict(),
+    dict(preconditioner="rmsprop", weight_decay=0.1, bounding_box=0.3, noise_level=0.5,
+         mask={"dense": {"w": True, "b": False}, "out": (jnp.array([True, False]), True)}),
+    dict(compute_mala="same_batch", preconditioner="rmsprop"),
+])
+def test_run_chains_is_the_public_kernel_stepped_by_hand(options):
+  """Draw t: keys split(fold_in(chain key, t)), minibatch by bits % n, then one kernel step."""
+  loss_fn, params, data = small_mlp()
+  hyper = dict(step_size=3e-3, nbeta=20.0, gamma=5.0)
+  kernel_options = {k: v for k, v in options.items() if k != "compute_mala"}
+  keys = jax.random.split(jax.random.key(11), 2)
+  trace = jax.jit(lambda k: sgld.run_chains(loss_fn, params, data, k, num_draws=6, batch_size=16,
+                                            chain_map="map", **hyper, **options))(keys)
+  kernel = jax.jit(sgld.build_kernel(loss_fn, **hyper, **kernel_options))
+  for c, chain_key in enumerate(keys):
+    state = sgld.init(params, preconditioner=kernel_options.get("preconditioner"))
+    for t in range(6):
+      batch_key, noise_key = jax.random.split(jax.random.fold_in(chain_key, t))
+      index = jax.random.bits(batch_key, (16,), jnp.uint32) % 64
+      batch = jax.tree.map(lambda x, index=index: x[np.asarray(index)], data)
+      state, info = kernel(noise_key, state, batch)
+      for name in sgld.SGLDInfo._fields:
+        np.testing.assert_array_equal(getattr(trace, name)[c, t], getattr(info, name),
+                                      err_msg=f"{name} at chain {c}, draw {t}")
+  assert int(state.step) == 6
+  assert (trace.mala is not None) == ("compute_mala" in options)
+
+
+def test_run_chains_trace_is_bitwise_the_kernel_inside_one_scan(regression):
+  """The same scan written by hand over the public kernel gives run_chains' numbers exactly."""
+  hyper = dict(step_size=1e-3, nbeta=NBETA, gamma=1.0)
+  keys = jax.random.split(jax.random.key(2), 3)
+  kernel = sgld.build_kernel(linear_loss, **hyper)
+
+  @jax.jit
+  def by_hand(chain_keys):
+    def one_chain(chain_key):
+      def body(state, t):
+        batch_key, noise_key = jax.random.split(jax.random.fold_in(chain_key, t))
+        batch = chains_lib.minibatch(regression, batch_key, 100, N)
+        return kernel(noise_key, state, batch)
+      return jax.lax.scan(body, sgld.init(jnp.zeros(10)), jnp.arange(20))[1]
+    return jax.vmap(one_chain)(chain_keys)
+
+  trace = jax.jit(lambda k: sgld.run_chains(linear_loss, jnp.zeros(10), regression, k,
+                                            num_draws=20, batch_size=100, **hyper))(keys)
+  manual = by_hand(keys)
+  for name in sgld.SGLDInfo._fields:
+    np.testing.assert_array_equal(getattr(trace, name), getattr(manual, name), err_msg=name)
 
 
 def test_run_chains_vmaps_over_params_and_chain_map_agrees(regression):
@@ -507,11 +656,10 @@ def _grid_point(llc, *, failed=0, escaped=False, settled=True):
 
 
 def _calibration(points):
-  from jaxdev.sgld_diagnostics import CalibrationResult  # pylint: disable=import-outside-toplevel
   results = np.empty((len(points), 1, 1), dtype=object)
   for i, point in enumerate(points):
     results[i, 0, 0] = point
-  return CalibrationResult(np.array([1e-4, 1e-3, 1e-2, 1e-1][:len(points)]), np.array([20.0]),
+  return sgld.CalibrationResult(np.array([1e-4, 1e-3, 1e-2, 1e-1][:len(points)]), np.array([20.0]),
                            np.array([100.0]), results, init_loss=1.0, default_nbeta=None)
 
 
@@ -576,13 +724,25 @@ def test_normal_crossing(crossing_data, powers, step_size, box):
     assert result.llc_mean == pytest.approx(analytic, rel=0.1)
 
 
-@pytest.mark.parametrize("m,h,n", [(5, 3, 5), (4, 3, 8)])
-def test_reduced_rank_regression(m, h, n):
+_LONG_RRR = dict(step_size=2e-4, gamma=0.3, num_chains=8, num_draws=40_000, rel=0.05)
+
+
+@pytest.mark.parametrize("m,h,n,settings", [
+    (5, 3, 5, dict(step_size=1e-3, gamma=1.0, num_chains=4, num_draws=4000, rel=0.1)),
+    (4, 3, 8, dict(step_size=1e-3, gamma=1.0, num_chains=4, num_draws=4000, rel=0.1)),
+    pytest.param(5, 3, 5, _LONG_RRR, marks=pytest.mark.slow, id="5-3-5-long"),
+    pytest.param(4, 3, 8, _LONG_RRR, marks=pytest.mark.slow, id="4-3-8-long"),
+    pytest.param(5, 4, 5, _LONG_RRR, marks=pytest.mark.slow, id="5-4-5-long"),
+])
+def test_reduced_rank_regression(m, h, n, settings):
+  """A quarter of the draws is burn-in; long chains with a weak localization get within 5%."""
+  settings = dict(settings)
+  rel, num_draws = settings.pop("rel"), settings.pop("num_draws")
   loss_fn, data, params = rrr_problem(m, h, n)
-  result = sgld.estimate_llc(loss_fn, params, data, jax.random.key(0), step_size=1e-3,
-                             gamma=1.0, nbeta=NBETA, num_chains=4, num_draws=4000,
-                             num_burnin=1000, batch_size=N, warn=False)
-  assert result.llc_mean == pytest.approx(aoyagi(m, h, n), rel=0.1)
+  result = sgld.estimate_llc(loss_fn, params, data, jax.random.key(0), nbeta=NBETA,
+                             num_draws=num_draws, num_burnin=num_draws // 4, batch_size=N,
+                             warn=False, **settings)
+  assert result.llc_mean == pytest.approx(aoyagi(m, h, n), rel=rel)
 
 
 @pytest.mark.slow
@@ -598,13 +758,3 @@ def test_normal_crossing_wide_box_long_chains(crossing_data, powers, step_size, 
                              num_chains=10, num_draws=num_draws, num_burnin=num_draws // 4,
                              batch_size=N, bounding_box=box, warn=False)
   assert result.llc_mean == pytest.approx(crossing_target(powers, box, crossing_data), rel=0.08)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("m,h,n", [(5, 3, 5), (4, 3, 8), (5, 4, 5)])
-def test_reduced_rank_regression_long_chains(m, h, n):
-  loss_fn, data, params = rrr_problem(m, h, n)
-  result = sgld.estimate_llc(loss_fn, params, data, jax.random.key(0), step_size=2e-4,
-                             gamma=0.3, nbeta=NBETA, num_chains=8, num_draws=40_000,
-                             num_burnin=10_000, batch_size=N, warn=False)
-  assert result.llc_mean == pytest.approx(aoyagi(m, h, n), rel=0.05)

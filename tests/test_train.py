@@ -115,7 +115,7 @@ def test_killed_run_resumes_to_the_identical_result(tmp_path, text_data_dir, arg
   np.testing.assert_array_equal(a_outputs, b_outputs)
   assert sorted(a_params) == sorted(b_params)
   for step in a_params:
-    jax.tree_util.tree_map(np.testing.assert_array_equal, a_params[step], b_params[step])
+    jax.tree.map(np.testing.assert_array_equal, a_params[step], b_params[step])
 
 
 @pytest.mark.parametrize("args, message", [
@@ -152,3 +152,80 @@ def test_workdir_with_another_config_or_unwritable_is_refused(tmp_path):
                         capture_output=True, text=True, cwd=REPO)
   assert proc.returncode == 2 and "cannot create workdir" in proc.stderr
   assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def _snapshot(directory):
+  """{relative path: bytes} of every file under ``directory``."""
+  out = {}
+  for root, _, files in os.walk(directory):
+    for name in files:
+      path = os.path.join(root, name)
+      out[os.path.relpath(path, directory)] = open(path, "rb").read()
+  return out
+
+
+@pytest.fixture(scope="module")
+def finished_tiny(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("finished") / "tiny")
+  train.train(regression_configs.get_config("tiny"), workdir, show_progress=False)
+  return workdir
+
+
+def test_a_damaged_latest_checkpoint_is_skipped_and_rewritten(finished_tiny, tmp_path, capsys):
+  import shutil  # pylint: disable=import-outside-toplevel
+  workdir = str(tmp_path / "run")
+  shutil.copytree(finished_tiny, workdir)
+  os.unlink(os.path.join(workdir, "done"))
+  steps = checkpoints.list_steps(os.path.join(workdir, "checkpoints"))
+  latest, previous = steps[-1], steps[-2]
+  for root, _, files in os.walk(os.path.join(workdir, "checkpoints", str(latest), "params")):
+    for name in files:
+      with open(os.path.join(root, name), "wb") as f:
+        f.write(b"garbage")
+  result = train.train(regression_configs.get_config("tiny"), workdir, show_progress=False)
+  out = capsys.readouterr().out
+  assert result.status == "finished"
+  assert f"checkpoint at step {latest} could not be read, resuming from step {previous}" in out
+  assert os.path.isdir(os.path.join(workdir, "damaged-checkpoints", str(latest)))  # kept aside
+  a_metrics, a_outputs, a_params = _run_files(finished_tiny)
+  b_metrics, b_outputs, b_params = _run_files(workdir)
+  assert a_metrics == b_metrics
+  np.testing.assert_array_equal(a_outputs, b_outputs)
+  assert sorted(a_params) == sorted(b_params)
+  jax.tree.map(np.testing.assert_array_equal, a_params[latest], b_params[latest])
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda w: _rewrite_line(os.path.join(w, "metrics.jsonl"), 3, b"{\"step\": 2, garbage\n"),
+     "metrics.jsonl line 3 is damaged"),
+    (lambda w: _append(os.path.join(w, "metrics.jsonl"), b"\0" * 64 + b"\n"),
+     "metrics.jsonl line"),
+    (lambda w: open(os.path.join(w, "config.json"), "w").write("{not json"),
+     "config.json is damaged"),
+    (lambda w: open(os.path.join(w, "ed_outputs", "outputs.npy"), "r+b").truncate(200),
+     "outputs.npy is damaged"),
+], ids=["metrics-line", "metrics-nul-tail", "config", "ed-probe"])
+def test_a_damaged_run_file_is_one_line_naming_it(finished_tiny, tmp_path, damage, message):
+  import shutil  # pylint: disable=import-outside-toplevel
+  workdir = str(tmp_path / "run")
+  shutil.copytree(finished_tiny, workdir)
+  os.unlink(os.path.join(workdir, "done"))  # an unfinished run: resuming reads every file
+  damage(workdir)
+  before = _snapshot(workdir)
+  proc = subprocess.run(TRAIN + ["--config", "configs/regression.py:tiny", "--workdir", workdir],
+                        capture_output=True, text=True, cwd=REPO)
+  lines = proc.stderr.strip().splitlines()
+  assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+  assert lines[0].startswith("error: ") and message in lines[0] and workdir in lines[0]
+  assert _snapshot(workdir) == before
+
+
+def _rewrite_line(path, number, text):
+  lines = open(path, "rb").read().splitlines(keepends=True)
+  lines[number - 1] = text
+  open(path, "wb").write(b"".join(lines))
+
+
+def _append(path, data):
+  with open(path, "ab") as f:
+    f.write(data)

@@ -22,19 +22,26 @@ class PCAResult:
 
 
 def pca(trajectory, num_components: int = 3) -> PCAResult:
-  """PCA of a [T, D] trajectory, centred over time, via the T × T Gram matrix.
+  """PCA of a [T, D] trajectory, centred over time.
 
+  Via the T × T Gram matrix when D ≥ T (cheap for D ≫ T), else the thin SVD of the data.
   Scores are U·S of the SVD of the centred matrix (sign fixed so each component's largest
   |score| is positive). Variances use ddof = 0 (they only enter as ratios).
   """
   x = np.asarray(trajectory, np.float64).reshape(len(trajectory), -1)
   x = x - x.mean(axis=0, keepdims=True)
-  gram = x @ x.T  # (T, T)
-  eigvals, eigvecs = np.linalg.eigh(gram)
-  order = np.argsort(eigvals)[::-1]
-  eigvals, eigvecs = np.clip(eigvals[order], 0, None), eigvecs[:, order]
-  k = min(num_components, len(eigvals))
-  scores = eigvecs[:, :k] * np.sqrt(eigvals[:k])
+  if x.shape[1] >= x.shape[0]:
+    gram = x @ x.T  # (T, T)
+    eigvals, eigvecs = np.linalg.eigh(gram)
+    order = np.argsort(eigvals)[::-1]
+    eigvals, eigvecs = np.clip(eigvals[order], 0, None), eigvecs[:, order]
+    k = min(num_components, len(eigvals))
+    scores = eigvecs[:, :k] * np.sqrt(eigvals[:k])
+  else:
+    u, sing, _ = np.linalg.svd(x, full_matrices=False)  # u (T, D), sing (D,)
+    eigvals = sing ** 2
+    k = min(num_components, len(eigvals))
+    scores = u[:, :k] * sing[:k]
   signs = np.sign(scores[np.argmax(np.abs(scores), axis=0), np.arange(k)])
   scores = scores * np.where(signs == 0, 1, signs)
   total = float(eigvals.sum())
@@ -92,9 +99,10 @@ def benchmark_ed(num_steps: int = 5000, dim: int = 20000, seed: int = 0) -> dict
   start = time.perf_counter()
   result = pca(probe, 3)
   t_pca = time.perf_counter() - start
-  smoothed = smooth(result.scores, scaled_sigma_schedule(num_steps))
+  sigma = scaled_sigma_schedule(num_steps)
+  smoothed = smooth(result.scores, sigma)
   t_smooth = time.perf_counter() - start - t_pca
-  forms = geometry.find_forms(smoothed)
+  forms = geometry.find_forms(smoothed, sigma=sigma)
   total = time.perf_counter() - start
   return {"benchmark": "ed", "num_steps": num_steps, "dim": dim, "pca_s": t_pca,
           "smooth_s": t_smooth, "geometry_s": total - t_pca - t_smooth, "total_s": total,

@@ -15,40 +15,78 @@ from jaxdev.analysis import geometry  # noqa: E402
 STAGE_COLOURS = {"A": "#d9ead3", "B": "#f4cccc"}
 
 
-def _shade_stages(ax, stages):
+def shade_stages(ax, stages, *, label: bool = False):
+  """Shades stages on an axis whose x is training step + 1 (log scale): A green, B red.
+
+  Args:
+    ax: a matplotlib Axes.
+    stages: objects with ``start``, ``end`` (training steps) and ``kind`` ("A" or "B"), e.g. the
+      ``stages`` of a StageAnalysis or the dicts of ``stages.json`` turned into Stage objects.
+    label: also write the stage names (A1, A2, B3, …) at the top of the axis.
+  """
   for i, stage in enumerate(stages):
     ax.axvspan(max(stage.start, 1e-1) + 1, stage.end + 1, color=STAGE_COLOURS[stage.kind], alpha=0.6,
                lw=0)
     if i:
       ax.axvline(stage.start + 1, color="0.4", lw=0.8, ls="--")
+    if label:
+      mid = np.sqrt((stage.start + 1) * (stage.end + 1))
+      ax.text(mid, 0.97, f"{stage.kind}{i + 1}", transform=ax.get_xaxis_transform(),
+              ha="center", va="top", fontsize=9)
+
+
+RULE_MARKERS = {"sign change": ("v", "C3"), "plateau": ("D", "C4")}
+
+
+def mark_milestones(ax, milestones, *, y=None):
+  """Vertical lines at the milestones, with a marker per rule (▼ sign change, ◆ plateau) at
+  height ``y`` (data units; default: the top of the axis) and the 16–84% location band."""
+  for m in milestones:
+    marker, colour = RULE_MARKERS[m.rule]
+    ax.axvline(m.step + 1, color=colour, ls="--", lw=0.9)
+    if m.step_low is not None and m.step_high is not None and m.step_high > m.step_low:
+      ax.axvspan(m.step_low + 1, m.step_high + 1, color=colour, alpha=0.15, lw=0)
+    if y is None:
+      ax.plot(m.step + 1, 0.99, marker, color=colour, ms=7, transform=ax.get_xaxis_transform(),
+              clip_on=False)
+    else:
+      ax.plot(m.step + 1, y, marker, color=colour, ms=7)
 
 
 def plot_llc(steps, llc_mean, llc_std, *, loss_steps=None, test_loss=None, analysis=None,
-             title: str = "LLC over training"):
-  """LLC ± std against log step with stages shaded (A green, B red) and test loss beside it.
+             llc_se=None, excluded_steps=None, title: str = "LLC over training"):
+  """LLC against log step: estimates ± chain std (and ± standard error), the GP mean ± 2 posterior
+  std, stages shaded (A green, B red), milestones marked by rule; test loss beside it.
+  Checkpoints in ``excluded_steps`` (no estimate) are marked by red crosses on the bottom axis.
 
   The x axis is step + 1 on a log scale (so step 0 shows). ``analysis`` is a StageAnalysis.
   """
   fig, (ax, ax_loss) = plt.subplots(1, 2, figsize=(12, 4.2))
   x = np.asarray(steps) + 1
   if analysis is not None:
-    _shade_stages(ax, analysis.stages)
-    ax.plot(analysis.grid_steps + 1, analysis.mean, color="k", lw=1, alpha=0.6, label="GP fit")
-  ax.errorbar(x, llc_mean, yerr=llc_std, fmt="o-", ms=3, lw=1, capsize=2, color="C0",
-              label="LLC ± std over chains")
+    shade_stages(ax, analysis.stages, label=True)
+    grid = analysis.grid_steps + 1
+    ax.fill_between(grid, analysis.mean - 2 * analysis.std, analysis.mean + 2 * analysis.std,
+                    color="k", alpha=0.2, lw=0, label="GP mean ± 2 std")
+    ax.plot(grid, analysis.mean, color="k", lw=1, alpha=0.8)
+    mark_milestones(ax, analysis.milestones)
+  ax.errorbar(x, llc_mean, yerr=llc_std, fmt="o", ms=3, lw=0.6, capsize=1.5, color="C0",
+              alpha=0.5, label="LLC ± std over chains")
+  if llc_se is not None:
+    ax.errorbar(x, llc_mean, yerr=llc_se, fmt="none", lw=1.5, color="C1",
+                label="± standard error")
+  if excluded_steps is not None and len(excluded_steps):
+    ax.plot(np.asarray(excluded_steps) + 1, np.zeros(len(excluded_steps)), "x", color="red",
+            ms=7, mew=1.5, clip_on=False, transform=ax.get_xaxis_transform(),
+            label="excluded (too few surviving chains)")
   ax.set_xscale("log")
   ax.set_xlabel("training step + 1")
   ax.set_ylabel("estimated LLC λ̂")
   ax.set_title(title)
-  if analysis is not None:
-    for i, stage in enumerate(analysis.stages):
-      mid = np.sqrt((stage.start + 1) * (stage.end + 1))
-      ax.text(mid, 0.97, f"{'AB'[stage.kind == 'B']}{i + 1}", transform=ax.get_xaxis_transform(),
-              ha="center", va="top", fontsize=9)
   ax.legend(loc="lower right", fontsize=8)
   if test_loss is not None:
     if analysis is not None:
-      _shade_stages(ax_loss, analysis.stages)
+      shade_stages(ax_loss, analysis.stages)
     ax_loss.plot(np.asarray(loss_steps) + 1, test_loss, "o-", ms=3, color="C3")
     ax_loss.set_xscale("log")
     ax_loss.set_xlabel("training step + 1")
@@ -61,24 +99,48 @@ def plot_llc(steps, llc_mean, llc_std, *, loss_steps=None, test_loss=None, analy
 
 
 def plot_slope(analysis):
-  """The GP slope d λ̂ / d ln(step+1) with the plateau tolerance and milestones."""
-  fig, ax = plt.subplots(figsize=(6, 3.5))
-  ax.plot(analysis.grid_steps + 1, analysis.slope, color="C0")
+  """The GP slope d λ̂ / d ln(step+1) ± 2 posterior std, the stretches where it is significant
+  (|slope| ≥ z_threshold std: rising green, falling red), and the milestones by rule."""
+  fig, (ax, ax_z) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True,
+                                 gridspec_kw={"height_ratios": [2, 1]})
+  grid = analysis.grid_steps + 1
+  z = analysis.z
+  for a in (ax, ax_z):
+    a.fill_between(grid, 0, 1, where=z >= analysis.z_threshold, color=STAGE_COLOURS["A"],
+                   transform=a.get_xaxis_transform(), lw=0)
+    a.fill_between(grid, 0, 1, where=z <= -analysis.z_threshold, color=STAGE_COLOURS["B"],
+                   transform=a.get_xaxis_transform(), lw=0)
+    a.axhline(0, color="k", lw=0.6)
+    mark_milestones(a, analysis.milestones)
+  ax.fill_between(grid, analysis.slope - 2 * analysis.slope_std,
+                  analysis.slope + 2 * analysis.slope_std, color="C0", alpha=0.3, lw=0,
+                  label="± 2 posterior std")
+  ax.plot(grid, analysis.slope, color="C0", label="GP slope")
+  ax.set_yscale("symlog", linthresh=max(1.0, float(np.median(np.abs(analysis.slope)))))
+  ax.set_ylabel("d λ̂ / d ln(step+1)")
+  ax.plot([], [], "v", color="C3", label="sign change")
+  ax.plot([], [], "D", color="C4", label="plateau")
+  ax.legend(fontsize=7, loc="lower left")
+  ax.set_title("Stage milestones (shaded: slope significant at "
+               f"{analysis.z_threshold:g} posterior std)")
+  ax_z.plot(grid, z, color="C0")
   for sign in (1, -1):
-    ax.axhline(sign * analysis.tolerance, color="0.5", ls=":", lw=1)
-  ax.axhline(0, color="k", lw=0.6)
-  for b in analysis.boundaries:
-    ax.axvline(b + 1, color="C3", ls="--", lw=0.8)
-  ax.set_xscale("log")
-  ax.set_xlabel("training step + 1")
-  ax.set_ylabel("slope of GP mean (LLC per ln step)")
-  ax.set_title("Stage milestones: sign changes and plateaus of the slope")
+    ax_z.axhline(sign * analysis.z_threshold, color="0.5", ls=":", lw=1)
+  ax_z.set_yscale("symlog", linthresh=analysis.z_threshold)
+  ax_z.set_ylabel("slope / std")
+  ax_z.set_xscale("log")
+  ax_z.set_xlabel("training step + 1")
   fig.tight_layout()
   return fig
 
 
-def plot_ed(scores, steps, *, forms=(), stages=(), explained=None, circles_every: int = 0):
-  """PC-pair plots of the smoothed trajectory coloured by stage, with evolutes and forms."""
+def plot_ed(scores, steps, *, forms=(), stages=(), explained=None, circles_every: int = 0,
+            candidates=()):
+  """PC-pair plots of the smoothed trajectory coloured by stage, with evolutes and forms.
+
+  Accepted forms are black stars; candidates that failed the agreement test (``candidates``,
+  Form objects with ``accepted`` False) are open grey stars.
+  """
   k = scores.shape[1]
   pairs = list(itertools.combinations(range(k), 2))
   fig, axes = plt.subplots(1, len(pairs), figsize=(4.6 * len(pairs), 4.4), squeeze=False)
@@ -102,6 +164,9 @@ def plot_ed(scores, steps, *, forms=(), stages=(), explained=None, circles_every
       for t in range(1, len(curve) - 1, circles_every):
         if ok[t]:
           ax.add_patch(plt.Circle(osc.centres[t], osc.radii[t], fill=False, lw=0.4, alpha=0.4))
+    for form in candidates:
+      if not form.accepted and np.all(np.isfinite(form.centre[[i, j]])):
+        ax.plot(form.centre[i], form.centre[j], "*", ms=10, mfc="none", mec="0.4")
     for n, form in enumerate(forms):
       ax.plot(form.centre[i], form.centre[j], "k*", ms=12)
       ax.annotate(f"form {n + 1}\nstep {steps[form.index]}", (form.centre[i], form.centre[j]),
@@ -114,7 +179,8 @@ def plot_ed(scores, steps, *, forms=(), stages=(), explained=None, circles_every
     ax.set_ylabel(yl)
     ax.set_aspect("equal", adjustable="datalim")
   axes[0][0].legend(fontsize=7, loc="best", markerscale=1)
-  fig.suptitle("Essential dynamics: smoothed PC trajectory (purple: evolute, ★: forms)")
+  fig.suptitle("Essential dynamics: smoothed PC trajectory (purple: evolute, ★: forms, "
+               "☆: rejected candidates)")
   fig.tight_layout()
   return fig
 

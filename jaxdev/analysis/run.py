@@ -1,51 +1,52 @@
-"""analyze_run(run_dir): stages, essential dynamics and figures from the files of a run.
+"""analyze_run(workdir): stages, essential dynamics and figures from the files of a run.
 
-Reads only files (see README "Run directory"); writes ``stages.json``, ``forms.json`` and
-``figures/*.png``. Missing parts (no LLC sweep yet, no ED probe) are skipped and reported.
+Reads only files, through :class:`jaxdev.rundir.RunDir`; writes the run's stages, forms and
+figures. Missing parts (no LLC sweep yet, no ED probe) are skipped and reported.
 """
 
 from __future__ import annotations
 
-import json
 import os
+import warnings
 
 import numpy as np
 
+from jaxdev import errors
+from jaxdev import rundir
 from jaxdev.analysis import ed
 from jaxdev.analysis import geometry
 from jaxdev.analysis import plots
 from jaxdev.analysis import stages as stages_lib
 
 
-def _read_jsonl(path):
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.endswith("\n")]
+def load_llc(workdir: str, sweep: str = "default") -> dict:
+  """Per-checkpoint LLC results of a sweep, sorted by step ({} if none): step, llc_mean, llc_std,
+  num_failed, num_good, status ("ok", "failed", "outliers"; see :func:`jaxdev.llc.chain_status`)
+  and warnings. A "failed" checkpoint has llc_mean NaN."""
+  from jaxdev import llc as llc_lib  # pylint: disable=import-outside-toplevel
+  return llc_lib.load_results(rundir.RunDir(workdir).llc(sweep).path,
+                              keys=("step", "llc_mean", "llc_std", "num_failed"),
+                              required=("step", "llc_mean", "llc_std", "num_failed",
+                                        "llc_per_chain"))
 
 
-def load_llc(run_dir: str, sweep: str = "default") -> dict:
-  """Per-checkpoint LLC results of a sweep, sorted by step ({} if none)."""
-  out_dir = os.path.join(run_dir, "llc", sweep)
-  if not os.path.isdir(out_dir):
-    return {}
-  files = sorted(f for f in os.listdir(out_dir) if f.startswith("step_") and f.endswith(".npz"))
-  if not files:
-    return {}
-  records = [np.load(os.path.join(out_dir, f)) for f in files]
-  return {k: np.array([r[k] for r in records]) for k in ("step", "llc_mean", "llc_std", "num_failed")}
+def excluded_checkpoints(llc: dict) -> list:
+  """[{step, reason}] of the checkpoints left out of stage detection: status "failed" or no
+  finite estimate."""
+  excluded = []
+  for i, step in enumerate(llc.get("step", [])):
+    status = str(llc["status"][i]) if "status" in llc else "ok"
+    if status == "failed" or not np.isfinite(llc["llc_mean"][i]):
+      warnings = llc["warnings"][i] if "warnings" in llc else []
+      reason = next((w for w in warnings if "survived" in w), None) or (
+          warnings[0] if warnings else "no finite LLC estimate")
+      excluded.append({"step": int(step), "reason": reason})
+  return excluded
 
 
-def load_ed(run_dir: str):
+def load_ed(workdir: str):
   """(steps [T], outputs [T, D]) of the valid rows of the ED probe, or (None, None)."""
-  directory = os.path.join(run_dir, "ed_outputs")
-  if not os.path.exists(os.path.join(directory, "progress.json")):
-    return None, None
-  with open(os.path.join(directory, "progress.json")) as f:
-    n = json.load(f)["num_written"]
-  steps = np.load(os.path.join(directory, "steps.npy"))[:n]
-  outputs = np.load(os.path.join(directory, "outputs.npy"), mmap_mode="r")[:n]
-  return steps, np.asarray(outputs, np.float32).reshape(n, -1)
+  return rundir.RunDir(workdir).ed_probe()
 
 
 def _sigma_schedule(name: str, num_steps: int):
@@ -53,66 +54,130 @@ def _sigma_schedule(name: str, num_steps: int):
           "scaled": ed.scaled_sigma_schedule}[name](num_steps)
 
 
-def analyze_run(run_dir: str, *, sweep: str = "default", num_components: int = 3,
-                sigma_schedule: str = "scaled", tolerance: float | None = None) -> dict:
+def _task(run) -> str | None:
+  """The run's task ("regression", "language") from its config, or None without one."""
+  return run.config_dict().get("task") if run.is_run else None
+
+
+def _ed_max_step(value, task, steps):
+  """The analysis window's last step: "auto" (200,000 for a regression run past it, the
+  authors'), None or "none" (the whole run), or a step (int or digits)."""
+  if value == "auto":
+    return 200_000 if task == "regression" and steps[-1] > 200_000 else None
+  if value is None or value == "none":
+    return None
+  try:
+    return int(value)
+  except (TypeError, ValueError):
+    raise errors.UserError(f"ed_max_step must be a step, 'auto' or 'none', got {value!r}") from None
+
+
+def llc_standard_error(llc: dict):
+  """Per-checkpoint standard error of the LLC: std over the successful chains (ddof = 1) / √their
+  number, from ``llc_per_chain`` [N, C] (failed chains are NaN/Inf); None without it."""
+  if "llc_per_chain" not in llc:
+    return None
+  per_chain = np.asarray(llc["llc_per_chain"], np.float64)
+  ok = np.isfinite(per_chain)
+  num = ok.sum(axis=1)
+  with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+    warnings.simplefilter("ignore", RuntimeWarning)  # checkpoints with < 2 good chains
+    std = np.nanstd(np.where(ok, per_chain, np.nan), axis=1, ddof=1)
+    return np.where(num >= 2, std / np.sqrt(num), np.nan)
+
+
+def analyze_run(workdir: str, *, sweep: str = "default", num_components: int = 4,
+                sigma_schedule: str = "auto", ed_max_step="auto",
+                form_construction: str = "all") -> dict:
   """Detects stages from the LLC curve and forms from the ED probe; draws the figures.
 
   Args:
-    run_dir: the run directory.
-    sweep: which LLC sweep (``llc/SWEEP``).
-    num_components: principal components for essential dynamics.
-    sigma_schedule: "scaled" (the paper's LR schedule scaled to the probe length), "paper"
-      (the LR schedule by index) or "lm" (linspace(1, 50)).
-    tolerance: |slope| threshold for plateaus (default: see ``detect_stages``).
+    workdir: the run directory.
+    sweep: which LLC sweep (``RunDir(workdir).llc(sweep)``).
+    num_components: principal components for essential dynamics (the authors used 4).
+    sigma_schedule: "auto" (from the run's task: "lm" for a language run; for regression "paper"
+      when the probe has ≥ 1,000 rows, else "scaled"), "scaled" (the paper's LR schedule scaled
+      to the probe length), "paper" (the LR schedule by index) or "lm" (linspace(1, 50)).
+    ed_max_step: analyse forms only at steps ≤ this (int or digits); "auto": 200,000 for a
+      regression run that goes past it (the authors' window), else the whole run; None or
+      "none": the whole run.
+    form_construction: "all" PC pairs must agree, or "pc1" (the authors': planes (PC1, PCj)).
 
   Returns:
     A summary dict: stages, forms, explained variance, figure paths and notes.
   """
-  if not os.path.isdir(run_dir):
-    raise FileNotFoundError(f"run directory {run_dir} does not exist")
-  figures = os.path.join(run_dir, "figures")
-  os.makedirs(figures, exist_ok=True)
-  summary = {"run_dir": run_dir, "stages": [], "forms": [], "figures": [], "notes": []}
-  evals = [r for r in _read_jsonl(os.path.join(run_dir, "metrics.jsonl")) if r.get("split") == "eval"]
+  run = rundir.RunDir(workdir)
+  if not run.exists:
+    run.require_run()  # a missing directory (or a file) is one clear error
+  rundir.check_writable(run.figures)
+  rundir.makedirs(run.figures)
+  summary = {"workdir": workdir, "stages": [], "forms": [], "figures": [], "notes": []}
+  evals = run.metrics("eval")
   loss_steps = [r["step"] for r in evals] or None
   test_loss = [r["loss"] for r in evals] or None
 
-  llc = load_llc(run_dir, sweep)
+  llc = load_llc(workdir, sweep)
+  llc_se = llc_standard_error(run.llc(sweep).load(("llc_per_chain",))) if llc else None
+  excluded = excluded_checkpoints(llc) if llc else []
+  summary["excluded"] = excluded
   analysis = None
-  if llc and len(llc["step"]) >= 4:
-    analysis = stages_lib.detect_stages(llc["step"], llc["llc_mean"], llc_std=llc["llc_std"],
-                                        tolerance=tolerance)
+  if llc:
+    keep = ~np.isin(llc["step"], [e["step"] for e in excluded])
+    flagged = [int(s) for s, t in zip(llc["step"], llc["status"]) if t == "outliers"]
+    if excluded and keep.any():
+      summary["notes"].append(
+          f"{len(excluded)} of {len(keep)} checkpoints excluded from stage detection (too few "
+          f"surviving chains): steps {[e['step'] for e in excluded]}")
+    if flagged:
+      summary["notes"].append(f"outlier chains at steps {flagged} (estimates kept, flagged)")
+  if llc and not keep.any():
+    summary["notes"].append("no checkpoint had enough surviving chains for an LLC estimate: "
+                            "stages skipped (reduce step_size or increase gamma)")
+  elif llc and keep.sum() >= 4:
+    analysis = stages_lib.detect_stages(llc["step"][keep], llc["llc_mean"][keep],
+                                        llc_se=None if llc_se is None else llc_se[keep])
     summary["stages"] = [s.to_dict() for s in analysis.stages]
-    with open(os.path.join(run_dir, "stages.json"), "w") as f:
-      json.dump({"sweep": sweep, "boundaries": analysis.boundaries,
-                 "tolerance": analysis.tolerance, "stages": summary["stages"]}, f, indent=2)
+    summary["milestones"] = [m.to_dict() for m in analysis.milestones]
+    run.write_stages(dict(sweep=sweep, **analysis.to_dict(), excluded=excluded))
     fig = plots.plot_slope(analysis)
-    _save(fig, os.path.join(figures, "llc_slope.png"), summary)
+    _save(fig, run.figure("llc_slope.png"), summary)
   else:
-    summary["notes"].append("no LLC sweep results (or fewer than 4): stages skipped")
+    summary["notes"].append("no LLC sweep results (or fewer than 4 estimated): stages skipped")
   if llc:
     fig = plots.plot_llc(llc["step"], llc["llc_mean"], llc["llc_std"], loss_steps=loss_steps,
+                         llc_se=llc_se, excluded_steps=[e["step"] for e in excluded],
                          test_loss=test_loss, analysis=analysis,
-                         title=f"LLC over training ({os.path.basename(os.path.normpath(run_dir))})")
-    _save(fig, os.path.join(figures, "llc.png"), summary)
+                         title=f"LLC over training ({os.path.basename(os.path.normpath(workdir))})")
+    _save(fig, run.figure("llc.png"), summary)
 
-  steps, outputs = load_ed(run_dir)
+  steps, outputs = load_ed(workdir)
   if steps is not None and len(steps) >= 10:
+    task = _task(run)
+    if sigma_schedule == "auto":
+      sigma_schedule = ("lm" if task == "language" else "paper" if len(steps) >= 1000
+                        else "scaled")
+    ed_max_step = _ed_max_step(ed_max_step, task, steps)
+    max_index = None if ed_max_step is None else int(np.searchsorted(steps, ed_max_step, "right"))
     result = ed.pca(outputs, num_components)
-    smoothed = ed.smooth(result.scores, _sigma_schedule(sigma_schedule, len(steps)))
-    forms = geometry.find_forms(smoothed)
+    sigma = _sigma_schedule(sigma_schedule, len(steps))
+    smoothed = ed.smooth(result.scores, sigma)
+    search = geometry.search_forms(smoothed, sigma=sigma, construction=form_construction,
+                                   max_index=max_index)
+    forms = search.forms
     summary["explained_variance"] = [float(v) for v in result.explained_variance_ratio]
     summary["forms"] = [f.to_dict(steps) for f in forms]
-    with open(os.path.join(run_dir, "forms.json"), "w") as f:
-      json.dump({"sigma_schedule": sigma_schedule, "explained_variance": summary["explained_variance"],
-                 "forms": summary["forms"]}, f, indent=2)
+    run.write_forms(dict({"sigma_schedule": sigma_schedule, "ed_max_step": ed_max_step,
+                          "construction": form_construction,
+                          "explained_variance": summary["explained_variance"]},
+                         **search.to_dict(steps)))
     stage_list = analysis.stages if analysis is not None else []
     _save(plots.plot_ed(smoothed, steps, forms=forms, stages=stage_list,
+                        candidates=search.candidates,
                         explained=result.explained_variance_ratio,
                         circles_every=max(1, len(steps) // 60)),
-          os.path.join(figures, "ed_pcs.png"), summary)
-    _save(plots.plot_scores(steps, result.scores, smoothed, forms), os.path.join(figures, "ed_scores.png"), summary)
-    _save(plots.plot_form_potentials(steps, smoothed, forms), os.path.join(figures, "ed_form_potentials.png"), summary)
+          run.figure("ed_pcs.png"), summary)
+    _save(plots.plot_scores(steps, result.scores, smoothed, forms), run.figure("ed_scores.png"), summary)
+    _save(plots.plot_form_potentials(steps, smoothed, forms), run.figure("ed_form_potentials.png"), summary)
   else:
     summary["notes"].append("no ED probe (or fewer than 10 rows): essential dynamics skipped")
   return summary
@@ -132,12 +197,18 @@ def format_summary(summary: dict) -> str:
     lines.append("stages (from the LLC curve):")
     for i, s in enumerate(summary["stages"]):
       lines.append(f"  {s['kind']}{i + 1}: steps {s['start']:>9.0f} – {s['end']:<9.0f} "
-                   f"LLC {'+' if s['llc_change'] >= 0 else ''}{s['llc_change']:.1f}")
+                   f"LLC {'+' if s['llc_change'] >= 0 else ''}{s['llc_change']:.1f} "
+                   f"± {s['llc_change_std']:.1f}")
+    for m in summary.get("milestones", []):
+      lines.append(f"  boundary at step {m['step']:.0f} ({m['step_low']:.0f}–{m['step_high']:.0f}): "
+                   f"{m['rule']}, slope {m['slope']:+.2f} ± {m['slope_std']:.2f} per ln step"
+                   + (f", dip {m['dip_ratio']:.2f} of its neighbours" if m["rule"] == "plateau"
+                      else ""))
   if "explained_variance" in summary:
     ev = ", ".join(f"{100 * v:.1f}%" for v in summary["explained_variance"])
     lines.append(f"essential dynamics: explained variance {ev}; forms at steps "
                  f"{[f['step'] for f in summary['forms']] or 'none'}")
   lines += [f"note: {n}" for n in summary["notes"]]
   lines.append(f"figures: {', '.join(os.path.basename(p) for p in summary['figures'])} "
-               f"in {os.path.join(summary['run_dir'], 'figures')}")
+               f"in {rundir.RunDir(summary['workdir']).figures}")
   return "\n".join(lines)

@@ -15,6 +15,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxdev import errors
+
 DIM = 4
 NUM_EXAMPLES = 8
 NOISE_VARIANCE = 0.125
@@ -25,6 +27,18 @@ class Batch(NamedTuple):
 
   xs: jax.Array
   ys: jax.Array
+
+
+def check_config(data_config) -> None:
+  """Raises ConfigError unless a ``data`` config section (dim, num_examples, noise_variance,
+  num_tasks; 0 tasks = infinite diversity) describes data that can be drawn."""
+  errors.require_positive("data", data_config, ("dim", "num_examples"))
+  if not data_config.noise_variance >= 0:
+    raise errors.ConfigError(
+        f"config.data.noise_variance must be >= 0, got {data_config.noise_variance}")
+  if data_config.num_tasks < 0:
+    raise errors.ConfigError(
+        f"config.data.num_tasks must be >= 0 (0 = infinite), got {data_config.num_tasks}")
 
 
 def task_pool(key, num_tasks: int, dim: int = DIM) -> jax.Array:
@@ -63,9 +77,9 @@ def fixed_dataset(seed: int, num_sequences: int, *, chunk: int = 65536, **kwargs
   """A fixed, seeded dataset of ``num_sequences`` sequences (evaluation, ED probe, SGLD sampling).
 
   Sampled in chunks so that 2**20 sequences do not need one giant random draw; chunk c uses key
-  ``fold_in(PRNGKey(seed), c)``. Keyword arguments go to :func:`sample_batch`.
+  ``fold_in(key(seed), c)``. Keyword arguments go to :func:`sample_batch`.
   """
-  key = jax.random.PRNGKey(seed)
+  key = jax.random.key(seed)
   parts = []
   for c, start in enumerate(range(0, num_sequences, chunk)):
     size = min(chunk, num_sequences - start)

@@ -38,6 +38,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxdev import errors
 from jaxdev.models.layers import dense
 
 
@@ -152,6 +153,13 @@ class AttnOnlyTransformer(nn.Module):
     return logits
 
 
+def check_config(model_config) -> None:
+  """Raises ConfigError unless a ``model`` section (num_layers, num_heads, head_dim, embed_dim,
+  context_length, vocab_size) describes a model that can be built."""
+  errors.require_positive("model", model_config, ("num_layers", "embed_dim", "num_heads",
+                                                  "head_dim", "context_length", "vocab_size"))
+
+
 def build_model(model_config) -> AttnOnlyTransformer:
   """A model from a ``configs/language.py`` model section (num_layers, num_heads, head_dim,
   embed_dim, context_length, vocab_size, init_std, dtype)."""
@@ -199,4 +207,4 @@ def true_next_token_logits(params, model: AttnOnlyTransformer, rows, positions):
 
 def count_params(params) -> int:
   """Total number of scalar parameters in a pytree."""
-  return sum(int(p.size) for p in jax.tree_util.tree_leaves(params))
+  return sum(int(p.size) for p in jax.tree.leaves(params))

@@ -21,6 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxdev import errors
 from jaxdev.models.layers import dense
 
 
@@ -143,6 +144,10 @@ class RegressionTransformer(nn.Module):
     mlp_dim: hidden width of each block's MLP.
     max_len: number of positions (2K tokens for K examples).
     token_dim: width of input and output tokens (D + 1).
+    double_residual: add each block's output, which already holds its input, to its input once
+      more (``x <- x + block(x)``, so the stream entering block l+1 is 2x + attn + mlp), as the
+      authors' ``DTransformer`` does; False (the default) is the standard ``x <- block(x)``.
+      Only needed to load their checkpoints (:mod:`jaxdev.convert.regression`).
 
   Call with tokens of shape [B, T, token_dim] (T <= max_len); returns outputs of the same shape.
   With ``output_stride=s`` only the outputs at positions 0, s, 2s, ... are computed
@@ -158,6 +163,7 @@ class RegressionTransformer(nn.Module):
   mlp_dim: int = 64
   max_len: int = 16
   token_dim: int = 5
+  double_residual: bool = False
 
   @nn.compact
   def __call__(self, tokens, output_stride: int = 1):
@@ -167,9 +173,18 @@ class RegressionTransformer(nn.Module):
     x = x + wpe[:length]  # (B, T, C)
     for i in range(self.num_layers):
       stride = output_stride if i == self.num_layers - 1 else 1
-      x = Block(self.num_heads, self.mlp_dim, name=f"block_{i}")(x, stride)  # (B, T or Tq, C)
+      out = Block(self.num_heads, self.mlp_dim, name=f"block_{i}")(x, stride)  # (B, T or Tq, C)
+      x = x[:, ::stride] + out if self.double_residual else out
     x = nn.LayerNorm(epsilon=1e-5, name="ln_f")(x)
     return Linear(self.token_dim, name="head")(x)  # (B, T or Tq, token_dim)
+
+
+def check_config(model_config) -> None:
+  """Raises ConfigError unless a ``model`` section (num_layers, num_heads, embed_dim, mlp_dim)
+  describes a model that can be built."""
+  errors.require_positive("model", model_config, ("num_layers", "embed_dim", "num_heads", "mlp_dim"))
+  if model_config.embed_dim % model_config.num_heads:
+    raise errors.ConfigError("config.model.embed_dim must be divisible by config.model.num_heads")
 
 
 def build_model(model_config, *, max_len: int = 16, token_dim: int = 5) -> RegressionTransformer:
@@ -181,9 +196,10 @@ def build_model(model_config, *, max_len: int = 16, token_dim: int = 5) -> Regre
       mlp_dim=model_config.mlp_dim,
       max_len=max_len,
       token_dim=token_dim,
+      double_residual=bool(model_config.get("double_residual", False)),
   )
 
 
 def count_params(params) -> int:
   """Total number of scalar parameters in a pytree."""
-  return sum(int(p.size) for p in jax.tree_util.tree_leaves(params))
+  return sum(int(p.size) for p in jax.tree.leaves(params))

@@ -1,13 +1,13 @@
 """The regression transformer in PyTorch, timed under devinterp (benchmark-only).
 
-Used by ``scripts/benchmark.py devinterp`` to measure the reference implementation's SGLD
-throughput on the same machine as jaxdev's. Needs ``torch`` and ``devinterp`` (not package
-dependencies); nothing else in jaxdev imports this module.
+Used by ``scripts/benchmark.py devinterp`` and ``compare`` to measure the reference
+implementation's SGLD throughput on the same machine as jaxdev's. Needs ``torch`` and
+``devinterp`` (not package dependencies); only :mod:`jaxdev.measure.benchmarks` imports it.
 """
 
 from __future__ import annotations
 
-import time
+from jaxdev.measure import timing
 
 
 def _model():
@@ -82,9 +82,9 @@ def devinterp_throughput(*, batch_size: int, num_chains: int, num_draws: int,
   with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # devinterp warns about nβ and burn-in choices made on purpose
     estimate_learning_coeff_with_summary(model, loader, num_draws=20, **kwargs)  # warm-up
-    start = time.perf_counter()
-    estimate_learning_coeff_with_summary(model, loader, num_draws=num_draws, **kwargs)
-    seconds = time.perf_counter() - start
+    seconds = timing.median_seconds(
+        lambda: estimate_learning_coeff_with_summary(model, loader, num_draws=num_draws, **kwargs),
+        1, warmup=0, sync=lambda result: result)
   return {"benchmark": "devinterp", "devinterp_function": "estimate_learning_coeff_with_summary",
           "batch_size": batch_size, "num_chains": num_chains, "num_draws": num_draws,
           "num_params": num_params, "chain_steps_per_s": num_chains * num_draws / seconds,

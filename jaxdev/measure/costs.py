@@ -6,8 +6,8 @@ devices it will use, runs it once untimed, then times a few calls and scales up:
 
 * training: seconds per optimizer step (median of the timed steps) × the run's steps;
 * sweep: seconds per draw of one checkpoint group × draws × groups, where a group is what
-  :func:`jaxdev.llc.sweep` samples in one call (``checkpoints_per_batch`` rounded up to the
-  mesh's "ckpt" axis).
+  :func:`jaxdev.llc.sweep` samples in one call
+  (:func:`jaxdev.llc.group_size`).
 
 Wall hours exclude compilation and checkpoint I/O; device-hours are wall hours × the number of
 devices the job occupies (what accelerator pricing charges for). Sizes and settings come from
@@ -17,20 +17,74 @@ the configs; parameters are the freshly initialised ones, which cost the same as
 from __future__ import annotations
 
 import dataclasses
-import time
+from typing import Callable
 
 import jax
 import numpy as np
-from jax.sharding import PartitionSpec as P
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from jaxdev.measure import timing
 
 
-def _median_seconds(fn, repeats: int) -> float:
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - start)
-  return float(np.median(times))
+@dataclasses.dataclass
+class TrainingCall:
+  """One compiled call of a run's training program (:func:`jaxdev.train.build_update`).
+
+  Attributes:
+    call: runs ``length`` optimizer steps from the current state and returns their losses
+      (the state is carried between calls, as in training).
+    length: optimizer steps per call.
+    mesh: the run's data mesh.
+    params: the initial parameters.
+    step_flops: XLA's flop count of one optimizer step.
+  """
+  call: Callable[[], jax.Array]
+  length: int
+  mesh: jax.sharding.Mesh
+  params: object
+  step_flops: Callable[[], float]
+
+
+def training_call(task, config, *, num_steps: int, devices=None) -> TrainingCall:
+  """The training program of ``config`` for ``task``, as :func:`jaxdev.train.train` builds it.
+
+  ``num_steps`` is rounded down as training chunks its steps (:func:`jaxdev.train.chunk_length`).
+  """
+  from jaxdev import train  # pylint: disable=import-outside-toplevel
+  optimizer = train.make_optimizer(config.optim)
+  mesh = train.data_mesh(config.optim.batch_size, devices)
+  length = train.chunk_length(0, max(num_steps, 1))
+  batches = train.host_batch_array(task, range(length), mesh)
+  init_key, data_key = jax.random.split(jax.random.PRNGKey(config.seed))  # as train.train
+  state = list(train.init_state(task, optimizer, init_key, mesh))
+  params = state[0]
+  update = train.build_update(task, optimizer, data_key, mesh)
+  step = jax.device_put(np.int32(0), NamedSharding(mesh, P()))
+
+  def call():
+    state[0], state[1], losses, _ = update(state[0], state[1], step, batches, length)
+    return losses
+
+  def step_flops():
+    one = train.host_batch_array(task, range(1), mesh)
+    return timing.compiled_flops(update.lower(state[0], state[1], step, one, 1).compile())
+
+  return TrainingCall(call, length, mesh, jax.device_get(params), step_flops)
+
+
+def sweep_call(task, settings, mesh, *, num_checkpoints: int, num_examples: int,
+               params=None) -> Callable[[], object]:
+  """One call of the sweep's sharded program (:func:`jaxdev.llc.build_estimator`) on
+  ``num_checkpoints`` copies of ``params`` (default: the task's initialisation at seed 0), with
+  the chain keys, sampling data and layout that :func:`jaxdev.llc.sweep` uses."""
+  from jaxdev import llc  # pylint: disable=import-outside-toplevel
+  if params is None:
+    params = task.init(jax.random.key(0))
+  stacked = llc.stack_group([jax.device_get(params)], num_checkpoints, mesh)
+  data = llc.sampling_data(task, settings, mesh, num_examples)
+  keys = llc.chain_keys(settings, mesh)
+  estimate = llc.build_estimator(task.loss_fn, settings, mesh)
+  return lambda: estimate(stacked, keys, data)
 
 
 def _record(job: str, wall_seconds: float, num_devices: int, **fields) -> dict:
@@ -52,25 +106,12 @@ def training_estimate(config, *, devices=None, warmup_steps: int = 16) -> dict:
   """
   from jaxdev import train  # pylint: disable=import-outside-toplevel
   train.validate_config(config)
-  task = train.make_task(config)
-  optimizer = train.make_optimizer(config.optim)
-  mesh = train.data_mesh(config.optim.batch_size, devices)
   steps = config.optim.num_steps
-  length = train.chunk_length(0, max(min(steps, warmup_steps), 1))  # one compiled call's steps
-  batches = train.host_batch_array(task, range(length), mesh)
-  init_key, data_key = jax.random.split(jax.random.PRNGKey(config.seed))
-  state = list(train.init_state(task, optimizer, init_key, mesh))
-  update = train.build_update(task, optimizer, data_key, mesh)
-  step = jax.device_put(np.int32(0), jax.sharding.NamedSharding(mesh, P()))
-
-  def one_call():
-    state[0], state[1], losses, _ = update(state[0], state[1], step, batches, length)
-    return losses
-
-  jax.block_until_ready(one_call())  # compile
-  seconds = _median_seconds(one_call, 3) / length
-  return _record("train", seconds * steps, mesh.size, num_steps=steps, seconds_per_step=seconds,
-                 batch_size=config.optim.batch_size)
+  program = training_call(train.make_task(config), config, devices=devices,
+                          num_steps=min(steps, warmup_steps))
+  seconds = timing.median_seconds(program.call, 3) / program.length
+  return _record("train", seconds * steps, program.mesh.size, num_steps=steps,
+                 seconds_per_step=seconds, batch_size=config.optim.batch_size)
 
 
 def sweep_estimate(train_config, settings, *, num_checkpoints: int, checkpoints_per_batch: int = 8,
@@ -86,29 +127,19 @@ def sweep_estimate(train_config, settings, *, num_checkpoints: int, checkpoints_
     warmup_draws: draws per chain in the timed call (the time scales linearly with draws).
     repeats: timed calls (median).
   """
-  # pylint: disable=import-outside-toplevel,protected-access
-  from jaxdev import distributed, llc, tasks
+  from jaxdev import distributed, llc, tasks  # pylint: disable=import-outside-toplevel
   settings = settings.resolved()
   mesh = distributed.sweep_mesh(settings.num_chains) if mesh is None else mesh
-  ckpt_axis = mesh.shape["ckpt"]
-  group_size = -(-max(checkpoints_per_batch, 1) // ckpt_axis) * ckpt_axis
+  group_size = llc.group_size(checkpoints_per_batch, mesh)
   num_groups = -(-num_checkpoints // group_size)
   draws = min(max(warmup_draws, 1), settings.num_draws)
   short = dataclasses.replace(settings, num_draws=draws, num_burnin=0, num_init_loss_batches=1)
 
   task = tasks.make_task(train_config)
-  params = jax.device_get(task.init(jax.random.PRNGKey(train_config.seed)))
-  stacked = jax.tree_util.tree_map(lambda x: np.stack([x] * group_size), params)
-  stacked = jax.tree_util.tree_map(lambda x: llc._global_array(x, mesh, P("ckpt")), stacked)
   num_examples = min(settings.num_sampling_examples, max(64 * settings.batch_size, 8192))
-  data = task.sampling_data(settings.sampling_seed, num_examples)
-  data = jax.tree_util.tree_map(lambda x: llc._global_array(x, mesh, P()), data)
-  keys = np.asarray(jax.random.split(jax.random.PRNGKey(settings.seed), settings.num_chains))
-  keys = llc._global_array(keys, mesh, P("chain"))
-  estimate = llc.build_estimator(task.loss_fn, short, mesh)
-
-  jax.block_until_ready(estimate(stacked, keys, data))  # compile
-  seconds_per_draw = _median_seconds(lambda: estimate(stacked, keys, data), repeats) / draws
+  call = sweep_call(task, short, mesh, num_checkpoints=group_size, num_examples=num_examples,
+                    params=task.init(jax.random.key(train_config.seed)))
+  seconds_per_draw = timing.median_seconds(call, repeats) / draws
   wall = seconds_per_draw * settings.num_draws * num_groups
   return _record("sweep", wall, mesh.size, num_checkpoints=num_checkpoints,
                  num_groups=num_groups, group_size=group_size, num_chains=settings.num_chains,

@@ -1,0 +1,371 @@
+"""evaluate_run(workdir): the indicators at every checkpoint of a run, records, summary, panels.
+
+Checkpoints are read in groups, stacked on a leading axis and split over a one-axis ("ckpt")
+device mesh with ``shard_map``: each device evaluates its block of checkpoints (one after another,
+so memory is that of one checkpoint). Each checkpoint's record is written atomically as one
+``.npz`` as soon as its group finishes, so a killed evaluation resumes with the missing
+checkpoints and ends with the same records. The Hessian set (``which="all"``) is driven from the
+host (Lanczos), one checkpoint at a time, with the same one-record-per-checkpoint rule.
+
+Sets: ``cheap`` — behaviour and structure (forward passes, weight statistics); ``all`` — cheap
+plus curvature (Hutchinson trace and top eigenvalues from Hessian-vector products).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import functools
+import io
+import json
+import os
+from typing import Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from jaxdev import checkpoints
+from jaxdev import distributed
+from jaxdev import errors
+from jaxdev import rundir
+from jaxdev import tasks as tasks_lib
+from jaxdev.indicators import hessian as hessian_lib
+from jaxdev.indicators import regression as regression_lib
+
+SETS = ("cheap", "all")
+MAX_SUMMARY_VECTOR = 32  # vectors up to this length get one summary column per entry
+
+
+class IndicatorError(errors.UserError, ValueError):
+  """Indicators cannot be evaluated as asked (clear, one-line message)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class IndicatorSettings:
+  """Sizes and seeds of the fixed inputs; recorded in each set's ``settings.json``.
+
+  Attributes:
+    num_sequences: regression evaluation sequences per distribution (and per OOD gain).
+    num_attention_sequences: regression sequences for the attention statistics.
+    num_rows: language evaluation rows (test split) for losses and the bigram score.
+    num_baseline_rows: training rows counted for the empirical bigram distribution.
+    num_synthetic: sequences per synthetic set (previous-token, prefix matching).
+    seed: seed of every fixed input set.
+    hessian_sequences: examples (sequences or rows) of the fixed Hessian batch.
+    num_probes: Hutchinson probes per checkpoint.
+    num_eigenvalues: top Hessian eigenvalues per checkpoint.
+    hessian_seed: seed of the Hessian batch, the probes and the Lanczos start vector.
+  """
+
+  num_sequences: int = 4096
+  num_attention_sequences: int = 256
+  num_rows: int = 64
+  num_baseline_rows: int = 50_000
+  num_synthetic: int = 2_000
+  seed: int = 5_000
+  hessian_sequences: int = 1024
+  num_probes: int = 100
+  num_eigenvalues: int = 3
+  hessian_seed: int = 3_000
+
+
+@dataclasses.dataclass
+class IndicatorResult:
+  """What an evaluation did: steps evaluated now / found done per set, the summary files."""
+
+  done: dict
+  skipped: dict
+  failed: dict
+  summary_csv: str | None = None
+  figures: list = dataclasses.field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------- run-directory files
+
+
+def _check_settings(records: rundir.RecordDir, record: dict) -> None:
+  existing = records.settings()
+  if existing is None:
+    records.write_settings(record)
+  elif existing != record:
+    changed = sorted(k for k in set(existing) | set(record) if existing.get(k) != record.get(k))
+    raise IndicatorError(f"{records.path} was written with other settings ({', '.join(changed)} "
+                         "differ); remove it to start again")
+
+
+# ----------------------------------------------------------------------------- settings → functions
+
+
+def _language_setting(config, settings: IndicatorSettings):
+  # pylint: disable=import-outside-toplevel
+  from jaxdev.data import batches as batches_lib, bigrams as bigrams_lib, text_rows
+  from jaxdev.data import tokenizer as tokenizer_lib
+  from jaxdev.indicators import language as language_lib
+  from jaxdev.models import attention as attention_model
+
+  builder = text_rows.dataset_from_config(config.data)
+  train_rows = text_rows.row_source(builder, "train")
+  test_rows = (text_rows.row_source(builder, "test") if "test" in builder.info.splits
+               else train_rows)
+  rows = batches_lib.read_rows(test_rows, range(min(settings.num_rows, len(test_rows))))
+  count = min(settings.num_baseline_rows, len(train_rows))
+  bigrams = bigrams_lib.bigram_table(
+      (batches_lib.read_rows(train_rows, range(s, min(s + 8192, count))) for s in range(0, count, 8192)),
+      config.data.vocab_size)
+  tokenizer = text_rows.dataset_tokenizer(builder)
+  inputs, constants = language_lib.language_inputs(
+      rows, bigrams.counts, tokenizer, tokenizer_lib.gpt2_tokenizer(None),
+      context_length=config.model.context_length, num_synthetic=settings.num_synthetic,
+      seed=settings.seed)
+  model = attention_model.build_model(config.model)
+  hessian_rows = batches_lib.read_rows(
+      train_rows, range(min(settings.hessian_sequences, len(train_rows))))
+  return (lambda params: language_lib.indicators(model, params, inputs), constants,
+          language_lib.rows_loss_fn(model), jax.numpy.asarray(hessian_rows), "language")
+
+
+def _regression_setting(config, settings: IndicatorSettings):
+  model = regression_lib.build_model(config)
+  inputs = regression_lib.regression_inputs(
+      config, num_sequences=settings.num_sequences,
+      num_attention_sequences=settings.num_attention_sequences, seed=settings.seed)
+  batch = regression_lib.hessian_batch(config, settings.hessian_sequences, settings.hessian_seed)
+  return (lambda params: regression_lib.indicators(model, params, inputs), {},
+          regression_lib.loss_fn(model), batch, "regression")
+
+
+def setting(config, settings: IndicatorSettings):
+  """(cheap: params -> dict, constants, loss_fn, hessian batch, task name) for a run config."""
+  if config.task == "regression":
+    return _regression_setting(config, settings)
+  if config.task == "language":
+    return _language_setting(config, settings)
+  raise IndicatorError(f"no indicators for task {config.task!r}")
+
+
+def build_evaluator(fn, mesh):
+  """A jitted (stacked params [G, ...]) -> stacked records, G split over the mesh's "ckpt" axis;
+  each device maps ``fn`` over its checkpoints one at a time."""
+  mapped = jax.shard_map(lambda params: jax.lax.map(fn, params), mesh=mesh, in_specs=P("ckpt"),
+                         out_specs=P("ckpt"), check_vma=False)
+  return jax.jit(mapped)
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def _host_record(step, tree, index=None) -> dict:
+  record = {"step": np.int64(step)}
+  for name, value in tree.items():
+    value = np.asarray(value if index is None else value[index])
+    record[name] = value.astype(np.float64) if value.dtype.kind == "f" else value
+  return record
+
+
+def _evaluate_cheap(fn, reader, todo, records, mesh, group_size, failed, done):
+  evaluate = build_evaluator(fn, mesh)
+  queue = list(todo)
+  while queue:
+    group, params = [], []
+    while queue and len(group) < group_size:
+      step = queue.pop(0)
+      try:
+        params.append(jax.device_get(reader.read(step)))
+        group.append(step)
+      except errors.CheckpointError as err:
+        failed[step] = str(err)
+    if not group:
+      continue
+    padded = params + [params[-1]] * (group_size - len(params))
+    stacked = jax.tree.map(lambda *leaves: np.stack(leaves), *padded)
+    stacked = jax.tree.map(
+        lambda x: distributed.global_array(x, NamedSharding(mesh, P("ckpt"))), stacked)
+    out = jax.device_get(evaluate(stacked))
+    for i, step in enumerate(group):
+      if distributed.is_main_process():
+        records.write(step, _host_record(step, out, i))
+      done.append(step)
+
+
+def _evaluate_hessian(loss_fn, batch, reader, todo, records, settings, failed, done):
+  key = jax.random.PRNGKey(settings.hessian_seed)
+  for step in todo:
+    try:
+      params = reader.read(step)
+    except errors.CheckpointError as err:
+      failed[step] = str(err)
+      continue
+    result = hessian_lib.curvature(loss_fn, params, batch, key, num_probes=settings.num_probes,
+                                   num_eigenvalues=settings.num_eigenvalues)
+    if distributed.is_main_process():
+      records.write(step, _host_record(step, hessian_lib.curvature_record(result)))
+    done.append(step)
+
+
+def evaluate_run(workdir: str, *, which: str = "cheap", steps: Sequence[int] | None = None,
+                 settings: IndicatorSettings | None = None, checkpoints_per_batch: int = 8,
+                 mesh=None, plot: bool = True) -> IndicatorResult:
+  """Evaluates the indicators at every checkpoint of a run; writes records, summary and panels.
+
+  Writes ``indicators/{cheap,hessian}/step_XXXXXXXX.npz`` (one per checkpoint, atomically),
+  ``indicators/{cheap,hessian}/settings.json``, ``indicators/summary.csv`` (one row per step,
+  one column per scalar; vectors of ≤ 32 entries as ``name_1 ...``), ``indicators/summary.json``
+  (the same columns plus constants such as the bigram entropy) and, with ``plot``,
+  ``figures/indicators.png``, stages shaded from ``stages.json`` when present.
+
+  Args:
+    workdir: a run directory written by training.
+    which: "cheap" or "all" (cheap + Hessian).
+    steps: checkpoint steps (default: all).
+    settings: fixed-input sizes and seeds (default :class:`IndicatorSettings`).
+    checkpoints_per_batch: checkpoints per compiled call (rounded up to the device count).
+    mesh: a one-axis ("ckpt") mesh; default all devices.
+    plot: draw the panels.
+
+  Raises:
+    IndicatorError: unknown ``which``, or records written with other settings.
+    jaxdev.errors.SweepError: no such run or no checkpoints.
+  """
+  if which not in SETS:
+    raise IndicatorError(f"--which must be one of {', '.join(SETS)}, got {which!r}")
+  settings = settings or IndicatorSettings()
+  run_dir = rundir.RunDir(workdir)
+  run_dir.require_run()
+  config = run_dir.config
+  available = checkpoints.list_steps(run_dir.checkpoints)
+  if not available:
+    raise IndicatorError(f"{workdir} holds no checkpoints")
+  wanted = available if steps is None else sorted(set(int(s) for s in steps))
+  task = config.task
+  fields = dataclasses.asdict(settings)
+  curvature_fields = ("hessian_sequences", "num_probes", "num_eigenvalues", "hessian_seed")
+  set_records = {  # what each set's numbers depend on
+      "cheap": {"task": task, **{k: v for k, v in fields.items() if k not in curvature_fields}},
+      "hessian": {"task": task, **{k: fields[k] for k in curvature_fields}}}
+  sets = ["cheap"] + (["hessian"] if which == "all" else [])
+  if distributed.is_main_process():  # before any work: a conflict is one line, at once
+    for name in sets:
+      _check_settings(run_dir.indicators(name), json.loads(json.dumps(set_records[name])))
+  cheap, constants, loss_fn, batch, task = setting(config, settings)
+  result = IndicatorResult({}, {}, {})
+  mesh = mesh or Mesh(np.array(jax.devices()), ("ckpt",))
+  group_size = -(-max(checkpoints_per_batch, 1) // mesh.shape["ckpt"]) * mesh.shape["ckpt"]
+  init = (tasks_lib.language_model_fns(config)[0] if task == "language"
+          else functools.partial(regression_lib.init, config))
+  abstract = jax.eval_shape(init, jax.random.PRNGKey(0))
+  with checkpoints.ParamsReader(run_dir.checkpoints, abstract) as reader:
+    for name in sets:
+      records = run_dir.indicators(name)
+      damaged = records.damaged(wanted)
+      todo = [s for s in wanted if not records.has(s) or s in damaged]
+      result.skipped[name] = [s for s in wanted if s not in set(todo)]
+      missing = [s for s in todo if s not in set(available)]
+      result.failed.update({s: "no checkpoint at this step" for s in missing})
+      todo = [s for s in todo if s not in set(missing)]
+      result.done[name] = []
+      if name == "cheap":
+        _evaluate_cheap(cheap, reader, todo, records, mesh, group_size, result.failed,
+                        result.done[name])
+      else:
+        _evaluate_hessian(loss_fn, batch, reader, todo, records, settings, result.failed,
+                          result.done[name])
+  if distributed.is_main_process():
+    summary = load_summary(workdir)
+    result.summary_csv = write_summary(workdir, summary, constants)
+    if plot and summary:
+      result.figures.append(plot_run(workdir, summary, constants, task))
+  return result
+
+
+# ----------------------------------------------------------------------------- summary and figures
+
+
+def load_records(records: rundir.RecordDir) -> list[dict]:
+  """The records of one set, sorted by step."""
+  return [records.read(step) for step in records.steps()]
+
+
+def summary_columns(record: dict) -> dict:
+  """Scalar columns of one record: scalars as they are, short vectors as ``name_1 ...``."""
+  out = {}
+  for name, value in record.items():
+    value = np.asarray(value)
+    if value.ndim == 0:
+      out[name] = value.item()
+    elif value.ndim == 1 and value.size <= MAX_SUMMARY_VECTOR and name != "hessian_trace_samples":
+      out.update({f"{name}_{i + 1}": v.item() for i, v in enumerate(value)})
+  return out
+
+
+def load_summary(workdir: str) -> dict:
+  """{column: [N] array} over the steps that have a cheap record (Hessian columns NaN where
+  missing)."""
+  run_dir = rundir.RunDir(workdir)
+  rows = {int(r["step"]): summary_columns(r) for r in load_records(run_dir.indicators("cheap"))}
+  for r in load_records(run_dir.indicators("hessian")):
+    rows.setdefault(int(r["step"]), {"step": int(r["step"])}).update(summary_columns(r))
+  if not rows:
+    return {}
+  steps = sorted(rows)
+  names = sorted({n for row in rows.values() for n in row} - {"step"})
+  summary = {"step": np.array(steps, np.int64)}
+  for n in names:
+    summary[n] = np.array([rows[s].get(n, np.nan) for s in steps], np.float64)
+  return summary
+
+
+def write_summary(workdir: str, summary: dict, constants: dict) -> str | None:
+  """Writes ``indicators/summary.csv`` and ``summary.json``; returns the CSV path."""
+  if not summary:
+    return None
+  run_dir = rundir.RunDir(workdir)
+  names = list(summary)
+  text = io.StringIO()
+  writer = csv.writer(text)
+  writer.writerow(names)
+  for i in range(len(summary["step"])):
+    writer.writerow([int(summary["step"][i])] + [f"{summary[n][i]:.8g}" for n in names[1:]])
+  path = run_dir.indicator_summary_path("csv")
+  rundir.atomic_write_text(path, text.getvalue())
+  data = {"constants": constants,
+          "columns": {n: [None if not np.isfinite(v) else float(v) for v in summary[n]] for n in names}}
+  rundir.atomic_write_text(run_dir.indicator_summary_path("json"), json.dumps(data, indent=1) + "\n")
+  return path
+
+
+def load_stages(workdir: str) -> list:
+  """The stages of ``stages.json`` as Stage objects ([] if the run has none yet)."""
+  from jaxdev.analysis import stages as stages_lib  # pylint: disable=import-outside-toplevel
+  record = rundir.RunDir(workdir).stages() or {}
+  fields = {f.name for f in dataclasses.fields(stages_lib.Stage)}
+  return [stages_lib.Stage(**{k: v for k, v in s.items() if k in fields})
+          for s in record.get("stages", [])]
+
+
+def plot_run(workdir: str, summary: dict, constants: dict, task: str) -> str:
+  """Draws the indicator panels of a run into ``figures/indicators.png``; returns the path."""
+  # pylint: disable=import-outside-toplevel
+  import matplotlib.pyplot as plt
+  from jaxdev.analysis import indicator_plots
+  run_dir = rundir.RunDir(workdir)
+  rundir.makedirs(run_dir.figures)
+  panels = (indicator_plots.language_panels(summary, constants) if task == "language"
+            else indicator_plots.regression_panels(summary))
+  fig = indicator_plots.plot_panels(summary["step"], panels, stages=load_stages(workdir),
+                                    title=f"Indicators ({os.path.basename(os.path.normpath(workdir))})")
+  path = run_dir.figure("indicators.png")
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path
+
+
+def format_result(result: IndicatorResult) -> str:
+  """A short printable account of an evaluation."""
+  lines = [f"indicators[{name}]: {len(result.done[name])} checkpoints evaluated, "
+           f"{len(result.skipped[name])} already done" for name in result.done]
+  lines += [f"warning: step {s}: {why}" for s, why in sorted(result.failed.items())]
+  if result.summary_csv:
+    lines.append(f"summary: {result.summary_csv}")
+  lines += [f"figure: {p}" for p in result.figures]
+  return "\n".join(lines)

@@ -1,0 +1,287 @@
+"""The main job as library functions: train → LLC sweep → stages and figures, over seeds.
+
+``main_job(train_config, sweep_config, workdir)`` is what ``scripts/llc_sweep.py`` runs, and what
+a notebook or test calls in-process. With ``seeds`` each seed is a run of its own in
+``WORKDIR/seedN`` (the training config's seed set to N). Before work starts the job prints its
+estimated device-hours from a short timed warm-up of the programs still to run
+(``estimate_only`` prints them and stops). Every phase resumes: a killed job run again continues
+where it stopped, and finished phases are not redone.
+
+A run is only trained into a new directory when the caller means it (``train=True``, or the job's
+default workdir, or a training config chosen explicitly); otherwise a missing workdir is an
+error before any work. ``train_job`` is the same for training alone (``scripts/train.py``).
+
+Output: the jobs print their progress and results on process 0 (estimates, a line per run, the
+LLC table, the analysis summary); checkpoints that could not be read are reported on stderr and
+make the exit status 3.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from typing import Sequence
+
+from jaxdev import distributed
+from jaxdev import llc
+from jaxdev import rundir
+from jaxdev import train as train_lib
+from jaxdev.errors import ConfigError, RunDirError
+
+DEFAULT_WORKDIR = os.path.join("runs", "quick")
+
+
+@dataclasses.dataclass
+class RunResult:
+  """One run of the job: its workdir, what training and the sweep did, the analysis summary."""
+
+  workdir: str
+  trained: train_lib.TrainResult | None
+  sweep: llc.SweepResult
+  analysis: dict | None = None
+
+
+@dataclasses.dataclass
+class JobResult:
+  """What the job did. ``exit_status`` is 0, or 3 when some checkpoints could not be read."""
+
+  estimates: list
+  runs: list
+  exit_status: int = 0
+
+
+def _costs():
+  """The cost-estimate module (imported when needed: it compiles the job's programs)."""
+  from jaxdev.measure import costs  # pylint: disable=import-outside-toplevel
+  return costs
+
+
+def analyze(workdir: str, *, sweep: str = "default", indicators: bool = True,
+            verbose: bool = True, **analysis_options) -> dict:
+  """Stages and forms (:func:`jaxdev.analysis.run.analyze_run`), then the cheap indicators.
+
+  The indicators (:func:`jaxdev.indicators.run.evaluate_run` with ``which="cheap"``) are
+  evaluated at every checkpoint the run holds (resumable: records already written are kept) and
+  drawn with the stages just found; a run without checkpoints gets a note instead.
+
+  Args:
+    workdir: the run directory.
+    sweep: which LLC sweep the stages come from.
+    indicators: also evaluate and draw the cheap indicators.
+    verbose: print the summary.
+    **analysis_options: passed to ``analyze_run`` (sigma_schedule, ed_max_step, ...).
+
+  Returns:
+    ``analyze_run``'s summary; with indicators, its "notes" include their account.
+  """
+  # pylint: disable=import-outside-toplevel
+  from jaxdev.analysis import run as analysis_lib
+  summary = analysis_lib.analyze_run(workdir, sweep=sweep, **analysis_options)
+  if indicators:
+    if os.path.isdir(rundir.RunDir(workdir).checkpoints):
+      from jaxdev.indicators import run as indicators_lib
+      result = indicators_lib.evaluate_run(workdir, which="cheap")
+      summary["notes"].append(indicators_lib.format_result(result))
+      summary["figures"] += list(result.figures)
+    else:
+      summary["notes"].append("no checkpoints: indicators skipped")
+  if verbose:
+    print(analysis_lib.format_summary(summary))
+  return summary
+
+
+def seed_runs(train_config, workdir: str, seeds: Sequence[int] | None = None) -> list:
+  """[(workdir, training config)] of the runs a job covers: ``workdir`` itself, or one
+  ``workdir/seedN`` per seed with ``config.seed = N``."""
+  if seeds is None:
+    return [(workdir, train_config)]
+  runs = []
+  for seed in seeds:
+    config = train_config.copy_and_resolve_references()
+    config.seed = int(seed)
+    runs.append((os.path.join(workdir, f"seed{int(seed)}"), config))
+  return runs
+
+
+def parse_ints(values, what: str) -> list[int] | None:
+  """``values`` (ints or strings) as a list of ints >= 0 (None stays None).
+
+  Raises:
+    ConfigError: a value is not a whole number >= 0; ``what`` names the list in the message.
+  """
+  if values is None:
+    return None
+  parsed = []
+  for value in values:
+    try:
+      parsed.append(int(value))
+    except (TypeError, ValueError):
+      raise ConfigError(f"{what} must be whole numbers, got {value!r}") from None
+    if parsed[-1] < 0:
+      raise ConfigError(f"{what} must be >= 0, got {value!r}")
+  return parsed
+
+
+def _to_train(runs, train: bool | None, new_runs: bool) -> list[bool]:
+  """For each run, whether the job trains it; a missing run it may not create is an error."""
+  out = []
+  for workdir, _ in runs:
+    run = rundir.RunDir(workdir)
+    if run.is_complete or train is False:
+      out.append(False)
+    elif run.is_run or train or new_runs:
+      out.append(True)
+    else:
+      raise RunDirError(f"run directory {workdir} does not exist; pass --train to train a new "
+                        "run there (or give --train_config)")
+  return out
+
+
+def estimate_costs(runs, to_train, settings: llc.SweepSettings, sweep_config) -> list[dict]:
+  """Cost estimates (see the costs module) for the training and sweeping still to do.
+
+  Every process takes part. Runs are (workdir, training config) pairs; ``to_train`` says which
+  will be trained. A run that is neither there nor to be trained is left out (the sweep reports it).
+  """
+  costs = _costs()
+  untrained = [config for (_, config), todo in zip(runs, to_train) if todo]
+  remaining, model_config = 0, None
+  for (workdir, run_config), todo in zip(runs, to_train):
+    run = rundir.RunDir(workdir)
+    if run.is_run:
+      run_config = llc.load_run_config(workdir)
+    elif not todo:
+      continue
+    model_config = model_config or run_config
+    steps = train_lib.checkpoint_steps(run_config.optim.num_steps, run_config.checkpoint.num_log,
+                                       run_config.checkpoint.num_linear)
+    records = run.llc(sweep_config.sweep.name)
+    remaining += sum(not records.has(int(s)) for s in steps)
+  estimates = []
+  if untrained:
+    record = costs.training_estimate(untrained[0])
+    for key in ("num_steps", "wall_hours", "device_hours"):
+      record[key] *= len(untrained)
+    estimates.append(record)
+  if remaining:
+    estimates.append(costs.sweep_estimate(
+        model_config, settings, num_checkpoints=remaining,
+        checkpoints_per_batch=sweep_config.sweep.checkpoints_per_batch))
+  return estimates
+
+
+def _print_estimates(estimates, num_runs: int) -> None:
+  costs = _costs()
+  for record in estimates:
+    print(costs.format_estimate(record) + (f" for {num_runs} runs" if num_runs > 1 else ""),
+          flush=True)
+
+
+def run_one(workdir: str, train_config, sweep_config, *, train: bool, steps=None,
+            analyze: bool = True, verbose: bool = True) -> RunResult:
+  """Trains (if ``train`` and unfinished), sweeps and analyses one run; prints on process 0."""
+  is_main = distributed.is_main_process()
+  show = verbose and is_main
+  trained = None
+  if train and not train_lib.is_complete(workdir):
+    if show:
+      print(f"training {workdir} ...")
+    trained = train_lib.train(train_config, workdir, show_progress=verbose)
+  settings = llc.SweepSettings.from_config(sweep_config.sgld)
+  name = sweep_config.sweep.name
+  result = llc.sweep(workdir, settings, steps=steps, name=name,
+                     checkpoints_per_batch=sweep_config.sweep.checkpoints_per_batch,
+                     show_progress=verbose)
+  out = RunResult(workdir, trained, result)
+  if not is_main:
+    return out
+  if show:
+    print(f"{workdir}: LLC sweep {name!r}: {len(result.steps_done)} checkpoints "
+          f"estimated, {len(result.steps_skipped)} already done "
+          f"({result.chain_steps_per_second:.0f} chain-steps/s)")
+    print(llc.format_table(workdir, name))
+  if analyze:
+    out.analysis = analyze(workdir, sweep=name, verbose=show)
+  if show:
+    for step, reason in sorted(result.failed.items()):
+      print(f"error: checkpoint {step} skipped: {reason}", file=sys.stderr)
+  return out
+
+
+def main_job(train_config, sweep_config, workdir: str = DEFAULT_WORKDIR, *,
+             seeds: Sequence[int] | None = None, steps: Sequence[int] | None = None,
+             train: bool | None = None, train_config_chosen: bool = False, analyze: bool = True,
+             estimate: bool = True, estimate_only: bool = False, verbose: bool = True) -> JobResult:
+  """Trains (or resumes), sweeps and analyses every run of the job.
+
+  Args:
+    train_config: training ConfigDict (``configs/regression.py`` or ``configs/language.py``),
+      used for runs still to train; a run already in its workdir keeps its own saved config.
+    sweep_config: ``configs/llc.py`` ConfigDict (``sgld`` settings and ``sweep`` name and batching).
+    workdir: the run directory (with ``seeds``: the folder of the ``seedN`` runs).
+    seeds: one run per seed (default: one run, with the training config's seed).
+    steps: checkpoint steps to estimate (default: all); whole numbers (strings are parsed).
+    train: True trains (or resumes) every unfinished run, creating missing ones; False never
+      trains; None (default) resumes unfinished runs and creates a missing one only in
+      :data:`DEFAULT_WORKDIR` or when ``train_config_chosen``.
+    train_config_chosen: the caller chose ``train_config`` explicitly (a new run may be made).
+    analyze: detect stages and draw figures at the end of each run.
+    estimate: print the estimated device-hours of the work still to do before starting.
+    estimate_only: print the estimate and stop (nothing is written).
+    verbose: print progress and results (process 0); False prints nothing.
+
+  Returns:
+    A JobResult.
+
+  Raises:
+    UserError (ConfigError, RunDirError, SweepError, ...): bad settings, steps or directories,
+      found before any expensive work where they can be.
+  """
+  settings = llc.SweepSettings.from_config(sweep_config.sgld)
+  settings.resolved()  # checks the settings before any work
+  steps = parse_ints(steps, "checkpoint steps")
+  runs = seed_runs(train_config, workdir, parse_ints(seeds, "seeds"))
+  new_runs = train_config_chosen or (
+      os.path.normpath(workdir) == os.path.normpath(DEFAULT_WORKDIR))
+  to_train = _to_train(runs, train, new_runs)
+  for (_, config), todo in zip(runs, to_train):
+    if todo:
+      train_lib.validate_config(config)
+  estimates = []
+  if estimate or estimate_only:
+    estimates = estimate_costs(runs, to_train, settings, sweep_config)
+    if verbose and distributed.is_main_process():
+      _print_estimates(estimates, len(runs))
+    if estimate_only:
+      return JobResult(estimates, [])
+  results = [run_one(w, c, sweep_config, train=todo, steps=steps, analyze=analyze,
+                     verbose=verbose) for (w, c), todo in zip(runs, to_train)]
+  failed = any(r.sweep.failed for r in results)
+  return JobResult(estimates, results, 3 if failed and distributed.is_main_process() else 0)
+
+
+def train_job(config, workdir: str, *, estimate: bool = True, estimate_only: bool = False,
+              verbose: bool = True):
+  """Trains ``config`` into ``workdir`` (resuming a partial run; a finished one is left as is).
+
+  Prints the estimated device-hours first (when ``estimate`` and the run is unfinished, or
+  ``estimate_only``, which then stops) and a closing line, on process 0.
+
+  Returns:
+    The TrainResult, or None with ``estimate_only``.
+  """
+  show = verbose and distributed.is_main_process()
+  if estimate_only or (estimate and not train_lib.is_complete(workdir)):
+    costs = _costs()
+    record = costs.training_estimate(config)
+    if show:
+      print(costs.format_estimate(record), flush=True)
+    if estimate_only:
+      return None
+  result = train_lib.train(config, workdir, show_progress=verbose)
+  if show and result.status == "already finished":
+    print(f"{workdir} already holds the finished run ({result.final_step} steps); nothing to do.")
+  elif show:
+    print(f"finished {result.final_step} steps in {workdir}")
+  return result

@@ -1,0 +1,164 @@
+"""Throughput measurements behind ``scripts/benchmark.py`` (each returns a JSON-able dict).
+
+Every benchmark times a program the jobs run, reached through its public function: training
+through :func:`jaxdev.measure.costs.training_call` (:func:`jaxdev.train.build_update`), the
+sampler through :func:`jaxdev.sgld.run_chains`, the sweep through
+:func:`jaxdev.measure.costs.sweep_call` (:func:`jaxdev.llc.build_estimator`). Timings exclude
+compilation: each program compiles, runs one warm-up call, then ``repeats`` timed calls
+(:func:`jaxdev.measure.timing.median_seconds`). GFLOP/s uses XLA's own cost analysis of the
+compiled program, so it counts what the program does, not a formula.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from jaxdev.measure import costs
+from jaxdev.measure import timing
+from jaxdev.measure.timing import machine
+
+COMMANDS = ("train", "sgld", "sweep", "ed", "hessian", "devinterp", "compare")
+
+
+def time_compiled(fn, args, repeats: int) -> tuple[float, float]:
+  """(median seconds per call, XLA flops per call) of ``jax.jit(fn)(*args)``."""
+  compiled = jax.jit(fn).lower(*args).compile()
+  return timing.median_seconds(lambda: compiled(*args), repeats), timing.compiled_flops(compiled)
+
+
+def _language_task(config):
+  """A language task on random token rows of the configured shape: no corpus is needed, since
+  the model's cost does not depend on the token values."""
+  from jaxdev import tasks  # pylint: disable=import-outside-toplevel
+  init, loss_fn = tasks.language_model_fns(config)
+  rows = np.asarray(jax.random.randint(jax.random.key(1), (config.optim.batch_size,
+                                                            config.data.row_length), 0,
+                                       config.data.vocab_size, dtype=np.int32))
+  return tasks.Task(init=init, train_batch=None, loss_fn=loss_fn, evaluate=None, probe=None,
+                    probe_shape=(), sampling_data=None, baselines={}, host_batch=lambda step: rows)
+
+
+def train_throughput(config, *, num_steps: int = 16, repeats: int = 5, devices=None) -> dict:
+  """Training steps/s (and tokens/s for a language config) of the training program of ``config``.
+
+  The program is the run's own (:func:`jaxdev.train.build_update` on its data mesh over
+  ``devices``, default all), one call of ``num_steps`` steps rounded down as training chunks
+  them; regression batches are drawn inside the step as in training, a language config runs on
+  random token rows.
+  """
+  from jaxdev import train  # pylint: disable=import-outside-toplevel
+  train.validate_config(config)
+  task = _language_task(config) if config.task == "language" else train.make_task(config)
+  program = costs.training_call(task, config, num_steps=num_steps, devices=devices)
+  seconds = timing.median_seconds(program.call, repeats)
+  steps = program.length
+  flops = steps * program.step_flops()
+  result = {"benchmark": "train", "task": config.task, "batch_size": config.optim.batch_size,
+            "num_params": int(sum(x.size for x in jax.tree.leaves(program.params))),
+            "num_steps": steps, "steps_per_s": steps / seconds,
+            "ms_per_step": 1e3 * seconds / steps,
+            "gflops_per_s": flops / seconds / 1e9, **machine(), "num_devices": program.mesh.size}
+  if config.task == "language":
+    tokens = config.optim.batch_size * (config.data.row_length - 1)  # predicted tokens per step
+    result["tokens_per_step"] = tokens
+    result["tokens_per_s"] = tokens * steps / seconds
+    result["hours_for_run"] = config.optim.num_steps * seconds / steps / 3600
+  return result
+
+
+def gradient_flops(task, params, data, batch_size: int) -> float:
+  """XLA's flop count of one loss-and-gradient evaluation on a minibatch (one chain-step's work)."""
+  batch = jax.tree.map(lambda x: x[:batch_size], data)
+  return timing.flops_of(jax.value_and_grad(task.loss_fn), params, batch)
+
+
+def _regression_sampling(config, num_examples: int):
+  from jaxdev import tasks  # pylint: disable=import-outside-toplevel
+  task = tasks.make_task(config)
+  params = task.init(jax.random.key(0))
+  data = task.sampling_data(0, num_examples)
+  return task, params, data
+
+
+def sgld_throughput(config, *, batch_size: int, num_chains: int, num_draws: int,
+                    chain_map: str = "vmap", repeats: int = 3) -> dict:
+  """Chain-steps/s of :func:`jaxdev.sgld.run_chains` on the model of ``config``."""
+  from jaxdev import sgld  # pylint: disable=import-outside-toplevel
+  task, params, data = _regression_sampling(config, max(8 * batch_size, 8192))
+  keys = jax.random.split(jax.random.key(1), num_chains)
+  kwargs = dict(step_size=3e-4, nbeta=66.67, gamma=6.67, batch_size=batch_size,
+                chain_map=chain_map)
+
+  def run(params, data, keys):
+    return sgld.run_chains(task.loss_fn, params, data, keys, num_draws=num_draws, **kwargs).loss
+
+  seconds, _ = time_compiled(run, (params, data, keys), repeats)
+  flops = num_chains * num_draws * gradient_flops(task, params, data, batch_size)
+  return {"benchmark": "sgld", "batch_size": batch_size, "num_chains": num_chains,
+          "num_draws": num_draws, "chain_map": chain_map,
+          "chain_steps_per_s": num_chains * num_draws / seconds,
+          "ms_per_chain_step": 1e3 * seconds / (num_chains * num_draws),
+          "gflops_per_s": flops / seconds / 1e9, **machine()}
+
+
+def sweep_throughput(config, *, num_checkpoints: int, batch_size: int, num_chains: int,
+                     num_draws: int, repeats: int = 3) -> dict:
+  """Chain-steps/s of the sweep's sharded program for K checkpoints × C chains on all devices."""
+  from jaxdev import distributed, llc  # pylint: disable=import-outside-toplevel
+  task, params, data = _regression_sampling(config, max(8 * batch_size, 8192))
+  settings = llc.SweepSettings(step_size=3e-4, nbeta=66.67, gamma=6.67, num_chains=num_chains,
+                               num_draws=num_draws, batch_size=batch_size,
+                               num_sampling_examples=max(8 * batch_size, 8192), sampling_seed=0,
+                               num_init_loss_batches=1).resolved()
+  mesh = distributed.sweep_mesh(num_chains)
+  group = llc.group_size(num_checkpoints, mesh)
+  call = costs.sweep_call(task, settings, mesh, num_checkpoints=group,
+                          num_examples=settings.num_sampling_examples, params=params)
+  seconds = timing.median_seconds(call, repeats)
+  chain_steps = group * num_chains * num_draws
+  flops = chain_steps * gradient_flops(task, params, data, batch_size)
+  return {"benchmark": "sweep", "num_checkpoints": group, "num_chains": num_chains,
+          "num_draws": num_draws, "batch_size": batch_size, "mesh": dict(mesh.shape),
+          "chain_steps_per_s": chain_steps / seconds,
+          "ms_per_step_all_chains": 1e3 * seconds / num_draws,
+          "gflops_per_s": flops / seconds / 1e9, **machine()}
+
+
+def compare_with_devinterp(config, *, batch_size: int, num_chains: int, num_draws: int,
+                           chain_map: str = "vmap", repeats: int = 3) -> dict:
+  """devinterp's and jaxdev's SGLD throughput on the same model, one after the other."""
+  from jaxdev.measure import torch_reference  # pylint: disable=import-outside-toplevel
+  sizes = dict(batch_size=batch_size, num_chains=num_chains, num_draws=num_draws)
+  reference = torch_reference.devinterp_throughput(**sizes)
+  ours = sgld_throughput(config, chain_map=chain_map, repeats=repeats, **sizes)
+  return {"benchmark": "compare", **sizes,
+          "devinterp_chain_steps_per_s": reference["chain_steps_per_s"],
+          "jaxdev_chain_steps_per_s": ours["chain_steps_per_s"],
+          "jaxdev_gflops_per_s": ours["gflops_per_s"],
+          "speedup": ours["chain_steps_per_s"] / reference["chain_steps_per_s"],
+          "torch": reference["torch"], **machine()}
+
+
+def run(command: str, config, *, batch_size: int, num_chains: int, num_draws: int,
+        num_checkpoints: int, chain_map: str, train_steps: int, repeats: int,
+        ed_steps: int, ed_dim: int, hessian_sequences: int = 1024, hessian_probes: int = 100) -> dict:
+  """The benchmark ``command`` (one of :data:`COMMANDS`) with the command line's sizes."""
+  sizes = dict(batch_size=batch_size, num_chains=num_chains, num_draws=num_draws)
+  if command == "train":
+    return train_throughput(config, num_steps=train_steps, repeats=repeats)
+  if command == "sgld":
+    return sgld_throughput(config, chain_map=chain_map, repeats=repeats, **sizes)
+  if command == "sweep":
+    return sweep_throughput(config, num_checkpoints=num_checkpoints, repeats=repeats, **sizes)
+  if command == "compare":
+    return compare_with_devinterp(config, chain_map=chain_map, repeats=repeats, **sizes)
+  if command == "devinterp":
+    from jaxdev.measure import torch_reference  # pylint: disable=import-outside-toplevel
+    return torch_reference.devinterp_throughput(**sizes)
+  if command == "hessian":
+    from jaxdev.measure import curvature  # pylint: disable=import-outside-toplevel
+    return {**curvature.paper_regression_curvature(num_sequences=hessian_sequences,
+                                                   num_probes=hessian_probes), **machine()}
+  from jaxdev.analysis import ed  # pylint: disable=import-outside-toplevel
+  return ed.benchmark_ed(num_steps=ed_steps, dim=ed_dim)

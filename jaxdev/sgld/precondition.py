@@ -1,0 +1,95 @@
+"""Preconditioners of the SGLD step as init/update pairs, in the optax manner.
+
+A preconditioner turns the minibatch-loss gradient into an elementwise scale G of the step:
+drift (ε/2)·G·∇U and noise √(ε·G)·ξ. ``init(params) -> state`` starts its state and
+``update(grad, state) -> (scale, state)`` returns G (None means G ≡ 1) and the new state; the
+state lives in :attr:`jaxdev.sgld.SGLDState.precond`.
+
+Example::
+
+  preconditioner = precondition.build("rmsprop")
+  state = preconditioner.init(params)                  # V = 0
+  scale, state = preconditioner.update(grad, state)    # G = 1/(√V + eps), V updated
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+from jaxdev.errors import ConfigError
+
+PyTree = Any
+
+
+class RMSProp(NamedTuple):
+  """Settings of the RMSProp preconditioner (defaults of devinterp's ``rmsprop_sgld``).
+
+  Attributes:
+    alpha: decay of the running mean of squared minibatch-loss gradients V.
+    eps: added to √V; G = 1/(√V + eps) is at most 1/eps.
+  """
+  alpha: float = 0.99
+  eps: float = 0.1
+
+
+class Preconditioner(NamedTuple):
+  """A preconditioner as a pair of pure functions.
+
+  Attributes:
+    init: ``init(params) -> state`` (None for the identity).
+    update: ``update(grad, state) -> (scale, state)``: G as a pytree like ``grad`` (None for
+      G ≡ 1) and the new state.
+  """
+  init: Callable[[PyTree], Optional[PyTree]]
+  update: Callable[[PyTree, Optional[PyTree]], tuple]
+
+
+def resolve_preconditioner(preconditioner) -> Optional[RMSProp]:
+  """Normalises a preconditioner argument.
+
+  Args:
+    preconditioner: None or ``"identity"`` (plain SGLD), ``"rmsprop"`` (default settings) or an
+      :class:`RMSProp`.
+
+  Returns:
+    None or an :class:`RMSProp` (hashable: usable as a static jit argument).
+
+  Raises:
+    ConfigError: any other value.
+  """
+  if preconditioner is None or (isinstance(preconditioner, str) and preconditioner == "identity"):
+    return None
+  if isinstance(preconditioner, RMSProp):
+    return preconditioner
+  if isinstance(preconditioner, str) and preconditioner == "rmsprop":
+    return RMSProp()
+  raise ConfigError(f"preconditioner must be None, 'identity', 'rmsprop' or an RMSProp(...), "
+                    f"got {preconditioner!r}")
+
+
+def identity() -> Preconditioner:
+  """Plain SGLD: no state, G ≡ 1."""
+  return Preconditioner(init=lambda params: None, update=lambda grad, state: (None, state))
+
+
+def rmsprop(alpha: float = 0.99, eps: float = 0.1) -> Preconditioner:
+  """RMSProp-SGLD: V ← αV + (1−α)(∇L_m)², G = 1/(√V + eps), elementwise; V starts at 0."""
+
+  def init(params):
+    return jax.tree.map(jnp.zeros_like, params)
+
+  def update(grad, state):
+    state = jax.tree.map(lambda v, g: (alpha * v + (1.0 - alpha) * jnp.square(g)).astype(v.dtype),
+                         state, grad)
+    return jax.tree.map(lambda v: 1.0 / (jnp.sqrt(v) + eps), state), state
+
+  return Preconditioner(init=init, update=update)
+
+
+def build(preconditioner) -> Preconditioner:
+  """The :class:`Preconditioner` for a preconditioner argument (:func:`resolve_preconditioner`)."""
+  settings = resolve_preconditioner(preconditioner)
+  return identity() if settings is None else rmsprop(settings.alpha, settings.eps)

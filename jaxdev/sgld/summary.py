@@ -1,0 +1,224 @@
+"""LLC results and their statistics: failed, escaped and unsettled chains (host-side numpy).
+
+The traces come from :func:`jaxdev.sgld.run_chains`; everything here runs on the host and never
+raises on NaN.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from jaxdev.errors import ConfigError
+
+
+class LLCWarning(RuntimeWarning):
+  """A warning about an LLC estimate: failed, escaped or unsettled chains."""
+
+
+@dataclasses.dataclass(repr=False)
+class LLCResult:
+  """An LLC estimate with its traces and diagnostics.
+
+  Shapes: C chains, T draws (burn-in included in every trace).
+
+  Attributes:
+    llc_mean: mean of ``llc_per_chain`` over the chains that did not fail (NaN if all failed).
+    llc_std: standard deviation of ``llc_per_chain`` over healthy chains, **ddof = 1** (NaN with
+      fewer than two healthy chains).
+    llc_sem: standard error of the mean, ``llc_std / sqrt(number of healthy chains)``.
+    llc_per_chain: [C] λ̂_c = nβ·(mean of kept draws of L_m − L_n(w*)); NaN for failed chains.
+    loss_trace: [C, T] pre-step minibatch losses L_m(w_t).
+    llc_trace: [C, T] online estimate nβ·(mean of kept L_m up to draw t − L_n(w*)); NaN before
+      the first kept draw and after a chain's failure. Its last column equals ``llc_per_chain``.
+    init_loss: L_n(w*).
+    nbeta: nβ used.
+    num_burnin: leading draws excluded.
+    thin: every ``thin``-th draw after burn-in is kept.
+    failed_chains: [C] bool, a non-finite loss occurred.
+    failure_step: [C] int, first draw with a non-finite loss, −1 if none.
+    num_failed: number of failed chains.
+    escaped: [C] bool, the chain's λ̂ over the second half of its kept draws is negative (its
+      loss stays below L_n(w*): w* is not a local minimum at this temperature/localization).
+    settled: False when the first and second halves of the kept draws disagree (see
+      :func:`summarize`).
+    warnings: human-readable messages about failures, escapes and settling.
+    diagnostics: [C, T] traces ``distance`` (‖w_t − w*‖), ``grad_norm``, ``noise_norm``,
+      ``drift_norm``, and with MALA ``mala`` (acceptance probability, NaN at draw 0) and
+      ``mala_mean`` (mean over healthy chains and kept draws).
+  """
+  llc_mean: float
+  llc_std: float
+  llc_sem: float
+  llc_per_chain: np.ndarray
+  loss_trace: np.ndarray
+  llc_trace: np.ndarray
+  init_loss: float
+  nbeta: float
+  num_burnin: int
+  thin: int
+  failed_chains: np.ndarray
+  failure_step: np.ndarray
+  num_failed: int
+  escaped: np.ndarray
+  settled: bool
+  warnings: list
+  diagnostics: dict
+
+  @property
+  def num_chains(self) -> int:
+    """Number of chains C."""
+    return self.loss_trace.shape[0]
+
+  @property
+  def all_failed(self) -> bool:
+    """True when no chain survived (then ``llc_mean`` is NaN)."""
+    return self.num_failed == self.num_chains
+
+  def __str__(self) -> str:
+    healthy = self.num_chains - self.num_failed
+    text = (f"LLC {self.llc_mean:.4g} ± {self.llc_std:.4g} (std over {healthy} chains, ddof=1; "
+            f"nβ={self.nbeta:.4g}, L_n(w*)={self.init_loss:.4g})")
+    if self.num_failed:
+      text += f"; {self.num_failed} of {self.num_chains} chains failed"
+    return text
+
+  def __repr__(self) -> str:
+    return f"LLCResult({self}, draws={self.loss_trace.shape[1]}, warnings={len(self.warnings)})"
+
+  def to_dict(self, include_traces: bool = False) -> dict:
+    """JSON-serialisable summary (per-chain values as lists; traces only if asked)."""
+    def clean(x):
+      x = np.asarray(x)
+      if x.dtype.kind == "f":
+        return [None if not np.isfinite(v) else float(v) for v in x.reshape(-1)] if x.ndim else (
+            None if not np.isfinite(x) else float(x))
+      return x.tolist()
+
+    record = dict(llc_mean=clean(self.llc_mean), llc_std=clean(self.llc_std),
+                  llc_sem=clean(self.llc_sem), llc_per_chain=clean(self.llc_per_chain),
+                  init_loss=clean(self.init_loss), nbeta=float(self.nbeta),
+                  num_chains=self.num_chains, num_draws=int(self.loss_trace.shape[1]),
+                  num_burnin=self.num_burnin, thin=self.thin,
+                  failed_chains=clean(self.failed_chains), failure_step=clean(self.failure_step),
+                  num_failed=int(self.num_failed), escaped=clean(self.escaped),
+                  settled=bool(self.settled), warnings=list(self.warnings))
+    if "mala_mean" in self.diagnostics:
+      record["mala_mean"] = clean(self.diagnostics["mala_mean"])
+    if include_traces:
+      record["loss_trace"] = np.asarray(self.loss_trace).tolist()
+      record["llc_trace"] = np.asarray(self.llc_trace).tolist()
+    return record
+
+
+def nanmean(x, axis=None):
+  """Mean of the finite entries along ``axis`` (NaN where there are none), without warnings."""
+  with np.errstate(invalid="ignore", divide="ignore"):
+    count = np.sum(np.isfinite(x), axis=axis)
+    total = np.sum(np.where(np.isfinite(x), x, 0.0), axis=axis)
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def summarize(trace, init_loss: float, *, nbeta: float, num_burnin: int = 0, thin: int = 1,
+              settle_rtol: float = 0.1) -> LLCResult:
+  """Turns chain traces into an :class:`LLCResult` (host-side numpy, never raises on NaN).
+
+  Failure: a chain with any non-finite loss is failed; its first bad draw is recorded and it is
+  excluded from the mean and std. Escape: a healthy chain whose λ̂ over the second half of its
+  kept draws is negative. Settling: d_c = λ̂_c(second half) − λ̂_c(first half) per healthy chain;
+  the estimate is "not settled" when |mean d| > ``settle_rtol``·|llc_mean| and (with two or more
+  chains) |mean d| exceeds three standard errors of the d_c.
+
+  Args:
+    trace: a :class:`jaxdev.sgld.ChainTrace` (numpy or jax arrays of shape [C, T]).
+    init_loss: L_n(w*).
+    nbeta: nβ of the chains.
+    num_burnin: leading draws to exclude (0 ≤ num_burnin < T).
+    thin: keep every ``thin``-th draw after burn-in (≥ 1).
+    settle_rtol: relative tolerance of the settling check.
+
+  Returns:
+    :class:`LLCResult`.
+  """
+  loss = np.asarray(trace.loss, np.float64)
+  if loss.ndim != 2:
+    raise ConfigError(f"trace.loss must have shape [chains, draws], got {loss.shape}")
+  num_chains, num_draws = loss.shape
+  if not 0 <= num_burnin < num_draws:
+    raise ConfigError(f"num_burnin must be in [0, {num_draws}), got {num_burnin}")
+  if thin < 1:
+    raise ConfigError(f"thin must be >= 1, got {thin}")
+  init_loss = float(init_loss)
+  nbeta = float(nbeta)
+
+  finite = np.isfinite(loss)
+  failed = ~finite.all(axis=1)
+  failure_step = np.where(failed, np.argmin(finite, axis=1), -1)
+  healthy = ~failed
+  kept = np.zeros(num_draws, bool)
+  kept[num_burnin::thin] = True
+  excess = nbeta * (loss - init_loss)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    counts = np.cumsum(kept)
+    llc_trace = np.cumsum(np.where(kept, excess, 0.0), axis=1) / counts
+    llc_trace[:, counts == 0] = np.nan
+  for c in np.flatnonzero(failed):
+    llc_trace[c, failure_step[c]:] = np.nan
+  kept_excess = excess[:, kept]
+  with np.errstate(invalid="ignore"):
+    per_chain = np.where(healthy, kept_excess.mean(axis=1), np.nan)
+
+  num_healthy = int(healthy.sum())
+  good = per_chain[healthy]
+  llc_mean = float(good.mean()) if num_healthy else float("nan")
+  llc_std = float(good.std(ddof=1)) if num_healthy >= 2 else float("nan")
+  llc_sem = llc_std / np.sqrt(num_healthy) if num_healthy >= 2 else float("nan")
+
+  num_kept = kept_excess.shape[1]
+  half = num_kept // 2
+  escaped = np.zeros(num_chains, bool)
+  settled = True
+  messages = []
+  if num_healthy and num_kept >= 2:
+    first = kept_excess[healthy, :half].mean(axis=1)
+    second = kept_excess[healthy, half:].mean(axis=1)
+    escaped[healthy] = second < 0
+    drift = second - first
+    mean_drift = float(drift.mean())
+    significant = True
+    if num_healthy >= 2:
+      significant = abs(mean_drift) > 3.0 * drift.std(ddof=1) / np.sqrt(num_healthy)
+    if abs(mean_drift) > settle_rtol * abs(llc_mean) and significant:
+      settled = False
+      messages.append(
+          f"LLC estimate not settled: λ̂ over the first half of the kept draws is "
+          f"{first.mean():.4g}, over the second half {second.mean():.4g}; run longer chains, "
+          f"add burn-in, or change step_size")
+
+  num_failed = int(failed.sum())
+  if num_failed == num_chains:
+    messages.insert(0, f"all {num_chains} chains failed (non-finite loss, first at draw "
+                       f"{int(failure_step.min())}); no estimate (llc_mean is NaN): reduce "
+                       f"step_size or increase gamma")
+  elif num_failed:
+    messages.insert(0, f"{num_failed} of {num_chains} chains failed (non-finite loss at draws "
+                       f"{failure_step[failed].tolist()}); they are excluded from the estimate")
+  if escaped.any():
+    messages.append(f"{int(escaped.sum())} of {num_chains} chains escaped (loss below "
+                    f"L_n(w*) over the second half, negative λ̂): w* is not a local minimum at "
+                    f"this nbeta and gamma; increase gamma or reduce step_size")
+
+  diagnostics = {}
+  for name in ("distance", "grad_norm", "noise_norm", "drift_norm", "mala"):
+    value = getattr(trace, name, None)
+    if value is not None:
+      diagnostics[name] = np.asarray(value)
+  if "mala" in diagnostics and num_healthy:
+    diagnostics["mala_mean"] = float(nanmean(diagnostics["mala"][healthy][:, kept]))
+
+  return LLCResult(llc_mean=llc_mean, llc_std=llc_std, llc_sem=float(llc_sem),
+                   llc_per_chain=per_chain, loss_trace=loss, llc_trace=llc_trace,
+                   init_loss=init_loss, nbeta=nbeta, num_burnin=num_burnin, thin=thin,
+                   failed_chains=failed, failure_step=failure_step, num_failed=num_failed,
+                   escaped=escaped, settled=settled, warnings=messages, diagnostics=diagnostics)
