@@ -57,7 +57,7 @@ def _costs():
   return costs
 
 
-def analyze(workdir: str, *, sweep: str = "default", indicators: bool = True,
+def run_analysis(workdir: str, *, sweep: str = "default", indicators: bool = True,
             verbose: bool = True, **analysis_options) -> dict:
   """Stages and forms (:func:`jaxdev.analysis.run.analyze_run`), then the cheap indicators.
 
@@ -202,7 +202,7 @@ def run_one(workdir: str, train_config, sweep_config, *, train: bool, steps=None
           f"({result.chain_steps_per_second:.0f} chain-steps/s)")
     print(llc.format_table(workdir, name))
   if analyze:
-    out.analysis = analyze(workdir, sweep=name, verbose=show)
+    out.analysis = run_analysis(workdir, sweep=name, verbose=show)
   if show:
     for step, reason in sorted(result.failed.items()):
       print(f"error: checkpoint {step} skipped: {reason}", file=sys.stderr)

@@ -25,9 +25,9 @@ _INDICATORS = flags.DEFINE_bool("indicators", True, "Also evaluate and draw the 
 
 def main(_):
   from jaxdev import job  # pylint: disable=import-outside-toplevel
-  job.analyze(_WORKDIR.value, sweep=_SWEEP.value, indicators=_INDICATORS.value,
-              sigma_schedule=_SIGMA.value, ed_max_step=_ED_MAX_STEP.value,
-              form_construction=_FORMS.value)
+  job.run_analysis(_WORKDIR.value, sweep=_SWEEP.value, indicators=_INDICATORS.value,
+                   sigma_schedule=_SIGMA.value, ed_max_step=_ED_MAX_STEP.value,
+                   form_construction=_FORMS.value)
   return 0
 
 
