@@ -179,8 +179,9 @@ def _print_estimates(estimates, num_runs: int) -> None:
 
 
 def run_one(workdir: str, train_config, sweep_config, *, train: bool, steps=None,
-            analyze: bool = True, verbose: bool = True) -> RunResult:
-  """Trains (if ``train`` and unfinished), sweeps and analyses one run; prints on process 0."""
+            analyze: bool = True, indicators: bool = True, verbose: bool = True) -> RunResult:
+  """Trains (if ``train`` and unfinished), sweeps and analyses one run (with the cheap
+  indicators unless not ``indicators``); prints on process 0."""
   is_main = distributed.is_main_process()
   show = verbose and is_main
   trained = None
@@ -202,7 +203,7 @@ def run_one(workdir: str, train_config, sweep_config, *, train: bool, steps=None
           f"({result.chain_steps_per_second:.0f} chain-steps/s)")
     print(llc.format_table(workdir, name))
   if analyze:
-    out.analysis = run_analysis(workdir, sweep=name, verbose=show)
+    out.analysis = run_analysis(workdir, sweep=name, indicators=indicators, verbose=show)
   if show:
     for step, reason in sorted(result.failed.items()):
       print(f"error: checkpoint {step} skipped: {reason}", file=sys.stderr)
@@ -212,7 +213,7 @@ def run_one(workdir: str, train_config, sweep_config, *, train: bool, steps=None
 def main_job(train_config, sweep_config, workdir: str = DEFAULT_WORKDIR, *,
              seeds: Sequence[int] | None = None, steps: Sequence[int] | None = None,
              train: bool | None = None, train_config_chosen: bool = False, analyze: bool = True,
-             estimate: bool = True, estimate_only: bool = False, verbose: bool = True) -> JobResult:
+             indicators: bool = True, estimate: bool = True, estimate_only: bool = False, verbose: bool = True) -> JobResult:
   """Trains (or resumes), sweeps and analyses every run of the job.
 
   Args:
@@ -227,6 +228,7 @@ def main_job(train_config, sweep_config, workdir: str = DEFAULT_WORKDIR, *,
       :data:`DEFAULT_WORKDIR` or when ``train_config_chosen``.
     train_config_chosen: the caller chose ``train_config`` explicitly (a new run may be made).
     analyze: detect stages and draw figures at the end of each run.
+    indicators: with ``analyze``, also evaluate the cheap indicators and draw their panels.
     estimate: print the estimated device-hours of the work still to do before starting.
     estimate_only: print the estimate and stop (nothing is written).
     verbose: print progress and results (process 0); False prints nothing.
@@ -256,7 +258,7 @@ def main_job(train_config, sweep_config, workdir: str = DEFAULT_WORKDIR, *,
     if estimate_only:
       return JobResult(estimates, [])
   results = [run_one(w, c, sweep_config, train=todo, steps=steps, analyze=analyze,
-                     verbose=verbose) for (w, c), todo in zip(runs, to_train)]
+                     indicators=indicators, verbose=verbose) for (w, c), todo in zip(runs, to_train)]
   failed = any(r.sweep.failed for r in results)
   return JobResult(estimates, results, 3 if failed and distributed.is_main_process() else 0)
 

@@ -38,6 +38,8 @@ _TRAIN = flags.DEFINE_bool("train", None, "Train (or resume) the run first if it
                            "--train_config); --notrain never trains.")
 _STEPS = flags.DEFINE_list("steps", None, "Only these checkpoint steps (default: all).")
 _ANALYZE = flags.DEFINE_bool("analyze", True, "Detect stages and draw figures at the end.")
+_INDICATORS = flags.DEFINE_bool("indicators", True, "With --analyze, also evaluate the cheap "
+                                 "indicators at every checkpoint and draw their panels.")
 _SEEDS = flags.DEFINE_list("seeds", None, "Train and sweep one run per seed in WORKDIR/seedN.")
 _ESTIMATE = flags.DEFINE_bool("estimate", True, "Print estimated device-hours before starting.")
 _ESTIMATE_ONLY = flags.DEFINE_bool("estimate_only", False, "Print the estimate and stop.")
@@ -48,7 +50,8 @@ def main(_):
   return job.main_job(
       _TRAIN_CONFIG.value, _CONFIG.value, _WORKDIR.value, seeds=_SEEDS.value, steps=_STEPS.value,
       train=_TRAIN.value, train_config_chosen=cli.given(_TRAIN_CONFIG), analyze=_ANALYZE.value,
-      estimate=_ESTIMATE.value, estimate_only=_ESTIMATE_ONLY.value).exit_status
+      indicators=_INDICATORS.value, estimate=_ESTIMATE.value,
+      estimate_only=_ESTIMATE_ONLY.value).exit_status
 
 
 if __name__ == "__main__":

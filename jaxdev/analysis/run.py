@@ -86,6 +86,70 @@ def llc_standard_error(llc: dict):
     return np.where(num >= 2, std / np.sqrt(num), np.nan)
 
 
+def stages_from_llc(llc: dict, llc_se=None) -> dict:
+  """Stage detection on one sweep's results (``load_llc``'s dict; ``llc_se`` [N] or None).
+
+  Checkpoints with status "failed" or no finite estimate are left out. Returns {"analysis":
+  :class:`~jaxdev.analysis.stages.StageAnalysis` or None (fewer than 4 estimates), "excluded":
+  [{step, reason}], "notes": [str]}.
+  """
+  out = {"analysis": None, "excluded": [], "notes": []}
+  if not llc:
+    out["notes"].append("no LLC sweep results (or fewer than 4 estimated): stages skipped")
+    return out
+  excluded = out["excluded"] = excluded_checkpoints(llc)
+  keep = ~np.isin(llc["step"], [e["step"] for e in excluded])
+  flagged = [int(s) for s, t in zip(llc["step"], llc.get("status", [])) if t == "outliers"]
+  if excluded and keep.any():
+    out["notes"].append(
+        f"{len(excluded)} of {len(keep)} checkpoints excluded from stage detection (too few "
+        f"surviving chains): steps {[e['step'] for e in excluded]}")
+  if flagged:
+    out["notes"].append(f"outlier chains at steps {flagged} (estimates kept, flagged)")
+  if not keep.any():
+    out["notes"].append("no checkpoint had enough surviving chains for an LLC estimate: "
+                        "stages skipped (reduce step_size or increase gamma)")
+  elif keep.sum() >= 4:
+    out["analysis"] = stages_lib.detect_stages(
+        np.asarray(llc["step"])[keep], np.asarray(llc["llc_mean"])[keep],
+        llc_se=None if llc_se is None else np.asarray(llc_se)[keep])
+  else:
+    out["notes"].append("no LLC sweep results (or fewer than 4 estimated): stages skipped")
+  return out
+
+
+def stages_record(analysis, sweep: str, excluded: list) -> dict:
+  """The JSON record of ``stages.json``."""
+  return dict(sweep=sweep, **analysis.to_dict(), excluded=excluded)
+
+
+def forms_from_scores(steps, scores, explained_variance, *, task=None, sigma_schedule="auto",
+                      ed_max_step="auto", construction="all") -> dict:
+  """Forms of essential dynamics from the PC scores of a trajectory.
+
+  Everything after the PCA depends only on the scores, so this reproduces a run's forms from its
+  published scores. Args: ``steps`` [T], ``scores`` [T, k] (unsmoothed), ``explained_variance``
+  [k] (ratios, recorded only), the run's ``task`` ("regression", "language" or None) and
+  ``analyze_run``'s options. Returns {"smoothed": [T, k], "sigma": [T], "search": the form
+  search, "record": the JSON record of ``forms.json``}.
+  """
+  steps = np.asarray(steps)
+  if sigma_schedule == "auto":
+    sigma_schedule = ("lm" if task == "language" else "paper" if len(steps) >= 1000
+                      else "scaled")
+  ed_max_step = _ed_max_step(ed_max_step, task, steps)
+  max_index = None if ed_max_step is None else int(np.searchsorted(steps, ed_max_step, "right"))
+  sigma = _sigma_schedule(sigma_schedule, len(steps))
+  smoothed = ed.smooth(scores, sigma)
+  search = geometry.search_forms(smoothed, sigma=sigma, construction=construction,
+                                 max_index=max_index)
+  explained = [float(v) for v in explained_variance]
+  record = dict({"sigma_schedule": sigma_schedule, "ed_max_step": ed_max_step,
+                 "construction": construction, "explained_variance": explained},
+                **search.to_dict(steps))
+  return {"smoothed": smoothed, "sigma": sigma, "search": search, "record": record}
+
+
 def analyze_run(workdir: str, *, sweep: str = "default", num_components: int = 4,
                 sigma_schedule: str = "auto", ed_max_step="auto",
                 form_construction: str = "all") -> dict:
@@ -118,61 +182,35 @@ def analyze_run(workdir: str, *, sweep: str = "default", num_components: int = 4
 
   llc = load_llc(workdir, sweep)
   llc_se = llc_standard_error(run.llc(sweep).load(("llc_per_chain",))) if llc else None
-  excluded = excluded_checkpoints(llc) if llc else []
-  summary["excluded"] = excluded
-  analysis = None
-  if llc:
-    keep = ~np.isin(llc["step"], [e["step"] for e in excluded])
-    flagged = [int(s) for s, t in zip(llc["step"], llc["status"]) if t == "outliers"]
-    if excluded and keep.any():
-      summary["notes"].append(
-          f"{len(excluded)} of {len(keep)} checkpoints excluded from stage detection (too few "
-          f"surviving chains): steps {[e['step'] for e in excluded]}")
-    if flagged:
-      summary["notes"].append(f"outlier chains at steps {flagged} (estimates kept, flagged)")
-  if llc and not keep.any():
-    summary["notes"].append("no checkpoint had enough surviving chains for an LLC estimate: "
-                            "stages skipped (reduce step_size or increase gamma)")
-  elif llc and keep.sum() >= 4:
-    analysis = stages_lib.detect_stages(llc["step"][keep], llc["llc_mean"][keep],
-                                        llc_se=None if llc_se is None else llc_se[keep])
+  stage_result = stages_from_llc(llc, llc_se)
+  analysis = stage_result["analysis"]
+  summary["excluded"] = stage_result["excluded"]
+  summary["notes"] += stage_result["notes"]
+  if analysis is not None:
     summary["stages"] = [s.to_dict() for s in analysis.stages]
     summary["milestones"] = [m.to_dict() for m in analysis.milestones]
-    run.write_stages(dict(sweep=sweep, **analysis.to_dict(), excluded=excluded))
-    fig = plots.plot_slope(analysis)
-    _save(fig, run.figure("llc_slope.png"), summary)
-  else:
-    summary["notes"].append("no LLC sweep results (or fewer than 4 estimated): stages skipped")
+    run.write_stages(stages_record(analysis, sweep, stage_result["excluded"]))
+    _save(plots.plot_slope(analysis), run.figure("llc_slope.png"), summary)
   if llc:
     fig = plots.plot_llc(llc["step"], llc["llc_mean"], llc["llc_std"], loss_steps=loss_steps,
-                         llc_se=llc_se, excluded_steps=[e["step"] for e in excluded],
+                         llc_se=llc_se, excluded_steps=[e["step"] for e in summary["excluded"]],
                          test_loss=test_loss, analysis=analysis,
                          title=f"LLC over training ({os.path.basename(os.path.normpath(workdir))})")
     _save(fig, run.figure("llc.png"), summary)
 
   steps, outputs = load_ed(workdir)
   if steps is not None and len(steps) >= 10:
-    task = _task(run)
-    if sigma_schedule == "auto":
-      sigma_schedule = ("lm" if task == "language" else "paper" if len(steps) >= 1000
-                        else "scaled")
-    ed_max_step = _ed_max_step(ed_max_step, task, steps)
-    max_index = None if ed_max_step is None else int(np.searchsorted(steps, ed_max_step, "right"))
     result = ed.pca(outputs, num_components)
-    sigma = _sigma_schedule(sigma_schedule, len(steps))
-    smoothed = ed.smooth(result.scores, sigma)
-    search = geometry.search_forms(smoothed, sigma=sigma, construction=form_construction,
-                                   max_index=max_index)
-    forms = search.forms
-    summary["explained_variance"] = [float(v) for v in result.explained_variance_ratio]
+    found = forms_from_scores(steps, result.scores, result.explained_variance_ratio,
+                              task=_task(run), sigma_schedule=sigma_schedule,
+                              ed_max_step=ed_max_step, construction=form_construction)
+    forms, smoothed = found["search"].forms, found["smoothed"]
+    summary["explained_variance"] = found["record"]["explained_variance"]
     summary["forms"] = [f.to_dict(steps) for f in forms]
-    run.write_forms(dict({"sigma_schedule": sigma_schedule, "ed_max_step": ed_max_step,
-                          "construction": form_construction,
-                          "explained_variance": summary["explained_variance"]},
-                         **search.to_dict(steps)))
+    run.write_forms(found["record"])
     stage_list = analysis.stages if analysis is not None else []
     _save(plots.plot_ed(smoothed, steps, forms=forms, stages=stage_list,
-                        candidates=search.candidates,
+                        candidates=found["search"].candidates,
                         explained=result.explained_variance_ratio,
                         circles_every=max(1, len(steps) // 60)),
           run.figure("ed_pcs.png"), summary)

@@ -1,0 +1,213 @@
+"""A run's published artifacts: the small files that hold its results, and their re-analysis.
+
+``export_run(workdir, out_dir)`` writes, from a finished (or partly swept) run directory:
+
+  llc.csv         step, llc_mean, llc_std (over chains, ddof 0), llc_se (std over good chains,
+                  ddof 1, / √good), num_good, status, chain_1 … chain_C (NaN: failed chain)
+  metrics.csv     the records of metrics.jsonl (step, split, loss, lr, ... per row)
+  indicators.csv  the run's indicator summary (one row per step), when it has one
+  ed_scores.csv   step, pc_1 … pc_k: the unsmoothed principal-component scores of the ED probe
+  stages.json     stages of the LLC curve, recomputed from llc.csv
+  forms.json      forms of essential dynamics, recomputed from ed_scores.csv with the run's
+                  analysis options (σ schedule, window, construction)
+  run.json        the training config and the sweep's settings
+  figures/        copies of the run's figures
+
+Floats are written with ``repr`` (shortest round trip), so the CSVs hold the run's float64
+values exactly and :func:`analyze_artifacts` on them reproduces the run's own stages and forms.
+Everything after the PCA depends only on the PC scores, which is why k scores suffice.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+
+import numpy as np
+
+from jaxdev import errors
+from jaxdev import rundir
+from jaxdev.analysis import ed
+from jaxdev.analysis import run as run_lib
+
+LLC_CSV = "llc.csv"
+METRICS_CSV = "metrics.csv"
+INDICATORS_CSV = "indicators.csv"
+ED_SCORES_CSV = "ed_scores.csv"
+STAGES_JSON = rundir.STAGES  # the same records as a run's, under the same names
+FORMS_JSON = rundir.FORMS
+RUN_JSON = "run.json"
+FIGURES = rundir.FIGURES
+
+
+def _cell(value) -> str:
+  if isinstance(value, (float, np.floating)):
+    return repr(float(value))
+  if isinstance(value, (np.integer,)):
+    return str(int(value))
+  return str(value)
+
+
+def write_csv(path: str, columns: dict) -> None:
+  """Writes {name: [N] values} as a CSV with a header row (atomically)."""
+  names = list(columns)
+  length = len(columns[names[0]]) if names else 0
+  text = io.StringIO()
+  writer = csv.writer(text, lineterminator="\n")
+  writer.writerow(names)
+  for i in range(length):
+    writer.writerow([_cell(columns[n][i]) for n in names])
+  rundir.atomic_write_text(path, text.getvalue())
+
+
+def read_csv(path: str) -> dict:
+  """{name: [N] array} of a CSV written by :func:`write_csv`: numeric columns as float64 (int64
+  where every value is an integer literal), others as str."""
+  try:
+    with open(path, newline="", encoding="utf-8") as f:
+      rows = list(csv.reader(f))
+  except OSError as e:
+    raise errors.UserError(f"cannot read {path}: {e.strerror or e}") from None
+  if not rows:
+    raise errors.UserError(f"{path} is empty")
+  header, body = rows[0], rows[1:]
+  if any(len(r) != len(header) for r in body):
+    raise errors.UserError(f"{path}: rows of unequal length (damaged file?)")
+  out = {}
+  for j, name in enumerate(header):
+    values = [r[j] for r in body]
+    try:
+      out[name] = np.array([int(v) for v in values], np.int64)
+    except ValueError:
+      try:
+        out[name] = np.array([float(v) for v in values], np.float64)
+      except ValueError:
+        out[name] = np.array(values, dtype=np.str_)
+  return out
+
+
+def _metrics_columns(records: list) -> dict:
+  names = list(dict.fromkeys(n for r in records for n in r))
+  return {n: [r.get(n, "") for r in records] for n in names}
+
+
+def export_run(workdir: str, out_dir: str, *, sweep: str = "default",
+               num_components: int = 4) -> dict:
+  """Writes the run's published artifacts to ``out_dir`` (see the module docstring).
+
+  Stages and forms are recomputed from the written CSVs, with the options the run's own
+  analysis recorded in its ``forms.json`` (the defaults without one). Returns {"files": [paths],
+  "stages": record or None, "forms": record or None}.
+
+  Raises:
+    UserError: ``workdir`` does not exist, has no LLC results, or ``out_dir`` is not writable.
+  """
+  run = rundir.RunDir(workdir)
+  if not run.exists:
+    run.require_run()  # a missing directory (or a file) is one clear error
+  llc = run_lib.load_llc(workdir, sweep)
+  if not llc:
+    raise errors.UserError(f"{run.llc(sweep).path} has no LLC results: run the sweep first")
+  rundir.check_writable(out_dir)
+  rundir.makedirs(out_dir)
+  files = []
+
+  per_chain = np.asarray(run.llc(sweep).load(("llc_per_chain",))["llc_per_chain"], np.float64)
+  columns = {"step": llc["step"].astype(np.int64), "llc_mean": llc["llc_mean"],
+             "llc_std": llc["llc_std"], "llc_se": run_lib.llc_standard_error(
+                 {"llc_per_chain": per_chain}),
+             "num_good": llc["num_good"], "status": llc["status"]}
+  per_chain = np.where(np.isfinite(per_chain), per_chain, np.nan)
+  columns.update({f"chain_{c + 1}": per_chain[:, c] for c in range(per_chain.shape[1])})
+  write_csv(os.path.join(out_dir, LLC_CSV), columns)
+  files.append(os.path.join(out_dir, LLC_CSV))
+
+  records = run.metrics()
+  if records:
+    write_csv(os.path.join(out_dir, METRICS_CSV), _metrics_columns(records))
+    files.append(os.path.join(out_dir, METRICS_CSV))
+  summary = run.indicator_summary_path("csv")
+  if os.path.isfile(summary):
+    shutil.copyfile(summary, os.path.join(out_dir, INDICATORS_CSV))
+    files.append(os.path.join(out_dir, INDICATORS_CSV))
+
+  steps, outputs = run.ed_probe()
+  options = {}
+  if steps is not None and len(steps) >= 10:
+    result = ed.pca(outputs, num_components)
+    columns = {"step": np.asarray(steps, np.int64)}
+    columns.update({f"pc_{i + 1}": result.scores[:, i] for i in range(result.scores.shape[1])})
+    write_csv(os.path.join(out_dir, ED_SCORES_CSV), columns)
+    files.append(os.path.join(out_dir, ED_SCORES_CSV))
+    own = run.forms() or {}
+    options = {"explained_variance": [float(v) for v in result.explained_variance_ratio],
+               "sigma_schedule": own.get("sigma_schedule", "auto"),
+               "ed_max_step": own.get("ed_max_step", "auto"),
+               "construction": own.get("construction", "all")}
+
+  settings = run.llc(sweep).settings()
+  rundir.atomic_write_json(os.path.join(out_dir, RUN_JSON), {
+      "config": run.config_dict() if run.is_run else None, "sweep": sweep, "sweep_settings": settings,
+      "ed_options": options})
+  files.append(os.path.join(out_dir, RUN_JSON))
+
+  result = analyze_artifacts(out_dir)
+  for name, record in ((STAGES_JSON, result["stages"]), (FORMS_JSON, result["forms"])):
+    if record is not None:
+      rundir.atomic_write_json(os.path.join(out_dir, name), record)
+      files.append(os.path.join(out_dir, name))
+
+  if os.path.isdir(run.figures):
+    rundir.makedirs(os.path.join(out_dir, FIGURES))
+    for name in sorted(os.listdir(run.figures)):
+      if name.endswith(".png"):
+        shutil.copyfile(os.path.join(run.figures, name), os.path.join(out_dir, FIGURES, name))
+        files.append(os.path.join(out_dir, FIGURES, name))
+  return {"files": files, **result}
+
+
+def load_llc_csv(path: str) -> tuple[dict, np.ndarray | None]:
+  """(``load_llc``-style dict, llc_se [N] or None) from a published ``llc.csv``."""
+  table = read_csv(path)
+  llc = {"step": table["step"], "llc_mean": table["llc_mean"].astype(np.float64),
+         "llc_std": table["llc_std"].astype(np.float64), "status": table["status"],
+         "warnings": [[] for _ in table["step"]]}
+  if "num_good" in table:
+    llc["num_good"] = table["num_good"]
+  return llc, (table["llc_se"].astype(np.float64) if "llc_se" in table else None)
+
+
+def analyze_artifacts(out_dir: str) -> dict:
+  """Stages and forms from published artifacts alone ({"stages": record or None, "forms":
+  record or None}), the records as ``stages.json`` / ``forms.json`` hold them."""
+  meta = rundir.read_json(os.path.join(out_dir, RUN_JSON), "run.json")
+  llc, llc_se = load_llc_csv(os.path.join(out_dir, LLC_CSV))
+  found = run_lib.stages_from_llc(llc, llc_se)
+  stages = None
+  if found["analysis"] is not None:
+    stages = run_lib.stages_record(found["analysis"], meta.get("sweep", "default"),
+                                   found["excluded"])
+  forms = None
+  scores_path = os.path.join(out_dir, ED_SCORES_CSV)
+  if os.path.isfile(scores_path):
+    table = read_csv(scores_path)
+    names = sorted((n for n in table if n.startswith("pc_")), key=lambda n: int(n[3:]))
+    scores = np.stack([table[n].astype(np.float64) for n in names], axis=1)
+    options = meta.get("ed_options", {})
+    forms = run_lib.forms_from_scores(
+        table["step"], scores, options.get("explained_variance", [np.nan] * len(names)),
+        task=(meta.get("config") or {}).get("task"),
+        sigma_schedule=options.get("sigma_schedule", "auto"),
+        ed_max_step=options.get("ed_max_step", "auto"),
+        construction=options.get("construction", "all"))["record"]
+  as_json = lambda record: None if record is None else json.loads(json.dumps(record))
+  return {"stages": as_json(stages), "forms": as_json(forms)}
+
+
+def load_json(out_dir: str, name: str):
+  """A published JSON record (``STAGES_JSON`` or ``FORMS_JSON``), or None if absent."""
+  path = os.path.join(out_dir, name)
+  return rundir.read_json(path, name) if os.path.isfile(path) else None

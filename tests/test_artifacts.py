@@ -1,0 +1,129 @@
+"""Published artifacts: exporting a run, and re-analysing the committed ones."""
+
+import json
+import math
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from jaxdev import errors
+from jaxdev.analysis import artifacts
+from jaxdev.analysis import run as analysis_run
+from test_analysis import _fake_run  # pylint: disable=import-error
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PUBLISHED = os.path.join(REPO, "docs", "reproduction")
+
+
+def _assert_same(a, b, path="", rtol=1e-9):
+  """Equal records: same keys, types and strings, ints exactly, floats to ``rtol``."""
+  if isinstance(a, dict):
+    assert isinstance(b, dict) and sorted(a) == sorted(b), f"{path}: keys {sorted(a)} {sorted(b)}"
+    for k in a:
+      _assert_same(a[k], b[k], f"{path}.{k}", rtol)
+  elif isinstance(a, list):
+    assert isinstance(b, list) and len(a) == len(b), f"{path}: lengths differ"
+    for i, (x, y) in enumerate(zip(a, b)):
+      _assert_same(x, y, f"{path}[{i}]", rtol)
+  elif isinstance(a, float) or isinstance(b, float):
+    assert (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=rtol, abs_tol=1e-12), \
+        f"{path}: {a} != {b}"
+  else:
+    assert a == b, f"{path}: {a!r} != {b!r}"
+
+
+def test_exported_artifacts_hold_the_runs_numbers_and_reproduce_its_analysis(tmp_path):
+  run = str(_fake_run(tmp_path))
+  analysis_run.analyze_run(run, sigma_schedule="scaled")
+  out = str(tmp_path / "published")
+  result = artifacts.export_run(run, out)
+
+  llc = artifacts.read_csv(os.path.join(out, artifacts.LLC_CSV))
+  own = analysis_run.load_llc(run)
+  np.testing.assert_array_equal(llc["step"], own["step"])
+  np.testing.assert_array_equal(llc["llc_mean"], own["llc_mean"])  # bitwise: repr round trip
+  np.testing.assert_allclose(llc["chain_2"] - llc["chain_1"], 1.0, rtol=1e-12)
+  np.testing.assert_allclose(llc["llc_se"], np.std([-.5, .5, -.5, .5], ddof=1) / 2, rtol=1e-12)
+  assert list(llc["status"]) == ["ok"] * len(own["step"])
+  metrics = artifacts.read_csv(os.path.join(out, artifacts.METRICS_CSV))
+  assert list(metrics["split"]) == ["eval"] * len(own["step"])
+  np.testing.assert_array_equal(metrics["loss"], 1 / (1 + own["step"]))
+
+  scores = artifacts.read_csv(os.path.join(out, artifacts.ED_SCORES_CSV))
+  assert [n for n in scores if n.startswith("pc_")] == ["pc_1", "pc_2", "pc_3", "pc_4"]
+  assert len(scores["step"]) == 600 and scores["step"][-1] == 5990
+
+  with open(os.path.join(run, "stages.json")) as f:
+    _assert_same(result["stages"], json.load(f))
+  with open(os.path.join(run, "forms.json")) as f:
+    _assert_same(result["forms"], json.load(f), rtol=1e-6)
+  assert abs(result["forms"]["forms"][0]["step"] - 3000) <= 100
+  assert result["forms"]["sigma_schedule"] == "scaled"
+  assert os.path.getsize(os.path.join(out, "figures", "ed_pcs.png")) > 10_000
+
+  # The published directory stands alone: the run can go, its analysis can be redone.
+  shutil.rmtree(run)
+  again = artifacts.analyze_artifacts(out)
+  _assert_same(again["stages"], artifacts.load_json(out, artifacts.STAGES_JSON))
+  _assert_same(again["forms"], artifacts.load_json(out, artifacts.FORMS_JSON))
+
+
+def test_changed_artifacts_change_the_analysis(tmp_path):
+  run = str(_fake_run(tmp_path))
+  analysis_run.analyze_run(run, sigma_schedule="scaled")
+  out = str(tmp_path / "published")
+  artifacts.export_run(run, out)
+  # Mirror the LLC curve after its peak (the fall becomes a rise, noise and all): the falling
+  # stage (B3) must disappear.
+  table = artifacts.read_csv(os.path.join(out, artifacts.LLC_CSV))
+  assert [s["kind"] for s in artifacts.analyze_artifacts(out)["stages"]["stages"]] == ["A", "A", "B"]
+  peak = int(np.argmax(table["llc_mean"]))
+  table["llc_mean"][peak:] = 2 * table["llc_mean"][peak] - table["llc_mean"][peak:]
+  artifacts.write_csv(os.path.join(out, artifacts.LLC_CSV), table)
+  kinds = [s["kind"] for s in artifacts.analyze_artifacts(out)["stages"]["stages"]]
+  assert "B" not in kinds
+  # Drop the first 100 probe rows: the form is found at the same step (read from the file),
+  # 100 rows earlier.
+  path = os.path.join(out, artifacts.ED_SCORES_CSV)
+  scores = artifacts.read_csv(path)
+  before = artifacts.analyze_artifacts(out)["forms"]["forms"]
+  artifacts.write_csv(path, {n: v[100:] for n, v in scores.items()})
+  forms = artifacts.analyze_artifacts(out)["forms"]["forms"]
+  assert len(before) == len(forms) == 1 and forms[0]["index"] == before[0]["index"] - 100
+  assert abs(forms[0]["step"] - 3000) <= 100
+  # A straight trajectory has no form.
+  line = {"step": scores["step"], **{f"pc_{k}": np.linspace(0, k, 600) for k in range(1, 5)}}
+  artifacts.write_csv(path, line)
+  assert artifacts.analyze_artifacts(out)["forms"]["forms"] == []
+
+
+def test_export_refuses_a_run_without_llc_results(tmp_path):
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(errors.UserError, match="no LLC results"):
+    artifacts.export_run(str(tmp_path / "empty"), str(tmp_path / "out"))
+  assert not (tmp_path / "out").exists()
+
+
+def _published():
+  if not os.path.isdir(PUBLISHED):
+    return []
+  return sorted(d for d in os.listdir(PUBLISHED)
+                if os.path.isfile(os.path.join(PUBLISHED, d, artifacts.RUN_JSON)))
+
+
+def test_some_artifacts_are_published():
+  assert "quick" in _published()
+
+
+@pytest.mark.parametrize("name", _published())
+def test_committed_artifacts_reproduce_their_stages_and_forms(name):
+  out = os.path.join(PUBLISHED, name)
+  again = artifacts.analyze_artifacts(out)
+  committed_stages = artifacts.load_json(out, artifacts.STAGES_JSON)
+  assert committed_stages is not None and again["stages"] is not None
+  _assert_same(again["stages"], committed_stages, rtol=1e-6)
+  committed_forms = artifacts.load_json(out, artifacts.FORMS_JSON)
+  if committed_forms is not None or again["forms"] is not None:
+    _assert_same(again["forms"], committed_forms, rtol=1e-6)
