@@ -11,7 +11,6 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 from jaxdev import cli  # noqa: E402
@@ -23,24 +22,22 @@ _WHICH = flags.DEFINE_enum("which", "cheap", ["cheap", "all"],
 _NUM_PROBES = flags.DEFINE_integer("num_probes", 100, "Hutchinson probes per checkpoint.")
 _HESSIAN_SEQUENCES = flags.DEFINE_integer("hessian_sequences", 1024,
                                           "Examples in the fixed Hessian batch.")
+_STEPS = flags.DEFINE_list("steps", None, "Only these checkpoint steps (default: all).")
 _PLOT = flags.DEFINE_bool("plot", True, "Draw WORKDIR/figures/indicators.png.")
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+def main(_):
   # pylint: disable=import-outside-toplevel
   from jaxdev import distributed
-  distributed.maybe_initialize()
   from jaxdev.indicators import run
   settings = run.IndicatorSettings(num_probes=_NUM_PROBES.value,
                                    hessian_sequences=_HESSIAN_SEQUENCES.value)
   result = run.evaluate_run(_WORKDIR.value, which=_WHICH.value, settings=settings,
-                            plot=_PLOT.value)
+                            steps=_STEPS.value, plot=_PLOT.value)
   if distributed.is_main_process():
     print(run.format_result(result))
   return 0
 
 
 if __name__ == "__main__":
-  sys.exit(cli.run(main))
+  sys.exit(cli.run(main, distributed=True))

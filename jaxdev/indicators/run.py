@@ -217,7 +217,7 @@ def evaluate_run(workdir: str, *, which: str = "cheap", steps: Sequence[int] | N
   Args:
     workdir: a run directory written by training.
     which: "cheap" or "all" (cheap + Hessian).
-    steps: checkpoint steps (default: all).
+    steps: checkpoint steps, ints or digit strings (default: all).
     settings: fixed-input sizes and seeds (default :class:`IndicatorSettings`).
     checkpoints_per_batch: checkpoints per compiled call (rounded up to the device count).
     mesh: a one-axis ("ckpt") mesh; default all devices.
@@ -236,7 +236,10 @@ def evaluate_run(workdir: str, *, which: str = "cheap", steps: Sequence[int] | N
   available = checkpoints.list_steps(run_dir.checkpoints)
   if not available:
     raise IndicatorError(f"{workdir} holds no checkpoints")
-  wanted = available if steps is None else sorted(set(int(s) for s in steps))
+  try:
+    wanted = available if steps is None else sorted(set(int(s) for s in steps))
+  except (TypeError, ValueError):
+    raise IndicatorError(f"steps must be whole numbers, got {','.join(map(str, steps))}") from None
   task = config.task
   fields = dataclasses.asdict(settings)
   curvature_fields = ("hessian_sequences", "num_probes", "num_eigenvalues", "hessian_seed")
