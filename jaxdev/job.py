@@ -138,11 +138,13 @@ def _to_train(runs, train: bool | None, new_runs: bool) -> list[bool]:
   return out
 
 
-def estimate_costs(runs, to_train, settings: llc.SweepSettings, sweep_config) -> list[dict]:
+def estimate_costs(runs, to_train, settings: llc.SweepSettings, sweep_config,
+                   steps: Sequence[int] | None = None) -> list[dict]:
   """Cost estimates (see the costs module) for the training and sweeping still to do.
 
   Every process takes part. Runs are (workdir, training config) pairs; ``to_train`` says which
-  will be trained. A run that is neither there nor to be trained is left out (the sweep reports it).
+  will be trained; ``steps`` limits the sweep to those checkpoints. A run that is neither there
+  nor to be trained is left out (the sweep reports it).
   """
   costs = _costs()
   untrained = [config for (_, config), todo in zip(runs, to_train) if todo]
@@ -154,10 +156,11 @@ def estimate_costs(runs, to_train, settings: llc.SweepSettings, sweep_config) ->
     elif not todo:
       continue
     model_config = model_config or run_config
-    steps = train_lib.checkpoint_steps(run_config.optim.num_steps, run_config.checkpoint.num_log,
-                                       run_config.checkpoint.num_linear)
+    checkpoint_steps = train_lib.checkpoint_steps(
+        run_config.optim.num_steps, run_config.checkpoint.num_log, run_config.checkpoint.num_linear)
     records = run.llc(sweep_config.sweep.name)
-    remaining += sum(not records.has(int(s)) for s in steps)
+    wanted = set(int(s) for s in (checkpoint_steps if steps is None else steps))
+    remaining += sum(not records.has(int(s)) for s in checkpoint_steps if int(s) in wanted)
   estimates = []
   if untrained:
     record = costs.training_estimate(untrained[0])
@@ -252,7 +255,7 @@ def main_job(train_config, sweep_config, workdir: str = DEFAULT_WORKDIR, *,
       train_lib.validate_config(config)
   estimates = []
   if estimate or estimate_only:
-    estimates = estimate_costs(runs, to_train, settings, sweep_config)
+    estimates = estimate_costs(runs, to_train, settings, sweep_config, steps)
     if verbose and distributed.is_main_process():
       _print_estimates(estimates, len(runs))
     if estimate_only:

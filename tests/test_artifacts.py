@@ -127,3 +127,43 @@ def test_committed_artifacts_reproduce_their_stages_and_forms(name):
   committed_forms = artifacts.load_json(out, artifacts.FORMS_JSON)
   if committed_forms is not None or again["forms"] is not None:
     _assert_same(again["forms"], committed_forms, rtol=1e-6)
+
+
+def test_check_sweeps_are_published_with_their_llc_after_their_first_draws(tmp_path):
+  run = _fake_run(tmp_path)
+  check = run / "llc" / "check"
+  check.mkdir()
+  rng = np.random.default_rng(1)
+  traces = {}
+  for step in (1, 1000):
+    trace = 2.0 + rng.normal(0, 0.1, (4, 1200)) + np.linspace(1.0, 0.0, 1200)  # settling chains
+    per_chain = 10.0 * (trace.mean(axis=1) - 1.5)
+    np.savez(check / f"step_{step:08d}.npz", step=step, llc_mean=per_chain.mean(),
+             llc_std=per_chain.std(), num_failed=0, llc_per_chain=per_chain, loss_trace=trace,
+             init_loss=1.5, nbeta=10.0)
+    traces[step] = trace
+  record = {"loss_trace": traces[1000], "init_loss": 1.5, "nbeta": 10.0}
+  np.testing.assert_allclose(artifacts.running_llc(record, 1200),
+                             10.0 * (traces[1000].mean(axis=1) - 1.5), rtol=1e-12)
+  out = str(tmp_path / "published")
+  artifacts.export_run(str(run), out, check_sweeps=["check"], draw_points=(300, 500, 5000),
+                       reference_dir=os.path.join(os.path.dirname(__file__), "data",
+                                                  "authors-lr-seed0"))
+  table = artifacts.read_csv(os.path.join(out, "llc_check.csv"))
+  assert list(table["step"]) == [1, 1000] and list(table["num_draws"]) == [1200, 1200]
+  assert "llc_mean_first_5000" not in table  # longer than the chains
+  first = 10.0 * (traces[1000][:, :300].mean(axis=1) - 1.5)
+  np.testing.assert_allclose(table["llc_mean_first_300"][1], first.mean(), rtol=1e-12)
+  np.testing.assert_allclose(table["llc_std_first_300"][1], first.std(), rtol=1e-12)
+  assert np.all(table["llc_mean_first_300"] > table["llc_mean_first_500"])
+  assert np.all(table["llc_mean_first_500"] > table["llc_mean"])
+  with open(os.path.join(out, artifacts.COMPARISON_MD)) as f:
+    report = f.read()
+  assert "### The sampler's reduction against check" in report
+  assert "| 1,000 | " in report and "first 300 draws" in report
+
+  with pytest.raises(errors.UserError, match="no LLC results"):
+    artifacts.export_run(str(run), str(tmp_path / "other"), check_sweeps=["missing"])
+  assert not (tmp_path / "other").exists()  # refused before anything is written
+  with pytest.raises(errors.UserError, match="does not exist"):
+    artifacts.export_run(str(run), str(tmp_path / "other"), reference_dir=str(tmp_path / "nope"))

@@ -66,6 +66,9 @@ def test_main_job_in_process_every_seed(tmp_path, capsys):
   assert "(120 steps at" in out and f"({2 * num} checkpoints in" in out
   assert [r["job"] for r in result.estimates] == ["train", "sweep"] and result.runs == []
   assert not os.path.exists(workdir)  # estimate_only writes nothing
+  job.main_job(train_config, sweep_config, workdir, seeds=["0", "1"], analyze=False,
+               estimate_only=True, train=True, steps=[str(TINY_STEPS[0]), str(TINY_STEPS[-1]), "7"])
+  assert "(4 checkpoints in" in capsys.readouterr().out  # only the chosen ones that exist
 
   result = job.main_job(train_config, sweep_config, workdir, seeds=[0, 1], analyze=False,
                         estimate=False, train=True, verbose=False)

@@ -12,6 +12,7 @@
                   analysis options (σ schedule, window, construction)
   run.json        the training config and the sweep's settings
   figures/        copies of the run's figures
+  comparison.md   with a reference run's files: the tables of :mod:`jaxdev.analysis.compare`
 
 Floats are written with ``repr`` (shortest round trip), so the CSVs hold the run's float64
 values exactly and :func:`analyze_artifacts` on them reproduces the run's own stages and forms.
@@ -41,6 +42,7 @@ STAGES_JSON = rundir.STAGES  # the same records as a run's, under the same names
 FORMS_JSON = rundir.FORMS
 RUN_JSON = "run.json"
 FIGURES = rundir.FIGURES
+COMPARISON_MD = "comparison.md"
 
 
 def _cell(value) -> str:
@@ -94,13 +96,46 @@ def _metrics_columns(records: list) -> dict:
   return {n: [r.get(n, "") for r in records] for n in names}
 
 
-def export_run(workdir: str, out_dir: str, *, sweep: str = "default",
-               num_components: int = 4) -> dict:
+def running_llc(record: dict, num_draws: int) -> np.ndarray:
+  """Per-chain LLC over the first ``num_draws`` draws of a sweep record: nβ · (mean of the loss
+  trace's first draws − L_n(w*)), the estimator of the whole trace cut short (burn-in 0).
+  Shape [C]; NaN for failed chains."""
+  trace = np.asarray(record["loss_trace"], np.float64)[:, :num_draws]
+  with np.errstate(invalid="ignore", over="ignore"):
+    values = float(record["nbeta"]) * (trace.mean(axis=1) - float(record["init_loss"]))
+  return np.where(np.isfinite(values), values, np.nan)
+
+
+def _check_csv(run, name: str, draw_points) -> dict:
+  records = run.llc(name)
+  rows = [records.read(step, ("step", "llc_mean", "llc_std", "loss_trace", "init_loss", "nbeta"))
+          for step in records.steps()]
+  if not rows:
+    raise errors.UserError(f"{records.path} has no LLC results: run that sweep first")
+  draws = rows[0]["loss_trace"].shape[1]
+  columns = {"step": [int(r["step"]) for r in rows], "num_draws": [draws] * len(rows),
+             "llc_mean": [float(r["llc_mean"]) for r in rows],
+             "llc_std": [float(r["llc_std"]) for r in rows]}
+  for k in [k for k in draw_points if k < draws]:
+    per_chain = [running_llc(r, k) for r in rows]
+    columns[f"llc_mean_first_{k}"] = [float(np.nanmean(c)) for c in per_chain]
+    columns[f"llc_std_first_{k}"] = [float(np.nanstd(c)) for c in per_chain]
+  return columns
+
+
+def export_run(workdir: str, out_dir: str, *, sweep: str = "default", num_components: int = 4,
+               reference_dir: str | None = None, check_sweeps=(),
+               draw_points=(300, 500, 1000)) -> dict:
   """Writes the run's published artifacts to ``out_dir`` (see the module docstring).
 
   Stages and forms are recomputed from the written CSVs, with the options the run's own
-  analysis recorded in its ``forms.json`` (the defaults without one). Returns {"files": [paths],
-  "stages": record or None, "forms": record or None}.
+  analysis recorded in its ``forms.json`` (the defaults without one). With ``reference_dir``
+  (published files of a reference run, see :mod:`jaxdev.analysis.compare`), also writes
+  ``comparison.md``, the side-by-side tables. Returns {"files": [paths], "stages": record or
+  None, "forms": record or None}. Each of ``check_sweeps`` (other sweeps of the run, e.g. a
+  reference sampler at a few checkpoints) is written as ``llc_NAME.csv``: step, num_draws,
+  llc_mean, llc_std and, for each of ``draw_points`` below its length, the mean and std (ddof 0)
+  over chains of the LLC over the first k draws (:func:`running_llc`).
 
   Raises:
     UserError: ``workdir`` does not exist, has no LLC results, or ``out_dir`` is not writable.
@@ -108,9 +143,12 @@ def export_run(workdir: str, out_dir: str, *, sweep: str = "default",
   run = rundir.RunDir(workdir)
   if not run.exists:
     run.require_run()  # a missing directory (or a file) is one clear error
+  if reference_dir is not None and not os.path.isdir(reference_dir):
+    raise errors.UserError(f"reference directory {reference_dir} does not exist")
   llc = run_lib.load_llc(workdir, sweep)
   if not llc:
     raise errors.UserError(f"{run.llc(sweep).path} has no LLC results: run the sweep first")
+  checks = {name: _check_csv(run, name, draw_points) for name in check_sweeps}
   rundir.check_writable(out_dir)
   rundir.makedirs(out_dir)
   files = []
@@ -124,6 +162,10 @@ def export_run(workdir: str, out_dir: str, *, sweep: str = "default",
   columns.update({f"chain_{c + 1}": per_chain[:, c] for c in range(per_chain.shape[1])})
   write_csv(os.path.join(out_dir, LLC_CSV), columns)
   files.append(os.path.join(out_dir, LLC_CSV))
+
+  for name, table in checks.items():
+    write_csv(os.path.join(out_dir, f"llc_{name}.csv"), table)
+    files.append(os.path.join(out_dir, f"llc_{name}.csv"))
 
   records = run.metrics()
   if records:
@@ -166,6 +208,11 @@ def export_run(workdir: str, out_dir: str, *, sweep: str = "default",
       if name.endswith(".png"):
         shutil.copyfile(os.path.join(run.figures, name), os.path.join(out_dir, FIGURES, name))
         files.append(os.path.join(out_dir, FIGURES, name))
+  if reference_dir is not None:
+    from jaxdev.analysis import compare  # pylint: disable=import-outside-toplevel
+    path = os.path.join(out_dir, COMPARISON_MD)
+    rundir.atomic_write_text(path, compare.comparison_markdown(out_dir, reference_dir))
+    files.append(path)
   return {"files": files, **result}
 
 

@@ -1,0 +1,211 @@
+"""A run's published artifacts beside a reference run's published files, as Markdown tables.
+
+The reference is a directory in the layout of the authors' seed-0 analysis files as converted to
+CSV (``llc.csv``: step, llc_mean, llc_chain_std; ``evals.csv``: step, loss_position_k, ...;
+``hessian.csv``: step, hessian_trace, eig_k; ``layernorm.csv``: step, layernorm, weight_mean,
+...); files it lacks are skipped. The run side is a directory written by
+:func:`jaxdev.analysis.artifacts.export_run`. Values are taken at the checkpoint nearest (in
+log step) to each step asked for, and the step used is shown.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from jaxdev.analysis import artifacts
+from jaxdev.analysis import stages as stages_lib
+
+LLC_STEPS = (0, 1_000, 2_500, 5_000, 10_000, 20_000, 40_000, 80_000, 126_000, 167_000, 318_000,
+             500_000)
+PAPER_BOUNDARIES = (1_000, 40_000, 126_000, 320_000)  # the paper's LR1 … LR5 boundaries
+PAPER_FORMS = (2_500, 34_500, 106_100, 168_900)  # the paper's ED forms of the LR run
+REFERENCE_CHAINS = 10  # chains behind the reference's llc_chain_std
+
+
+def nearest(steps, target: float) -> int:
+  """Index of the step nearest to ``target`` in ln(step + 1)."""
+  steps = np.asarray(steps, np.float64)
+  return int(np.argmin(np.abs(np.log1p(steps) - np.log1p(target))))
+
+
+def _read(directory: str, name: str):
+  path = os.path.join(directory, name)
+  return artifacts.read_csv(path) if os.path.isfile(path) else None
+
+
+def _fmt(value, digits: int = 1) -> str:
+  return "–" if value is None or not np.isfinite(value) else f"{value:,.{digits}f}"
+
+
+def _step(value) -> str:
+  return f"{int(round(float(value))):,}"
+
+
+def _table(header, rows) -> str:
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  lines += ["| " + " | ".join(row) + " |" for row in rows]
+  return "\n".join(lines)
+
+
+def llc_table(run_dir: str, reference_dir: str, steps=LLC_STEPS) -> str:
+  """LLC (mean ± std over chains) of the run and of the reference at ``steps``."""
+  ours = artifacts.read_csv(os.path.join(run_dir, artifacts.LLC_CSV))
+  ref = _read(reference_dir, "llc.csv")
+  rows = []
+  for target in steps:
+    i = nearest(ours["step"], target)
+    row = [_step(target), _step(ours["step"][i]),
+           f"{_fmt(ours['llc_mean'][i])} ± {_fmt(ours['llc_std'][i])}"]
+    if ref is not None:
+      j = nearest(ref["step"], target)
+      row += [_step(ref["step"][j]), f"{_fmt(ref['llc_mean'][j])} ± {_fmt(ref['llc_chain_std'][j])}"]
+    rows.append(row)
+  header = ["step", "checkpoint", "jaxdev LLC ± chain std"]
+  if ref is not None:
+    header += ["reference checkpoint", "reference LLC ± chain std"]
+  return _table(header, rows)
+
+
+def reference_stages(reference_dir: str):
+  """Stage detection (default settings) on the reference's LLC curve, or None without one."""
+  ref = _read(reference_dir, "llc.csv")
+  if ref is None:
+    return None
+  return stages_lib.detect_stages(ref["step"], ref["llc_mean"], llc_std=ref["llc_chain_std"],
+                                  num_chains=REFERENCE_CHAINS)
+
+
+def stages_table(run_dir: str, reference_dir: str, paper=PAPER_BOUNDARIES) -> str:
+  """Stage boundaries: the paper's, jaxdev's on the reference curve, and jaxdev's on the run."""
+  record = artifacts.load_json(run_dir, artifacts.STAGES_JSON) or {"milestones": []}
+  ours = [m["step"] for m in record["milestones"]]
+  ref = reference_stages(reference_dir)
+  theirs = [] if ref is None else list(ref.boundaries)
+  rows = []
+  for i in range(max(len(paper), len(ours), len(theirs))):
+    cell = lambda values: _step(values[i]) if i < len(values) else "–"
+    rule = record["milestones"][i]["rule"] if i < len(ours) else ""
+    rows.append([str(i + 1), cell(list(paper)), cell(theirs), cell(ours) + (f" ({rule})" if rule else "")])
+  return _table(["boundary", "paper", "reference curve (jaxdev's detector)", "this run"], rows)
+
+
+def forms_table(run_dir: str, paper=PAPER_FORMS) -> str:
+  """ED forms of the run beside the paper's."""
+  record = artifacts.load_json(run_dir, artifacts.FORMS_JSON) or {"forms": []}
+  ours = sorted(f["step"] for f in record["forms"])
+  rows = []
+  for target in paper:
+    near = min(ours, key=lambda s: abs(np.log1p(s) - np.log1p(target))) if ours else None
+    rows.append([_step(target), "–" if near is None else _step(near)])
+  unmatched = [s for s in ours if s not in {r[1].replace(",", "") for r in rows}]
+  table = _table(["paper's form", "this run's nearest form"], rows)
+  return table + (f"\n\nAll forms of this run: {', '.join(_step(s) for s in ours) or 'none'}."
+                  if unmatched or not ours else "")
+
+
+def position_loss_table(run_dir: str, reference_dir: str, step: int = 500_000,
+                        positions: int = 8) -> str:
+  """Loss at each context position at ``step``, the run's and the reference's."""
+  ours = _read(run_dir, artifacts.INDICATORS_CSV)
+  ref = _read(reference_dir, "evals.csv")
+  header, columns = ["position"], []
+  for name, table in (("jaxdev", ours), ("reference", ref)):
+    if table is not None and "loss_position_1" in table:
+      i = nearest(table["step"], step)
+      header.append(f"{name} (step {_step(table['step'][i])})")
+      columns.append([table[f"loss_position_{k}"][i] for k in range(1, positions + 1)])
+  rows = [[str(k + 1)] + [_fmt(c[k], 3) for c in columns] for k in range(positions)]
+  return _table(header, rows)
+
+
+def layernorm_table(run_dir: str, reference_dir: str, steps=(0, 106_000, 500_000),
+                    name: str = "ln_final") -> str:
+  """Mean of LayerNorm ``name``'s weight (the LR4 collapse) at ``steps``."""
+  ours = _read(run_dir, artifacts.INDICATORS_CSV)
+  ref = _read(reference_dir, "layernorm.csv")
+  if ref is not None:
+    keep = ref["layernorm"] == name
+    ref = {k: v[keep] for k, v in ref.items()}
+  column = f"layernorm_{name}_weight_mean"
+  rows = []
+  for target in steps:
+    row = [_step(target)]
+    for table, key in ((ours, column), (ref, "weight_mean")):
+      if table is None or key not in table or not len(table["step"]):
+        row.append("–")
+      else:
+        i = nearest(table["step"], target)
+        row.append(f"{_fmt(table[key][i], 3)} (step {_step(table['step'][i])})")
+    rows.append(row)
+  return _table(["step", f"jaxdev {name} weight mean", "reference"], rows)
+
+
+def hessian_table(run_dir: str, reference_dir: str, steps=LLC_STEPS) -> str:
+  """Hessian trace (and top eigenvalue) at ``steps`` where the run has it."""
+  ours = _read(run_dir, artifacts.INDICATORS_CSV)
+  ref = _read(reference_dir, "hessian.csv")
+  if ours is not None and "hessian_trace" in ours:
+    ok = np.isfinite(ours["hessian_trace"])
+    ours = {k: v[ok] for k, v in ours.items()} if ok.any() else None
+  else:
+    ours = None
+  rows = []
+  for target in steps:
+    row = [_step(target)]
+    for table in (ours, ref):
+      if table is None:
+        row.append("–")
+      else:
+        i = nearest(table["step"], target)
+        row.append(f"{_fmt(table['hessian_trace'][i])} / {_fmt(table['eig_1'][i])} "
+                   f"(step {_step(table['step'][i])})")
+    rows.append(row)
+  return _table(["step", "jaxdev trace / top eigenvalue", "reference"], rows)
+
+
+def check_sweeps(run_dir: str) -> list[str]:
+  """Names of the check sweeps published beside the main one (``llc_NAME.csv``)."""
+  return sorted(n[4:-4] for n in os.listdir(run_dir)
+                if n.startswith("llc_") and n.endswith(".csv"))
+
+
+def reduction_table(run_dir: str, reference_dir: str, check: str) -> str:
+  """At each checkpoint of check sweep ``check``: the main sweep's LLC, the check's after each
+  published number of draws and after all of them, and the reference's."""
+  ours = artifacts.read_csv(os.path.join(run_dir, artifacts.LLC_CSV))
+  table = artifacts.read_csv(os.path.join(run_dir, f"llc_{check}.csv"))
+  ref = _read(reference_dir, "llc.csv")
+  firsts = sorted(int(n[len("llc_mean_first_"):]) for n in table
+                  if n.startswith("llc_mean_first_"))
+  header = ["checkpoint", "main sweep"] + [f"{check}, first {k:,} draws" for k in firsts]
+  header += [f"{check}, all {int(table['num_draws'][0]):,}"] + (["reference"] if ref is not None
+                                                                  else [])
+  rows = []
+  for i, step in enumerate(table["step"]):
+    j = int(np.flatnonzero(ours["step"] == step)[0]) if step in ours["step"] else None
+    row = [_step(step), "–" if j is None else f"{_fmt(ours['llc_mean'][j])} ± "
+           f"{_fmt(ours['llc_std'][j])}"]
+    row += [f"{_fmt(table[f'llc_mean_first_{k}'][i])} ± {_fmt(table[f'llc_std_first_{k}'][i])}"
+            for k in firsts]
+    row.append(f"{_fmt(table['llc_mean'][i])} ± {_fmt(table['llc_std'][i])}")
+    if ref is not None:
+      k = nearest(ref["step"], step)
+      row.append(f"{_fmt(ref['llc_mean'][k])} ± {_fmt(ref['llc_chain_std'][k])} "
+                 f"(step {_step(ref['step'][k])})")
+    rows.append(row)
+  return _table(header, rows)
+
+
+def comparison_markdown(run_dir: str, reference_dir: str) -> str:
+  """Every table above, with headings."""
+  parts = [("LLC", llc_table(run_dir, reference_dir))]
+  parts += [(f"The sampler's reduction against {name}",
+             reduction_table(run_dir, reference_dir, name)) for name in check_sweeps(run_dir)]
+  parts += [("Stage boundaries", stages_table(run_dir, reference_dir)),
+            ("Essential-dynamics forms", forms_table(run_dir)),
+            ("Loss per position at the end", position_loss_table(run_dir, reference_dir)),
+            ("Final LayerNorm weight", layernorm_table(run_dir, reference_dir)),
+            ("Hessian", hessian_table(run_dir, reference_dir))]
+  return "\n\n".join(f"### {title}\n\n{table}" for title, table in parts) + "\n"

@@ -1,0 +1,57 @@
+"""Side-by-side tables of published artifacts and the authors' published files."""
+
+import os
+
+import numpy as np
+
+from jaxdev.analysis import compare
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+AUTHORS = os.path.join(HERE, "data", "authors-lr-seed0")
+QUICK = os.path.join(os.path.dirname(HERE), "docs", "reproduction", "quick")
+
+
+def _rows(table):
+  return [[c.strip() for c in line.strip("|").split("|")] for line in table.splitlines()[2:]]
+
+
+def test_nearest_is_nearest_in_log_step():
+  steps = [0, 10, 100, 1000]
+  assert [compare.nearest(steps, t) for t in (0, 2, 4, 40, 300, 5000)] == [0, 0, 1, 2, 2, 3]
+
+
+def test_llc_table_reads_both_sides_at_the_nearest_checkpoint():
+  rows = {r[0]: r for r in _rows(compare.llc_table(QUICK, AUTHORS))}
+  assert len(rows) == len(compare.LLC_STEPS)
+  assert rows["0"][1:] == ["0", "-24.0 ± 3.0", "0", "12.6 ± 18.0"]
+  assert rows["40,000"][1:] == ["5,000", "109.5 ± 4.2", "40,292", "169.6 ± 20.7"]
+  assert rows["500,000"][3:] == ["499,999", "124.3 ± 29.6"]
+
+
+def test_stage_table_puts_the_reference_curve_through_the_same_detector():
+  rows = _rows(compare.stages_table(QUICK, AUTHORS))
+  assert [r[1] for r in rows] == ["1,000", "40,000", "126,000", "320,000"]
+  reference = [int(r[2].replace(",", "")) for r in rows]
+  for found, paper in zip(reference, compare.PAPER_BOUNDARIES):
+    assert paper / 1.5 <= found <= paper * 1.5
+  assert [r[3] for r in rows[:3]] == ["133 (plateau)", "1,539 (sign change)", "3,554 (sign change)"]
+  assert rows[3][3] == "–"
+
+
+def test_end_of_run_tables_hold_the_reference_values():
+  rows = _rows(compare.position_loss_table(QUICK, AUTHORS))
+  assert [r[0] for r in rows] == [str(k) for k in range(1, 9)]
+  assert rows[7][2] == "0.251" and rows[0][2] == "3.966"
+  ours = np.array([float(r[1]) for r in rows])
+  assert np.all(np.diff(ours) < 0)  # the quick run learns in context: loss falls with position
+  ln = {r[0]: r for r in _rows(compare.layernorm_table(QUICK, AUTHORS))}
+  assert ln["0"][1:] == ["1.000 (step 0)", "1.000 (step 0)"]
+  assert ln["500,000"][2] == "0.083 (step 499,999)"
+  hessian = {r[0]: r for r in _rows(compare.hessian_table(QUICK, AUTHORS))}
+  assert hessian["40,000"] == ["40,000", "–", "1,713.8 / 214.1 (step 40,292)"]
+
+
+def test_forms_table_and_the_whole_report():
+  assert [r[1] for r in _rows(compare.forms_table(QUICK).split("\n\n")[0])] == ["–"] * 4
+  text = compare.comparison_markdown(QUICK, AUTHORS)
+  assert text.count("### ") == 6 and "All forms of this run: none." in text
