@@ -5,7 +5,8 @@ CSV (``llc.csv``: step, llc_mean, llc_chain_std; ``evals.csv``: step, loss_posit
 ``hessian.csv``: step, hessian_trace, eig_k; ``layernorm.csv``: step, layernorm, weight_mean,
 ...); files it lacks are skipped. The run side is a directory written by
 :func:`jaxdev.analysis.artifacts.export_run`. Values are taken at the checkpoint nearest (in
-log step) to each step asked for, and the step used is shown.
+log step) to each step asked for, and the step used is shown; in the LLC table a run with no
+checkpoint within ×1.5 of a step shows "–" there.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ LLC_STEPS = (0, 1_000, 2_500, 5_000, 10_000, 20_000, 40_000, 80_000, 126_000, 16
 PAPER_BOUNDARIES = (1_000, 40_000, 126_000, 320_000)  # the paper's LR1 … LR5 boundaries
 PAPER_FORMS = (2_500, 34_500, 106_100, 168_900)  # the paper's ED forms of the LR run
 REFERENCE_CHAINS = 10  # chains behind the reference's llc_chain_std
+MAX_RATIO = 1.5  # a checkpoint stands for a step within this factor of (step + 1)
 
 
 def nearest(steps, target: float) -> int:
@@ -56,8 +58,11 @@ def llc_table(run_dir: str, reference_dir: str, steps=LLC_STEPS) -> str:
   rows = []
   for target in steps:
     i = nearest(ours["step"], target)
-    row = [_step(target), _step(ours["step"][i]),
-           f"{_fmt(ours['llc_mean'][i])} ± {_fmt(ours['llc_std'][i])}"]
+    if abs(np.log1p(ours["step"][i]) - np.log1p(target)) > np.log(MAX_RATIO):
+      row = [_step(target), "–", "–"]  # the run has no checkpoint near this step
+    else:
+      row = [_step(target), _step(ours["step"][i]),
+             f"{_fmt(ours['llc_mean'][i])} ± {_fmt(ours['llc_std'][i])}"]
     if ref is not None:
       j = nearest(ref["step"], target)
       row += [_step(ref["step"][j]), f"{_fmt(ref['llc_mean'][j])} ± {_fmt(ref['llc_chain_std'][j])}"]
