@@ -216,7 +216,8 @@ def run_one(workdir: str, train_config, sweep_config, *, train: bool, steps=None
 def main_job(train_config, sweep_config, workdir: str = DEFAULT_WORKDIR, *,
              seeds: Sequence[int] | None = None, steps: Sequence[int] | None = None,
              train: bool | None = None, train_config_chosen: bool = False, analyze: bool = True,
-             indicators: bool = True, estimate: bool = True, estimate_only: bool = False, verbose: bool = True) -> JobResult:
+             indicators: bool = True, estimate: bool = True, estimate_only: bool = False,
+             verbose: bool = True) -> JobResult:
   """Trains (or resumes), sweeps and analyses every run of the job.
 
   Args:

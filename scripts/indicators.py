@@ -27,15 +27,11 @@ _PLOT = flags.DEFINE_bool("plot", True, "Draw WORKDIR/figures/indicators.png.")
 
 
 def main(_):
-  # pylint: disable=import-outside-toplevel
-  from jaxdev import distributed
-  from jaxdev.indicators import run
+  from jaxdev.indicators import run  # pylint: disable=import-outside-toplevel
   settings = run.IndicatorSettings(num_probes=_NUM_PROBES.value,
                                    hessian_sequences=_HESSIAN_SEQUENCES.value)
-  result = run.evaluate_run(_WORKDIR.value, which=_WHICH.value, settings=settings,
-                            steps=_STEPS.value, plot=_PLOT.value)
-  if distributed.is_main_process():
-    print(run.format_result(result))
+  run.evaluate_run(_WORKDIR.value, which=_WHICH.value, settings=settings, steps=_STEPS.value,
+                   plot=_PLOT.value, verbose=True)
   return 0
 
 

@@ -58,7 +58,8 @@ def get_config(arg: str = "paper") -> ml_collections.ConfigDict:
   elif arg == "paper_cpu":
     # The paper's ε, nβ, γ and sampling set, reduced to fit a 2-core CPU: all 190 checkpoints
     # of the paper run in about 380k chain-steps at batch 64 (≈ 30-50 min at the 125-280
-    # chain-steps/s that `scripts/benchmark.py sgld --batch 64` gives on such machines). Chosen
+    # chain-steps/s that `scripts/benchmark.py sgld --batch 64` gives on such machines; 76 min
+    # on a slower one where the default job's sweep ran at 83 chain-steps/s). Chosen
     # on the paper run's step-40,293 checkpoint (seed 0): at batch 64 the running mean of
     # 4 chains × 2,000 draws reads 165.5 after 300 draws, 169.8 after 500 and 172.8 after 2,000,
     # so 500 draws sit within 2% of the 2,000-draw value (the authors' 10 × 5,000 at batch 1,024:

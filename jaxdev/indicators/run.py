@@ -205,7 +205,7 @@ def _evaluate_hessian(loss_fn, batch, reader, todo, records, settings, failed, d
 
 def evaluate_run(workdir: str, *, which: str = "cheap", steps: Sequence[int] | None = None,
                  settings: IndicatorSettings | None = None, checkpoints_per_batch: int = 8,
-                 mesh=None, plot: bool = True) -> IndicatorResult:
+                 mesh=None, plot: bool = True, verbose: bool = False) -> IndicatorResult:
   """Evaluates the indicators at every checkpoint of a run; writes records, summary and panels.
 
   Writes ``indicators/{cheap,hessian}/step_XXXXXXXX.npz`` (one per checkpoint, atomically),
@@ -222,6 +222,7 @@ def evaluate_run(workdir: str, *, which: str = "cheap", steps: Sequence[int] | N
     checkpoints_per_batch: checkpoints per compiled call (rounded up to the device count).
     mesh: a one-axis ("ckpt") mesh; default all devices.
     plot: draw the panels.
+    verbose: print the account of the evaluation (:func:`format_result`) on process 0.
 
   Raises:
     IndicatorError: unknown ``which``, or records written with other settings.
@@ -278,6 +279,8 @@ def evaluate_run(workdir: str, *, which: str = "cheap", steps: Sequence[int] | N
     result.summary_csv = write_summary(workdir, summary, constants)
     if plot and summary:
       result.figures.append(plot_run(workdir, summary, constants, task))
+  if verbose and distributed.is_main_process():
+    print(format_result(result))
   return result
 
 
