@@ -99,6 +99,20 @@ def test_changed_artifacts_change_the_analysis(tmp_path):
   assert artifacts.analyze_artifacts(out)["forms"]["forms"] == []
 
 
+def test_csv_round_trip_keeps_types_and_empty_cells(tmp_path):
+  path = str(tmp_path / "t.csv")
+  artifacts.write_csv(path, {"step": [0, 5], "split": ["train", "eval"], "lr": [0.1, ""],
+                             "x": [1 / 3, float("nan")]})
+  table = artifacts.read_csv(path)
+  assert table["step"].dtype == np.int64 and list(table["split"]) == ["train", "eval"]
+  assert table["lr"][0] == 0.1 and np.isnan(table["lr"][1])
+  assert table["x"][0] == 1 / 3 and np.isnan(table["x"][1])  # repr: exact round trip
+  with open(path, "a") as f:
+    f.write("7,eval\n")  # a short row: damaged
+  with pytest.raises(errors.UserError, match="unequal length"):
+    artifacts.read_csv(path)
+
+
 def test_export_refuses_a_run_without_llc_results(tmp_path):
   (tmp_path / "empty").mkdir()
   with pytest.raises(errors.UserError, match="no LLC results"):

@@ -67,7 +67,7 @@ def write_csv(path: str, columns: dict) -> None:
 
 def read_csv(path: str) -> dict:
   """{name: [N] array} of a CSV written by :func:`write_csv`: numeric columns as float64 (int64
-  where every value is an integer literal), others as str."""
+  where every value is an integer literal; empty cells NaN), others as str."""
   try:
     with open(path, newline="", encoding="utf-8") as f:
       rows = list(csv.reader(f))
@@ -84,8 +84,8 @@ def read_csv(path: str) -> dict:
     try:
       out[name] = np.array([int(v) for v in values], np.int64)
     except ValueError:
-      try:
-        out[name] = np.array([float(v) for v in values], np.float64)
+      try:  # an empty cell (a record without this field) reads as NaN
+        out[name] = np.array([float(v) if v else np.nan for v in values], np.float64)
       except ValueError:
         out[name] = np.array(values, dtype=np.str_)
   return out
