@@ -1,5 +1,6 @@
 """Side-by-side tables of published artifacts and the authors' published files."""
 
+import json
 import os
 
 import numpy as np
@@ -57,3 +58,14 @@ def test_forms_table_and_the_whole_report():
   assert [r[1] for r in _rows(compare.forms_table(QUICK).split("\n\n")[0])] == ["–"] * 4
   text = compare.comparison_markdown(QUICK, AUTHORS)
   assert text.count("### ") == 6 and "All forms of this run: none." in text
+
+
+def test_forms_table_lists_every_form_only_when_some_match_no_paper_form(tmp_path):
+  def table(steps):
+    (tmp_path / "forms.json").write_text(json.dumps({"forms": [{"step": s} for s in steps]}))
+    return compare.forms_table(str(tmp_path))
+  four = table([2400, 36000, 110000, 170000])
+  assert [r[1] for r in _rows(four)] == ["2,400", "36,000", "110,000", "170,000"]
+  assert "All forms" not in four
+  five = table([2400, 36000, 110000, 170000, 300000])
+  assert five.endswith("All forms of this run: 2,400, 36,000, 110,000, 170,000, 300,000.")

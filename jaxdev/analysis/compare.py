@@ -100,14 +100,15 @@ def forms_table(run_dir: str, paper=PAPER_FORMS) -> str:
   """ED forms of the run beside the paper's."""
   record = artifacts.load_json(run_dir, artifacts.FORMS_JSON) or {"forms": []}
   ours = sorted(f["step"] for f in record["forms"])
-  rows = []
+  rows, matched = [], set()
   for target in paper:
     near = min(ours, key=lambda s: abs(np.log1p(s) - np.log1p(target))) if ours else None
+    matched.add(near)
     rows.append([_step(target), "–" if near is None else _step(near)])
-  unmatched = [s for s in ours if s not in {r[1].replace(",", "") for r in rows}]
   table = _table(["paper's form", "this run's nearest form"], rows)
-  return table + (f"\n\nAll forms of this run: {', '.join(_step(s) for s in ours) or 'none'}."
-                  if unmatched or not ours else "")
+  if ours and set(ours) <= matched:
+    return table
+  return table + f"\n\nAll forms of this run: {', '.join(_step(s) for s in ours) or 'none'}."
 
 
 def position_loss_table(run_dir: str, reference_dir: str, step: int = 500_000,
