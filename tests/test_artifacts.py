@@ -181,3 +181,19 @@ def test_check_sweeps_are_published_with_their_llc_after_their_first_draws(tmp_p
   assert not (tmp_path / "other").exists()  # refused before anything is written
   with pytest.raises(errors.UserError, match="does not exist"):
     artifacts.export_run(str(run), str(tmp_path / "other"), reference_dir=str(tmp_path / "nope"))
+
+
+def test_a_failed_checkpoint_is_excluded_for_the_same_reason_after_export(tmp_path):
+  run = _fake_run(tmp_path)
+  path = sorted((run / "llc" / "default").glob("step_*.npz"))[10]
+  record = dict(np.load(path))
+  step = int(record["step"])
+  record.update(num_failed=3, llc_per_chain=np.array([record["llc_mean"], np.nan, np.nan, np.nan]))
+  np.savez(path, **record)
+  analysis_run.analyze_run(str(run), sigma_schedule="scaled")
+  with open(run / "stages.json") as f:
+    own = json.load(f)
+  assert [e["step"] for e in own["excluded"]] == [step]
+  assert "survived" in own["excluded"][0]["reason"]
+  result = artifacts.export_run(str(run), str(tmp_path / "published"))
+  _assert_same(result["stages"], own)

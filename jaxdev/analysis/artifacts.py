@@ -3,7 +3,8 @@
 ``export_run(workdir, out_dir)`` writes, from a finished (or partly swept) run directory:
 
   llc.csv         step, llc_mean, llc_std (over chains, ddof 0), llc_se (std over good chains,
-                  ddof 1, / √good), num_good, status, chain_1 … chain_C (NaN: failed chain)
+                  ddof 1, / √good), num_good, status, warnings (a JSON list), chain_1 … chain_C
+                  (NaN: failed chain)
   metrics.csv     the records of metrics.jsonl (step, split, loss, lr, ... per row)
   indicators.csv  the run's indicator summary (one row per step), when it has one
   ed_scores.csv   step, pc_1 … pc_k: the unsmoothed principal-component scores of the ED probe
@@ -153,11 +154,11 @@ def export_run(workdir: str, out_dir: str, *, sweep: str = "default", num_compon
   rundir.makedirs(out_dir)
   files = []
 
-  per_chain = np.asarray(run.llc(sweep).load(("llc_per_chain",))["llc_per_chain"], np.float64)
+  per_chain = np.asarray(llc["llc_per_chain"], np.float64)
   columns = {"step": llc["step"].astype(np.int64), "llc_mean": llc["llc_mean"],
-             "llc_std": llc["llc_std"], "llc_se": run_lib.llc_standard_error(
-                 {"llc_per_chain": per_chain}),
-             "num_good": llc["num_good"], "status": llc["status"]}
+             "llc_std": llc["llc_std"], "llc_se": run_lib.llc_standard_error(llc),
+             "num_good": llc["num_good"], "status": llc["status"],
+             "warnings": [json.dumps(list(w)) for w in llc["warnings"]]}
   per_chain = np.where(np.isfinite(per_chain), per_chain, np.nan)
   columns.update({f"chain_{c + 1}": per_chain[:, c] for c in range(per_chain.shape[1])})
   write_csv(os.path.join(out_dir, LLC_CSV), columns)
@@ -221,7 +222,8 @@ def load_llc_csv(path: str) -> tuple[dict, np.ndarray | None]:
   table = read_csv(path)
   llc = {"step": table["step"], "llc_mean": table["llc_mean"].astype(np.float64),
          "llc_std": table["llc_std"].astype(np.float64), "status": table["status"],
-         "warnings": [[] for _ in table["step"]]}
+         "warnings": ([json.loads(w) for w in table["warnings"]] if "warnings" in table
+                      else [[] for _ in table["step"]])}
   if "num_good" in table:
     llc["num_good"] = table["num_good"]
   return llc, (table["llc_se"].astype(np.float64) if "llc_se" in table else None)

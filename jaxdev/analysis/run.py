@@ -21,11 +21,11 @@ from jaxdev.analysis import stages as stages_lib
 
 def load_llc(workdir: str, sweep: str = "default") -> dict:
   """Per-checkpoint LLC results of a sweep, sorted by step ({} if none): step, llc_mean, llc_std,
-  num_failed, num_good, status ("ok", "failed", "outliers"; see :func:`jaxdev.llc.chain_status`)
+  num_failed, llc_per_chain [N, C], num_good, status ("ok", "failed", "outliers"; see :func:`jaxdev.llc.chain_status`)
   and warnings. A "failed" checkpoint has llc_mean NaN."""
   from jaxdev import llc as llc_lib  # pylint: disable=import-outside-toplevel
   return llc_lib.load_results(rundir.RunDir(workdir).llc(sweep).path,
-                              keys=("step", "llc_mean", "llc_std", "num_failed"),
+                              keys=("step", "llc_mean", "llc_std", "num_failed", "llc_per_chain"),
                               required=("step", "llc_mean", "llc_std", "num_failed",
                                         "llc_per_chain"))
 
@@ -181,7 +181,7 @@ def analyze_run(workdir: str, *, sweep: str = "default", num_components: int = 4
   test_loss = [r["loss"] for r in evals] or None
 
   llc = load_llc(workdir, sweep)
-  llc_se = llc_standard_error(run.llc(sweep).load(("llc_per_chain",))) if llc else None
+  llc_se = llc_standard_error(llc) if llc else None
   stage_result = stages_from_llc(llc, llc_se)
   analysis = stage_result["analysis"]
   summary["excluded"] = stage_result["excluded"]
