@@ -130,8 +130,8 @@ def forms_from_scores(steps, scores, explained_variance, *, task=None, sigma_sch
   Everything after the PCA depends only on the scores, so this reproduces a run's forms from its
   published scores. Args: ``steps`` [T], ``scores`` [T, k] (unsmoothed), ``explained_variance``
   [k] (ratios, recorded only), the run's ``task`` ("regression", "language" or None) and
-  ``analyze_run``'s options. Returns {"smoothed": [T, k], "sigma": [T], "search": the form
-  search, "record": the JSON record of ``forms.json``}.
+  ``analyze_run``'s options. Returns {"smoothed": [T, k], "search": the form search, "record":
+  the JSON record of ``forms.json``}.
   """
   steps = np.asarray(steps)
   if sigma_schedule == "auto":
@@ -147,7 +147,7 @@ def forms_from_scores(steps, scores, explained_variance, *, task=None, sigma_sch
   record = dict({"sigma_schedule": sigma_schedule, "ed_max_step": ed_max_step,
                  "construction": construction, "explained_variance": explained},
                 **search.to_dict(steps))
-  return {"smoothed": smoothed, "sigma": sigma, "search": search, "record": record}
+  return {"smoothed": smoothed, "search": search, "record": record}
 
 
 def analyze_run(workdir: str, *, sweep: str = "default", num_components: int = 4,
