@@ -20,6 +20,9 @@ from jaxdev.analysis import stages as stages_lib
 
 LLC_STEPS = (0, 1_000, 2_500, 5_000, 10_000, 20_000, 40_000, 80_000, 126_000, 167_000, 318_000,
              500_000)
+# The paper's LR LLC (mean of seeds 0-4, its settings) at LLC_STEPS; 40k stands for its 35-40k peak.
+PAPER_LLC = {0: 4, 1_000: 19, 2_500: 44, 5_000: 119, 10_000: 156, 20_000: 168, 40_000: 170,
+             80_000: 166, 126_000: 157, 167_000: 153, 318_000: 123, 500_000: 128}
 PAPER_BOUNDARIES = (1_000, 40_000, 126_000, 320_000)  # the paper's LR1 … LR5 boundaries
 PAPER_FORMS = (2_500, 34_500, 106_100, 168_900)  # the paper's ED forms of the LR run
 REFERENCE_CHAINS = 10  # chains behind the reference's llc_chain_std
@@ -52,7 +55,8 @@ def _table(header, rows) -> str:
 
 
 def llc_table(run_dir: str, reference_dir: str, steps=LLC_STEPS) -> str:
-  """LLC (mean ± std over chains) of the run and of the reference at ``steps``."""
+  """LLC (mean ± std over chains) of the run and of the reference at ``steps``, beside the
+  paper's mean over five seeds (:data:`PAPER_LLC`; "–" at a step it does not give)."""
   ours = artifacts.read_csv(os.path.join(run_dir, artifacts.LLC_CSV))
   ref = _read(reference_dir, "llc.csv")
   rows = []
@@ -66,10 +70,12 @@ def llc_table(run_dir: str, reference_dir: str, steps=LLC_STEPS) -> str:
     if ref is not None:
       j = nearest(ref["step"], target)
       row += [_step(ref["step"][j]), f"{_fmt(ref['llc_mean'][j])} ± {_fmt(ref['llc_chain_std'][j])}"]
+    row.append(_step(PAPER_LLC[target]) if target in PAPER_LLC else "–")
     rows.append(row)
   header = ["step", "checkpoint", "jaxdev LLC ± chain std"]
   if ref is not None:
     header += ["reference checkpoint", "reference LLC ± chain std"]
+  header.append("paper (mean of 5 seeds)")
   return _table(header, rows)
 
 
