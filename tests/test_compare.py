@@ -4,6 +4,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 
 from jaxdev.analysis import compare
 
@@ -70,3 +71,22 @@ def test_forms_table_lists_every_form_only_when_some_match_no_paper_form(tmp_pat
   assert "All forms" not in four
   five = table([2400, 36000, 110000, 170000, 300000])
   assert five.endswith("All forms of this run: 2,400, 36,000, 110,000, 170,000, 300,000.")
+
+
+PUBLISHED = os.path.dirname(QUICK)
+
+
+def _published_comparisons():
+  return sorted(d for d in os.listdir(PUBLISHED)
+                if os.path.isfile(os.path.join(PUBLISHED, d, "comparison.md")))
+
+
+def test_some_comparisons_are_published():
+  assert "quick" in _published_comparisons()
+
+
+@pytest.mark.parametrize("name", _published_comparisons())
+def test_committed_comparison_is_made_from_the_committed_files(name):
+  with open(os.path.join(PUBLISHED, name, "comparison.md"), encoding="utf-8") as f:
+    committed = f.read()
+  assert committed == compare.comparison_markdown(os.path.join(PUBLISHED, name), AUTHORS)
