@@ -25,11 +25,11 @@ def test_nearest_is_nearest_in_log_step():
 def test_llc_table_reads_both_sides_at_the_nearest_checkpoint():
   rows = {r[0]: r for r in _rows(compare.llc_table(QUICK, AUTHORS))}
   assert len(rows) == len(compare.LLC_STEPS)
-  assert rows["0"][1:] == ["0", "-24.0 ± 3.0", "0", "12.6 ± 18.0", "4"]
+  assert rows["0"][1:] == ["0", "-24.0 ± 3.0", "0", "12.6 ± 0.9", "4"]
   assert rows["5,000"][1:3] == ["5,000", "109.5 ± 4.2"]
-  assert rows["10,000"][1:] == ["–", "–", "10,101", "155.4 ± 38.3", "156"]  # past the run's end
-  assert rows["40,000"][1:] == ["–", "–", "40,292", "169.6 ± 20.7", "170"]
-  assert rows["500,000"][3:] == ["499,999", "124.3 ± 29.6", "128"]
+  assert rows["10,000"][1:] == ["–", "–", "10,101", "155.4 ± 1.0", "156"]  # past the run's end
+  assert rows["40,000"][1:] == ["–", "–", "40,292", "169.6 ± 1.2", "170"]
+  assert rows["500,000"][3:] == ["499,999", "124.3 ± 13.5", "128"]
   assert set(compare.PAPER_LLC) == set(compare.LLC_STEPS)
 
 

@@ -1,12 +1,12 @@
 """A run's published artifacts beside a reference run's published files, as Markdown tables.
 
 The reference is a directory in the layout of the authors' seed-0 analysis files as converted to
-CSV (``llc.csv``: step, llc_mean, llc_chain_std; ``evals.csv``: step, loss_position_k, ...;
-``hessian.csv``: step, hessian_trace, eig_k; ``layernorm.csv``: step, layernorm, weight_mean,
-...); files it lacks are skipped. The run side is a directory written by
-:func:`jaxdev.analysis.artifacts.export_run`. Values are taken at the checkpoint nearest (in
-log step) to each step asked for, and the step used is shown; in the LLC table a run with no
-checkpoint within ×1.5 of a step shows "–" there.
+CSV (``llc.csv``: step, llc_mean, llc_chain_std (the std over chains, ddof 1), ...;
+``evals.csv``: step, loss_position_k, ...; ``hessian.csv``: step, hessian_trace, eig_k;
+``layernorm.csv``: step, layernorm, weight_mean, ...); files it lacks are skipped. The run side
+is a directory written by :func:`jaxdev.analysis.artifacts.export_run`. Values are taken at the
+checkpoint nearest (in log step) to each step asked for, and the step used is shown; in the LLC
+table a run with no checkpoint within ×1.5 of a step shows "–" there.
 """
 
 from __future__ import annotations
