@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 
+from jaxdev.analysis import artifacts
 from jaxdev.analysis import compare
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -59,7 +60,27 @@ def test_end_of_run_tables_hold_the_reference_values():
 def test_forms_table_and_the_whole_report():
   assert [r[1] for r in _rows(compare.forms_table(QUICK).split("\n\n")[0])] == ["–"] * 4
   text = compare.comparison_markdown(QUICK, AUTHORS)
-  assert text.count("### ") == 6 and "All forms of this run: none." in text
+  assert text.count("### ") == 7 and "All forms of this run: none." in text
+
+
+def test_difference_table_pairs_matching_checkpoints_by_range(tmp_path):
+  ref = artifacts.read_csv(os.path.join(AUTHORS, "llc.csv"))
+  keep = ref["step"] < 100_000
+  steps = ref["step"][keep]
+  steps = np.where(steps < 40, steps, steps + 1)  # as this project's against the authors'
+  lone = int(np.argmax(steps > 20_000))
+  steps[lone] += 1_000  # 5 % from the nearest: left out
+  shift = np.where(steps < 1_000, -30.0, 5.0)
+  artifacts.write_csv(str(tmp_path / artifacts.LLC_CSV), {
+      "step": steps, "llc_mean": ref["llc_mean"][keep] + shift,
+      "llc_std": np.ones(keep.sum())})
+  rows = {r[0]: r[1:] for r in _rows(compare.difference_table(str(tmp_path), AUTHORS))}
+  early = int(np.sum(steps < 1_000))
+  assert rows["0–999"][:4] == [str(early), "30.0", "30.0", "-30.0"]
+  middle = rows["10,000–99,999"]
+  assert int(middle[0]) == int(np.sum((steps >= 10_000) & (steps < 100_000))) - 1
+  assert middle[2:4] == ["5.0", "5.0"] and middle[4].startswith("+")
+  assert rows["100,000–500,000"][:2] == ["0", "–"]  # nothing past the run's end
 
 
 def test_forms_table_lists_every_form_only_when_some_match_no_paper_form(tmp_path):

@@ -79,6 +79,45 @@ def llc_table(run_dir: str, reference_dir: str, steps=LLC_STEPS) -> str:
   return _table(header, rows)
 
 
+DIFFERENCE_RANGES = ((0, 1_000), (1_000, 10_000), (10_000, 100_000), (100_000, 500_001))
+PAIR_TOLERANCE = 0.01  # checkpoints of two runs are compared when within 1 step or 1 %
+
+
+def difference_table(run_dir: str, reference_dir: str, ranges=DIFFERENCE_RANGES) -> str | None:
+  """The run's LLC minus the reference's at every pair of matching checkpoints, by step range.
+
+  A run's checkpoint is paired with the reference's nearest in ln(step + 1) when they are at most
+  one step or :data:`PAIR_TOLERANCE` of the step apart (the authors' checkpoint steps are this
+  project's, or one less). Per range: the number of
+  pairs, the median and largest |difference|, the median difference and the median
+  difference relative to the reference LLC. None without a reference curve.
+  """
+  ours = artifacts.read_csv(os.path.join(run_dir, artifacts.LLC_CSV))
+  ref = _read(reference_dir, "llc.csv")
+  if ref is None:
+    return None
+  pairs = []
+  for step, value in zip(ours["step"], ours["llc_mean"]):
+    j = nearest(ref["step"], step)
+    gap = abs(ref["step"][j] - step)
+    if gap <= max(1.0, PAIR_TOLERANCE * step) and np.isfinite(value):
+      pairs.append((step, value - ref["llc_mean"][j], ref["llc_mean"][j]))
+  rows = []
+  for low, high in ranges:
+    sel = [(d, r) for s, d, r in pairs if low <= s < high]
+    if not sel:
+      rows.append([f"{_step(low)}–{_step(high - 1)}", "0", "–", "–", "–", "–"])
+      continue
+    d = np.array([x for x, _ in sel])
+    rel = np.array([x / r for x, r in sel if abs(r) > 1e-9])
+    rows.append([f"{_step(low)}–{_step(high - 1)}", str(len(sel)), _fmt(np.median(np.abs(d))),
+                 _fmt(np.max(np.abs(d))), _fmt(np.median(d)),
+                 "–" if not rel.size else f"{100 * np.median(rel):+.1f} %"])
+  header = ["steps", "checkpoints", "median abs. Δ", "largest abs. Δ", "median Δ",
+            "median Δ / reference"]
+  return _table(header, rows)
+
+
 def reference_stages(reference_dir: str):
   """Stage detection (default settings) on the reference's LLC curve, or None without one."""
   ref = _read(reference_dir, "llc.csv")
@@ -213,6 +252,9 @@ def reduction_table(run_dir: str, reference_dir: str, check: str) -> str:
 def comparison_markdown(run_dir: str, reference_dir: str) -> str:
   """Every table above, with headings."""
   parts = [("LLC", llc_table(run_dir, reference_dir))]
+  difference = difference_table(run_dir, reference_dir)
+  if difference is not None:
+    parts.append(("LLC minus the reference's, all matching checkpoints", difference))
   parts += [(f"The sampler's reduction against {name}",
              reduction_table(run_dir, reference_dir, name)) for name in check_sweeps(run_dir)]
   parts += [("Stage boundaries", stages_table(run_dir, reference_dir)),
