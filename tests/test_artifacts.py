@@ -175,6 +175,8 @@ def test_check_sweeps_are_published_with_their_llc_after_their_first_draws(tmp_p
     report = f.read()
   assert "### The sampler's reduction against check" in report
   assert "| 1,000 | " in report and "first 300 draws" in report
+  with open(os.path.join(out, artifacts.FIGURES, artifacts.COMPARISON_PNG), "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
   with pytest.raises(errors.UserError, match="no LLC results"):
     artifacts.export_run(str(run), str(tmp_path / "other"), check_sweeps=["missing"])

@@ -17,7 +17,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANTS = {
     "regression": (regression, ["paper", "quick", "tiny"]),
     "language": (language, ["paper", "quick", "tiny"]),
-    "llc": (llc, ["paper", "paper_cpu", "paper_check", "quick", "tiny", "language", "language_quick", "language_tiny"]),
+    "llc": (llc, ["paper", "paper_cpu", "paper_cpu_long", "paper_check", "quick", "tiny", "language", "language_quick", "language_tiny"]),
 }
 
 
@@ -62,6 +62,10 @@ def test_paper_variants_are_the_spec():
   cpu = llc.get_config("paper_cpu").sgld  # the paper's posterior, fewer and cheaper draws
   assert (cpu.step_size, cpu.nbeta, cpu.gamma, cpu.num_sampling_examples) == (3e-4, 66.67, 6.67, 2 ** 20)
   assert (cpu.num_chains, cpu.num_draws, cpu.batch_size, cpu.num_burnin) == (4, 500, 64, 0)
+  long = llc.get_config("paper_cpu_long")  # paper_cpu's chains, continued: only the length differs
+  differing = {k for k, v in long.sgld.items() if cpu[k] != v}
+  assert differing == {"num_draws"} and long.sgld.num_draws == 2_000
+  assert long.sweep.name == "paper_cpu_long"
   check = llc.get_config("paper_check")  # the reference for paper_cpu: the paper's batch
   assert (check.sgld.step_size, check.sgld.nbeta, check.sgld.gamma) == (3e-4, 66.67, 6.67)
   assert (check.sgld.num_chains, check.sgld.num_draws, check.sgld.batch_size) == (4, 2_000, 1024)

@@ -13,7 +13,8 @@
                   analysis options (σ schedule, window, construction)
   run.json        the training config and the sweep's settings
   figures/        copies of the run's figures
-  comparison.md   with a reference run's files: the tables of :mod:`jaxdev.analysis.compare`
+  comparison.md   with a reference run's files: the tables of :mod:`jaxdev.analysis.compare`,
+                  and figures/llc_vs_reference.png, the two LLC curves on one axis
 
 Floats are written with ``repr`` (shortest round trip), so the CSVs hold the run's float64
 values exactly and :func:`analyze_artifacts` on them reproduces the run's own stages and forms.
@@ -44,6 +45,7 @@ FORMS_JSON = rundir.FORMS
 RUN_JSON = "run.json"
 FIGURES = rundir.FIGURES
 COMPARISON_MD = "comparison.md"
+COMPARISON_PNG = "llc_vs_reference.png"
 
 
 def _cell(value) -> str:
@@ -214,6 +216,9 @@ def export_run(workdir: str, out_dir: str, *, sweep: str = "default", num_compon
     path = os.path.join(out_dir, COMPARISON_MD)
     rundir.atomic_write_text(path, compare.comparison_markdown(out_dir, reference_dir))
     files.append(path)
+    rundir.makedirs(os.path.join(out_dir, FIGURES))
+    files.append(compare.plot_llc_comparison(
+        out_dir, reference_dir, os.path.join(out_dir, FIGURES, COMPARISON_PNG)))
   return {"files": files, **result}
 
 

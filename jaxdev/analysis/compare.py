@@ -249,6 +249,34 @@ def reduction_table(run_dir: str, reference_dir: str, check: str) -> str:
   return _table(header, rows)
 
 
+def plot_llc_comparison(run_dir: str, reference_dir: str, path: str) -> str:
+  """Draws the run's LLC (main sweep ± chain std, and every check sweep) beside the reference's
+  curve, against log step, into ``path`` (a PNG); returns ``path``."""
+  from jaxdev.analysis import plots  # pylint: disable=import-outside-toplevel
+  plt = plots.plt
+  ours = artifacts.read_csv(os.path.join(run_dir, artifacts.LLC_CSV))
+  ref = _read(reference_dir, "llc.csv")
+  fig, ax = plt.subplots(figsize=(8, 4.5))
+  if ref is not None:
+    ax.plot(ref["step"] + 1, ref["llc_mean"], color="0.3", lw=1.5,
+            label="reference (authors' seed 0: 10 × 5,000 draws, batch 1,024)")
+  ax.errorbar(ours["step"] + 1, ours["llc_mean"], yerr=ours["llc_std"], fmt="o", ms=2.5,
+              color="C0", elinewidth=0.6, label="this run, main sweep ± chain std")
+  for k, name in enumerate(check_sweeps(run_dir)):
+    check = artifacts.read_csv(os.path.join(run_dir, f"llc_{name}.csv"))
+    ax.errorbar(check["step"] + 1, check["llc_mean"], yerr=check["llc_std"], fmt="s", ms=5,
+                mfc="none", color=f"C{k + 1}", label=f"this run, {name} "
+                f"({int(check['num_draws'][0]):,} draws)")
+  ax.set_xscale("log")
+  ax.set_xlabel("training step + 1")
+  ax.set_ylabel("LLC")
+  ax.legend(fontsize=8, loc="lower right")
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
+
+
 def comparison_markdown(run_dir: str, reference_dir: str) -> str:
   """Every table above, with headings."""
   parts = [("LLC", llc_table(run_dir, reference_dir))]

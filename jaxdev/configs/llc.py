@@ -6,6 +6,7 @@ Variants, chosen as ``--config configs/llc.py:VARIANT`` on the command line or a
          nβ 66.67, γ 6.67, batch 1024, 2²⁰ sampling sequences, init loss on all of them).
   paper_cpu: the paper's ε, nβ, γ and sampling set with 4 chains × 500 draws at batch 64, for
          the paper run on a 2-core CPU (see below).
+  paper_cpu_long: paper_cpu with 2,000 draws per chain, at a few checkpoints (``--steps``).
   paper_check: the paper's ε, nβ, γ, sampling set and batch 1024 with 4 chains × 2,000 draws:
          the check of paper_cpu's reduction at a few checkpoints (``--steps``).
   quick: CPU-sized settings for the quick regression run (the default main job).
@@ -22,7 +23,8 @@ import ml_collections
 
 
 def get_config(arg: str = "paper") -> ml_collections.ConfigDict:
-  """Returns the sweep config for variant ``arg`` (paper | paper_cpu | paper_check | quick | tiny | language[_quick|_tiny])."""
+  """Returns the sweep config for variant ``arg`` (paper | paper_cpu | paper_cpu_long |
+  paper_check | quick | tiny | language[_quick|_tiny])."""
   config = ml_collections.ConfigDict()
   config.sgld = ml_collections.ConfigDict()
   config.sgld.step_size = 3e-4  # ε
@@ -71,6 +73,17 @@ def get_config(arg: str = "paper") -> ml_collections.ConfigDict:
     config.sweep.name = "paper_cpu"
     # One checkpoint per call: on one CPU device `scripts/benchmark.py sweep --chains 4 --batch 64`
     # ran 121 chain-steps/s with 1 checkpoint per call and 108 with 8 (side by side).
+    config.sweep.checkpoints_per_batch = 1
+  elif arg == "paper_cpu_long":
+    # paper_cpu with 2,000 draws per chain, for a subset of checkpoints (``--steps``): the same
+    # chains for their first 500 draws (same seed), so the two sweeps show how far paper_cpu's
+    # 500 draws are from settled. Past step ~50k of the paper run they are not: at step 126,263
+    # the running mean reads 125 after 500 draws and 152 after 2,000 (the authors': 158).
+    config.sgld.num_chains = 4
+    config.sgld.num_draws = 2_000
+    config.sgld.batch_size = 64
+    config.sgld.num_init_loss_batches = 1024
+    config.sweep.name = "paper_cpu_long"
     config.sweep.checkpoints_per_batch = 1
   elif arg == "paper_check":
     # What paper_cpu's reduction is measured against: the paper's batch and sampling set, and 4
@@ -128,6 +141,7 @@ def get_config(arg: str = "paper") -> ml_collections.ConfigDict:
     config.sgld.num_init_loss_batches = 4
     config.sweep.checkpoints_per_batch = 4
   else:
-    raise ValueError(f"unknown config variant {arg!r} for llc (choose paper, paper_cpu, paper_check, quick, tiny, "
-                     "language, language_quick, language_tiny)")
+    raise ValueError(f"unknown config variant {arg!r} for llc (choose paper, paper_cpu, "
+                     "paper_cpu_long, paper_check, quick, tiny, language, language_quick, "
+                     "language_tiny)")
   return config
