@@ -168,7 +168,7 @@ def test_check_sweeps_are_published_with_their_llc_after_their_first_draws(tmp_p
   assert "llc_mean_first_5000" not in table  # longer than the chains
   first = 10.0 * (traces[1000][:, :300].mean(axis=1) - 1.5)
   np.testing.assert_allclose(table["llc_mean_first_300"][1], first.mean(), rtol=1e-12)
-  np.testing.assert_allclose(table["llc_std_first_300"][1], first.std(), rtol=1e-12)
+  np.testing.assert_allclose(table["llc_std_first_300"][1], first.std(ddof=1), rtol=1e-12)
   assert np.all(table["llc_mean_first_300"] > table["llc_mean_first_500"])
   assert np.all(table["llc_mean_first_500"] > table["llc_mean"])
   with open(os.path.join(out, artifacts.COMPARISON_MD)) as f:

@@ -2,8 +2,8 @@
 
 ``export_run(workdir, out_dir)`` writes, from a finished (or partly swept) run directory:
 
-  llc.csv         step, llc_mean, llc_std (over chains, ddof 0), llc_se (std over good chains,
-                  ddof 1, / √good), num_good, status, warnings (a JSON list), chain_1 … chain_C
+  llc.csv         step, llc_mean, llc_std (over good chains, ddof 1), llc_se (llc_std / √good),
+                  num_good, status, warnings (a JSON list), chain_1 … chain_C
                   (NaN: failed chain)
   metrics.csv     the records of metrics.jsonl (step, split, loss, lr, ... per row)
   indicators.csv  the run's indicator summary (one row per step), when it has one
@@ -122,7 +122,7 @@ def _check_csv(run, name: str, draw_points) -> dict:
   for k in [k for k in draw_points if k < draws]:
     per_chain = [running_llc(r, k) for r in rows]
     columns[f"llc_mean_first_{k}"] = [float(np.nanmean(c)) for c in per_chain]
-    columns[f"llc_std_first_{k}"] = [float(np.nanstd(c)) for c in per_chain]
+    columns[f"llc_std_first_{k}"] = [float(np.nanstd(c, ddof=1)) for c in per_chain]
   return columns
 
 
@@ -137,8 +137,8 @@ def export_run(workdir: str, out_dir: str, *, sweep: str = "default", num_compon
   ``comparison.md``, the side-by-side tables. Returns {"files": [paths], "stages": record or
   None, "forms": record or None}. Each of ``check_sweeps`` (other sweeps of the run, e.g. a
   reference sampler at a few checkpoints) is written as ``llc_NAME.csv``: step, num_draws,
-  llc_mean, llc_std and, for each of ``draw_points`` below its length, the mean and std (ddof 0)
-  over chains of the LLC over the first k draws (:func:`running_llc`).
+  llc_mean, llc_std and, for each of ``draw_points`` below its length, the mean and std (ddof 1,
+  as llc_std) over chains of the LLC over the first k draws (:func:`running_llc`).
 
   Raises:
     UserError: ``workdir`` does not exist, has no LLC results, or ``out_dir`` is not writable.
