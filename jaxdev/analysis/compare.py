@@ -88,9 +88,9 @@ def difference_table(run_dir: str, reference_dir: str, ranges=DIFFERENCE_RANGES)
 
   A run's checkpoint is paired with the reference's nearest in ln(step + 1) when they are at most
   one step or :data:`PAIR_TOLERANCE` of the step apart (the authors' checkpoint steps are this
-  project's, or one less). Per range: the number of
-  pairs, the median and largest |difference|, the median difference and the median
-  difference relative to the reference LLC. None without a reference curve.
+  project's, or one less). Per range: the number of pairs, the median and largest absolute
+  difference, the median difference and the median difference relative to the reference LLC.
+  None without a reference curve.
   """
   ours = artifacts.read_csv(os.path.join(run_dir, artifacts.LLC_CSV))
   ref = _read(reference_dir, "llc.csv")

@@ -65,7 +65,9 @@ def get_config(arg: str = "paper") -> ml_collections.ConfigDict:
     # on the paper run's step-40,293 checkpoint (seed 0): at batch 64 the running mean of
     # 4 chains × 2,000 draws reads 165.5 after 300 draws, 169.8 after 500 and 172.8 after 2,000,
     # so 500 draws sit within 2% of the 2,000-draw value (the authors' 10 × 5,000 at batch 1,024:
-    # 169.6). L_n(w*) on the first 1,024 batches (65,536 sequences): its error, ×nβ, is ≈ 0.1.
+    # 169.6). Later checkpoints settle more slowly: past step ~50k 500 draws read far low (see
+    # paper_cpu_long, and docs/reproduction.md). L_n(w*) on the first 1,024 batches (65,536
+    # sequences): its error, ×nβ, is ≈ 0.1.
     config.sgld.num_chains = 4
     config.sgld.num_draws = 500
     config.sgld.batch_size = 64
