@@ -57,7 +57,7 @@ def get_config(arg: str = "paper") -> ml_collections.ConfigDict:
     config.sgld.num_sampling_examples = 2 ** 14
     config.sgld.num_init_loss_batches = 0
     config.sweep.checkpoints_per_batch = 8
-  elif arg == "paper_cpu":
+  elif arg in ("paper_cpu", "paper_cpu_long"):
     # The paper's ε, nβ, γ and sampling set, reduced to fit a 2-core CPU: all 190 checkpoints
     # of the paper run in about 380k chain-steps at batch 64 (≈ 30-50 min at the 125-280
     # chain-steps/s that `scripts/benchmark.py sgld --batch 64` gives on such machines; 76 min
@@ -76,17 +76,13 @@ def get_config(arg: str = "paper") -> ml_collections.ConfigDict:
     # One checkpoint per call: on one CPU device `scripts/benchmark.py sweep --chains 4 --batch 64`
     # ran 121 chain-steps/s with 1 checkpoint per call and 108 with 8 (side by side).
     config.sweep.checkpoints_per_batch = 1
-  elif arg == "paper_cpu_long":
-    # paper_cpu with 2,000 draws per chain, for a subset of checkpoints (``--steps``): the same
-    # chains for their first 500 draws (same seed), so the two sweeps show how far paper_cpu's
-    # 500 draws are from settled. Past step ~50k of the paper run they are not: at step 126,263
-    # the running mean reads 125 after 500 draws and 152 after 2,000 (the authors': 158).
-    config.sgld.num_chains = 4
-    config.sgld.num_draws = 2_000
-    config.sgld.batch_size = 64
-    config.sgld.num_init_loss_batches = 1024
-    config.sweep.name = "paper_cpu_long"
-    config.sweep.checkpoints_per_batch = 1
+    if arg == "paper_cpu_long":
+      # paper_cpu with 2,000 draws per chain, for a subset of checkpoints (``--steps``): the same
+      # chains for their first 500 draws (same seed), so the two sweeps show how far paper_cpu's
+      # 500 draws are from settled. Past step ~50k of the paper run they are not: at step 126,263
+      # the running mean reads 125 after 500 draws and 152 after 2,000 (the authors': 158).
+      config.sgld.num_draws = 2_000
+      config.sweep.name = "paper_cpu_long"
   elif arg == "paper_check":
     # What paper_cpu's reduction is measured against: the paper's batch and sampling set, and 4
     # chains × 2,000 draws (a quarter of the paper's chains, two fifths of its draws); the running
