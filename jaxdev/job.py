@@ -19,6 +19,7 @@ make the exit status 3.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import sys
 from typing import Sequence
@@ -123,6 +124,27 @@ def parse_ints(values, what: str) -> list[int] | None:
   return parsed
 
 
+def saved_configs(runs, chosen: bool = False) -> list:
+  """``runs`` with each run already in its workdir paired with its own saved training config.
+
+  A run is resumed, estimated and swept with the config it was started with, whatever training
+  config the job was given; when the caller chose that config explicitly (``chosen``) and it
+  differs from a run's saved one, that is an error before any work.
+
+  Raises:
+    RunDirError: ``chosen`` and a run holds another config, or a saved config is damaged.
+  """
+  out = []
+  for workdir, config in runs:
+    run = rundir.RunDir(workdir)
+    if run.is_run:
+      if chosen:
+        run.require_config(json.loads(config.to_json()))
+      config = llc.load_run_config(workdir)
+    out.append((workdir, config))
+  return out
+
+
 def _to_train(runs, train: bool | None, new_runs: bool) -> list[bool]:
   """For each run, whether the job trains it; a missing run it may not create is an error."""
   out = []
@@ -147,7 +169,7 @@ def estimate_costs(runs, to_train, settings: llc.SweepSettings, sweep_config,
   nor to be trained is left out (the sweep reports it).
   """
   costs = _costs()
-  untrained = [config for (_, config), todo in zip(runs, to_train) if todo]
+  untrained = [(workdir, config) for (workdir, config), todo in zip(runs, to_train) if todo]
   remaining, model_config = 0, None
   for (workdir, run_config), todo in zip(runs, to_train):
     run = rundir.RunDir(workdir)
@@ -163,15 +185,27 @@ def estimate_costs(runs, to_train, settings: llc.SweepSettings, sweep_config,
     remaining += sum(not records.has(int(s)) for s in checkpoint_steps if int(s) in wanted)
   estimates = []
   if untrained:
-    record = costs.training_estimate(untrained[0])
-    for key in ("num_steps", "wall_hours", "device_hours"):
-      record[key] *= len(untrained)
+    # One timed program (the runs share a model); each run counts the steps after its newest
+    # checkpoint.
+    record = costs.training_estimate(untrained[0][1])
+    num_steps = sum(max(config.optim.num_steps - newest_checkpoint(workdir), 0)
+                    for workdir, config in untrained)
+    for key in ("wall_hours", "device_hours"):
+      record[key] *= num_steps / max(record["num_steps"], 1)
+    record["num_steps"] = num_steps
     estimates.append(record)
   if remaining:
     estimates.append(costs.sweep_estimate(
         model_config, settings, num_checkpoints=remaining,
         checkpoints_per_batch=sweep_config.sweep.checkpoints_per_batch))
   return estimates
+
+
+def newest_checkpoint(workdir: str) -> int:
+  """The step training of the run in ``workdir`` resumes from (0 when it has no checkpoint)."""
+  from jaxdev import checkpoints  # pylint: disable=import-outside-toplevel
+  steps = checkpoints.list_steps(rundir.RunDir(workdir).checkpoints)
+  return steps[-1] if steps else 0
 
 
 def _print_estimates(estimates, num_runs: int) -> None:
@@ -247,7 +281,8 @@ def main_job(train_config, sweep_config, workdir: str = DEFAULT_WORKDIR, *,
   settings = llc.SweepSettings.from_config(sweep_config.sgld)
   settings.resolved()  # checks the settings before any work
   steps = parse_ints(steps, "checkpoint steps")
-  runs = seed_runs(train_config, workdir, parse_ints(seeds, "seeds"))
+  runs = saved_configs(seed_runs(train_config, workdir, parse_ints(seeds, "seeds")),
+                      chosen=train_config_chosen)
   new_runs = train_config_chosen or (
       os.path.normpath(workdir) == os.path.normpath(DEFAULT_WORKDIR))
   to_train = _to_train(runs, train, new_runs)
@@ -280,7 +315,7 @@ def train_job(config, workdir: str, *, estimate: bool = True, estimate_only: boo
   show = verbose and distributed.is_main_process()
   if estimate_only or (estimate and not train_lib.is_complete(workdir)):
     costs = _costs()
-    record = costs.training_estimate(config)
+    record = costs.training_estimate(config, start_step=newest_checkpoint(workdir))
     if show:
       print(costs.format_estimate(record), flush=True)
     if estimate_only:

@@ -503,6 +503,15 @@ class RunDir:
 
   # ---------------------------------------------------------------- writers
 
+  def require_config(self, config_dict: dict) -> None:
+    """Raises RunDirError unless the run saved here has the training config ``config_dict``
+    (a JSON dict, as ``config.to_json()`` gives it); the message names the first differences."""
+    differences = _diff(self.config_dict(), config_dict)
+    if differences:
+      raise RunDirError(
+          f"workdir {self.path} holds a run with a different config "
+          f"({'; '.join(differences[:3])}); use another --workdir")
+
   def prepare(self, config_dict: dict) -> bool:
     """Creates the directory or checks it belongs to this config. Returns True if it existed.
 
@@ -520,11 +529,7 @@ class RunDir:
     if not os.access(workdir, os.W_OK | os.X_OK):
       raise RunDirError(f"workdir {workdir} is not writable")
     if self.is_run:
-      differences = _diff(self.config_dict(), config_dict)
-      if differences:
-        raise RunDirError(
-            f"workdir {workdir} holds a run with a different config ({'; '.join(differences[:3])}); "
-            "use another --workdir")
+      self.require_config(config_dict)
       return True
     atomic_write_json(self.config_path, config_dict)
     return False

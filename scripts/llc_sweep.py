@@ -30,7 +30,8 @@ _CONFIG = config_flags.DEFINE_config_file(
     "LLC sweep config (file.py:variant); override fields with --config.sgld.FIELD=VALUE.")
 _TRAIN_CONFIG = config_flags.DEFINE_config_file(
     "train_config", cli.repo_path(__file__, "configs", "regression.py:quick"),
-    "Training config used when the run in --workdir is missing or unfinished.")
+    "Training config of a new run; a run already in --workdir is resumed with its own saved "
+    "config (given explicitly, this must equal it).")
 _WORKDIR = flags.DEFINE_string("workdir", os.path.join("runs", "quick"),
                                "Run directory holding (or to hold) the run.")
 _TRAIN = flags.DEFINE_bool("train", None, "Train (or resume) the run first if it is unfinished "

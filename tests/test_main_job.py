@@ -7,6 +7,7 @@ the command-line script itself.
 import ast
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -117,6 +118,30 @@ def test_main_job_on_a_tiny_language_run(tmp_path, text_data_dir, capsys):
   assert outputs.shape == (11, 16)  # probes at 0, 4, ..., 40; one true-next-token logit per row
   for name in ("llc.png", "ed_pcs.png"):
     assert os.path.getsize(os.path.join(workdir, "figures", name)) > 10_000
+
+
+def test_an_unfinished_run_is_resumed_with_its_own_config(tmp_path, capsys):
+  workdir = str(tmp_path / "partial")
+  train.train(regression_configs.get_config("tiny"), workdir, show_progress=False)
+  # Unfinished, as a kill leaves it: no done marker, the newest checkpoints not yet written.
+  run = rundir.RunDir(workdir)
+  os.remove(run.done_path)
+  for step in TINY_STEPS[-2:]:
+    shutil.rmtree(os.path.join(run.checkpoints, str(step)))
+  resumes_from = TINY_STEPS[-3]
+  # The job's default training config is another one (quick: 5,000 steps, a bigger model); the
+  # run keeps its own, and only the steps after its newest checkpoint are estimated.
+  quick, sweep_config = regression_configs.get_config("quick"), llc_configs.get_config("tiny")
+  job.main_job(quick, sweep_config, workdir, estimate_only=True)
+  out = capsys.readouterr().out
+  assert out.startswith("estimate (train): ") and f"({60 - resumes_from} steps at" in out, out
+  result = job.main_job(quick, sweep_config, workdir, analyze=False, estimate=False, verbose=False)
+  assert result.runs[0].trained.final_step == 60 and train.is_complete(workdir)
+  assert llc.load_results(os.path.join(workdir, "llc", "default"))["step"].tolist() == TINY_STEPS
+  # A training config chosen explicitly that is not the run's is refused before any work.
+  with pytest.raises(errors.RunDirError, match="holds a run with a different config"):
+    job.main_job(quick, sweep_config, workdir, train_config_chosen=True, estimate=False,
+                 verbose=False)
 
 
 def test_a_missing_workdir_is_not_trained_unless_asked(tmp_path):

@@ -93,20 +93,28 @@ def _record(job: str, wall_seconds: float, num_devices: int, **fields) -> dict:
           "device_hours": hours * num_devices, "device": jax.devices()[0].device_kind}
 
 
-def training_estimate(config, *, devices=None, warmup_steps: int = 16) -> dict:
+def training_estimate(config, *, devices=None, warmup_steps: int = 16,
+                      start_step: int = 0) -> dict:
   """Estimated cost of ``jaxdev.train.train(config, ...)`` on ``devices`` (default: all).
 
   Times three calls of the run's own compiled training program, each of ``warmup_steps``
   optimizer steps (rounded down to a power of two of at most ``train.MAX_CHUNK``, as training
   runs them), after one call for compilation.
 
+  Args:
+    config: the training config.
+    devices: the devices training would use (default: all).
+    warmup_steps: optimizer steps per timed call.
+    start_step: the step training resumes from (a partial run's newest checkpoint); only the
+      steps after it are counted.
+
   Returns:
-    A dict with ``seconds_per_step``, ``num_steps``, ``wall_hours``, ``num_devices`` and
-    ``device_hours``.
+    A dict with ``seconds_per_step``, ``num_steps`` (the steps still to run), ``wall_hours``,
+    ``num_devices`` and ``device_hours``.
   """
   from jaxdev import train  # pylint: disable=import-outside-toplevel
   train.validate_config(config)
-  steps = config.optim.num_steps
+  steps = max(config.optim.num_steps - int(start_step), 0)
   program = training_call(train.make_task(config), config, devices=devices,
                           num_steps=min(steps, warmup_steps))
   seconds = timing.median_seconds(program.call, 3) / program.length
