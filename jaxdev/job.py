@@ -164,7 +164,8 @@ def estimate_costs(runs, to_train, settings: llc.SweepSettings, sweep_config,
                    steps: Sequence[int] | None = None) -> list[dict]:
   """Cost estimates (see the costs module) for the training and sweeping still to do.
 
-  Every process takes part. Runs are (workdir, training config) pairs; ``to_train`` says which
+  Every process takes part. Runs are (workdir, training config) pairs, a run already there
+  paired with its saved config (as :func:`saved_configs` gives them); ``to_train`` says which
   will be trained; ``steps`` limits the sweep to those checkpoints. A run that is neither there
   nor to be trained is left out (the sweep reports it).
   """
@@ -173,9 +174,7 @@ def estimate_costs(runs, to_train, settings: llc.SweepSettings, sweep_config,
   remaining, model_config = 0, None
   for (workdir, run_config), todo in zip(runs, to_train):
     run = rundir.RunDir(workdir)
-    if run.is_run:
-      run_config = llc.load_run_config(workdir)
-    elif not todo:
+    if not (run.is_run or todo):
       continue
     model_config = model_config or run_config
     checkpoint_steps = train_lib.checkpoint_steps(
