@@ -34,14 +34,28 @@ def test_llc_table_reads_both_sides_at_the_nearest_checkpoint():
   assert set(compare.PAPER_LLC) == set(compare.LLC_STEPS)
 
 
+def test_match_boundaries_pairs_each_paper_boundary_with_its_nearest_detection():
+  paper = (1_000, 40_000, 126_000, 320_000)
+  pairs, unpaired = compare.match_boundaries([1_311, 25_610, 337_022], paper)
+  assert pairs == [1_311, 25_610, None, 337_022] and unpaired == []  # not paired by order
+  pairs, unpaired = compare.match_boundaries([133, 1_539, 3_554], paper)
+  assert pairs == [1_539, None, None, None] and unpaired == [133, 3_554]
+  pairs, unpaired = compare.match_boundaries([], paper)
+  assert pairs == [None] * 4 and unpaired == []
+
+
 def test_stage_table_puts_the_reference_curve_through_the_same_detector():
   rows = _rows(compare.stages_table(QUICK, AUTHORS))
-  assert [r[1] for r in rows] == ["1,000", "40,000", "126,000", "320,000"]
-  reference = [int(r[2].replace(",", "")) for r in rows]
+  paper_rows = [r for r in rows if r[1] != "–"]
+  assert [r[:2] for r in paper_rows] == [["LR1/LR2", "1,000"], ["LR2/LR3", "40,000"],
+                                         ["LR3/LR4", "126,000"], ["LR4/LR5", "320,000"]]
+  reference = [int(r[2].replace(",", "")) for r in paper_rows]
   for found, paper in zip(reference, compare.PAPER_BOUNDARIES):
     assert paper / 1.5 <= found <= paper * 1.5
-  assert [r[3] for r in rows[:3]] == ["133 (plateau)", "1,539 (sign change)", "3,554 (sign change)"]
-  assert rows[3][3] == "–"
+  # The 5,000-step run's boundaries all lie nearest the paper's first; the nearest is paired.
+  assert [r[3] for r in rows] == ["133 (plateau)", "1,539 (sign change)", "3,554 (sign change)",
+                                  "–", "–", "–"]
+  assert [r[0] for r in rows] == ["–", "LR1/LR2", "–", "LR2/LR3", "LR3/LR4", "LR4/LR5"]
 
 
 def test_end_of_run_tables_hold_the_reference_values():

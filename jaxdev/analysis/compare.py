@@ -127,18 +127,51 @@ def reference_stages(reference_dir: str):
                                   num_chains=REFERENCE_CHAINS)
 
 
+def match_boundaries(found, paper=PAPER_BOUNDARIES):
+  """Pairs detected boundaries with paper boundaries, nearest in ln(step + 1), one to one.
+
+  Each detected boundary goes to its nearest paper boundary; where several go to the same one,
+  the nearest of them is paired with it and the others stay unpaired. Returns ``(pairs,
+  unpaired)``: ``pairs[k]`` is the detected step paired with ``paper[k]`` or None, ``unpaired``
+  the other detected steps in order.
+  """
+  paper = [float(p) for p in paper]
+  pairs, unpaired = [None] * len(paper), []
+  claims = {}
+  for step in found:
+    claims.setdefault(nearest(paper, step), []).append(step)
+  for k, steps in claims.items():
+    best = min(range(len(steps)), key=lambda i: abs(np.log1p(steps[i]) - np.log1p(paper[k])))
+    pairs[k] = steps[best]
+    unpaired += steps[:best] + steps[best + 1:]
+  return pairs, sorted(unpaired)
+
+
 def stages_table(run_dir: str, reference_dir: str, paper=PAPER_BOUNDARIES) -> str:
-  """Stage boundaries: the paper's, jaxdev's on the reference curve, and jaxdev's on the run."""
+  """Stage boundaries: the paper's, jaxdev's on the reference curve, and jaxdev's on the run.
+
+  One row per paper boundary (LR\ *k*/LR\ *k+1*) holding the detected boundary paired with it by
+  :func:`match_boundaries`; a detected boundary left unpaired gets a row of its own ("–" as the
+  paper's), placed by its step.
+  """
   record = artifacts.load_json(run_dir, artifacts.STAGES_JSON) or {"milestones": []}
-  ours = [m["step"] for m in record["milestones"]]
+  rules = {m["step"]: m["rule"] for m in record["milestones"]}
   ref = reference_stages(reference_dir)
-  theirs = [] if ref is None else list(ref.boundaries)
-  rows = []
-  for i in range(max(len(paper), len(ours), len(theirs))):
-    cell = lambda values: _step(values[i]) if i < len(values) else "–"
-    rule = record["milestones"][i]["rule"] if i < len(ours) else ""
-    rows.append([str(i + 1), cell(list(paper)), cell(theirs), cell(ours) + (f" ({rule})" if rule else "")])
-  return _table(["boundary", "paper", "reference curve (jaxdev's detector)", "this run"], rows)
+  columns = [list(ref.boundaries) if ref is not None else [], list(rules)]
+  rows = [(float(p), [f"LR{k + 1}/LR{k + 2}", _step(p), "–", "–"]) for k, p in enumerate(paper)]
+  for c, found in enumerate(columns):
+    pairs, unpaired = match_boundaries(found, paper)
+    cell = lambda s: _step(s) + (f" ({rules[s]})" if c == 1 else "")
+    for k, step in enumerate(pairs):
+      if step is not None:
+        rows[k][1][2 + c] = cell(step)
+    for step in unpaired:
+      row = ["–", "–", "–", "–"]
+      row[2 + c] = cell(step)
+      rows.append((float(step), row))
+  rows.sort(key=lambda r: r[0])
+  return _table(["boundary", "paper", "reference curve (jaxdev's detector)", "this run"],
+                [r for _, r in rows])
 
 
 def forms_table(run_dir: str, paper=PAPER_FORMS) -> str:
