@@ -184,14 +184,9 @@ def estimate_costs(runs, to_train, settings: llc.SweepSettings, sweep_config,
     remaining += sum(not records.has(int(s)) for s in checkpoint_steps if int(s) in wanted)
   estimates = []
   if untrained:
-    # One timed program (the runs share a model); each run counts the steps after its newest
-    # checkpoint.
-    record = costs.training_estimate(untrained[0][1])
-    num_steps = sum(max(config.optim.num_steps - newest_checkpoint(workdir), 0)
-                    for workdir, config in untrained)
-    for key in ("wall_hours", "device_hours"):
-      record[key] *= num_steps / max(record["num_steps"], 1)
-    record["num_steps"] = num_steps
+    # One timed program (the runs share a model) for the steps all of them still have to run.
+    num_steps = sum(steps_to_train(workdir, config) for workdir, config in untrained)
+    record = costs.training_estimate(untrained[0][1], num_steps=num_steps)
     estimates.append(record)
   if remaining:
     estimates.append(costs.sweep_estimate(
@@ -200,11 +195,12 @@ def estimate_costs(runs, to_train, settings: llc.SweepSettings, sweep_config,
   return estimates
 
 
-def newest_checkpoint(workdir: str) -> int:
-  """The step training of the run in ``workdir`` resumes from (0 when it has no checkpoint)."""
+def steps_to_train(workdir: str, config) -> int:
+  """Optimizer steps of ``config`` after the newest checkpoint in ``workdir`` (all without one):
+  what training resumes to run."""
   from jaxdev import checkpoints  # pylint: disable=import-outside-toplevel
   steps = checkpoints.list_steps(rundir.RunDir(workdir).checkpoints)
-  return steps[-1] if steps else 0
+  return max(config.optim.num_steps - (steps[-1] if steps else 0), 0)
 
 
 def _print_estimates(estimates, num_runs: int) -> None:
@@ -314,7 +310,7 @@ def train_job(config, workdir: str, *, estimate: bool = True, estimate_only: boo
   show = verbose and distributed.is_main_process()
   if estimate_only or (estimate and not train_lib.is_complete(workdir)):
     costs = _costs()
-    record = costs.training_estimate(config, start_step=newest_checkpoint(workdir))
+    record = costs.training_estimate(config, num_steps=steps_to_train(workdir, config))
     if show:
       print(costs.format_estimate(record), flush=True)
     if estimate_only:

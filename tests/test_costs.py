@@ -21,6 +21,9 @@ def test_training_estimate_scales_the_timed_step():
   one = costs.training_estimate(config, devices=jax.devices()[:1], warmup_steps=3)
   assert one["num_devices"] == 1
   assert one["device_hours"] == pytest.approx(one["wall_hours"])
+  rest = costs.training_estimate(config, devices=jax.devices()[:1], warmup_steps=3, num_steps=25)
+  assert rest["num_steps"] == 25  # a resumed run counts only the steps still to run
+  assert rest["wall_hours"] == pytest.approx(rest["seconds_per_step"] * 25 / 3600)
   text = costs.format_estimate(record)
   assert text.startswith("estimate (train): ") and "(60 steps at" in text
 

@@ -29,7 +29,8 @@ def plot_panels(steps, panels, *, stages=(), title: str = "", columns: int = 3):
     The matplotlib figure.
   """
   rows = max(1, math.ceil(len(panels) / columns))
-  fig, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 3.2 * rows), squeeze=False)
+  fig, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 3.2 * rows), squeeze=False,
+                           layout="constrained")  # room for the suptitle above the panel titles
   x = np.asarray(steps, np.float64) + 1
   for ax, (name, lines, references) in zip(axes.ravel(), panels):
     plots.shade_stages(ax, stages, label=True)
@@ -46,7 +47,6 @@ def plot_panels(steps, panels, *, stages=(), title: str = "", columns: int = 3):
     ax.set_visible(False)
   if title:
     fig.suptitle(title)
-  fig.tight_layout()
   return fig
 
 

@@ -94,7 +94,7 @@ def _record(job: str, wall_seconds: float, num_devices: int, **fields) -> dict:
 
 
 def training_estimate(config, *, devices=None, warmup_steps: int = 16,
-                      start_step: int = 0) -> dict:
+                      num_steps: int | None = None) -> dict:
   """Estimated cost of ``jaxdev.train.train(config, ...)`` on ``devices`` (default: all).
 
   Times three calls of the run's own compiled training program, each of ``warmup_steps``
@@ -105,8 +105,8 @@ def training_estimate(config, *, devices=None, warmup_steps: int = 16,
     config: the training config.
     devices: the devices training would use (default: all).
     warmup_steps: optimizer steps per timed call.
-    start_step: the step training resumes from (a partial run's newest checkpoint); only the
-      steps after it are counted.
+    num_steps: the optimizer steps still to run (default: all of ``config.optim.num_steps``;
+      fewer for a partial run resuming from a checkpoint, more for several runs of one model).
 
   Returns:
     A dict with ``seconds_per_step``, ``num_steps`` (the steps still to run), ``wall_hours``,
@@ -114,9 +114,9 @@ def training_estimate(config, *, devices=None, warmup_steps: int = 16,
   """
   from jaxdev import train  # pylint: disable=import-outside-toplevel
   train.validate_config(config)
-  steps = max(config.optim.num_steps - int(start_step), 0)
+  steps = max(config.optim.num_steps if num_steps is None else int(num_steps), 0)
   program = training_call(train.make_task(config), config, devices=devices,
-                          num_steps=min(steps, warmup_steps))
+                          num_steps=max(1, min(steps, warmup_steps)))
   seconds = timing.median_seconds(program.call, 3) / program.length
   return _record("train", seconds * steps, program.mesh.size, num_steps=steps,
                  seconds_per_step=seconds, batch_size=config.optim.batch_size)
