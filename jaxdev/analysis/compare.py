@@ -150,7 +150,7 @@ def match_boundaries(found, paper=PAPER_BOUNDARIES):
 def stages_table(run_dir: str, reference_dir: str, paper=PAPER_BOUNDARIES) -> str:
   """Stage boundaries: the paper's, jaxdev's on the reference curve, and jaxdev's on the run.
 
-  One row per paper boundary (LR\ *k*/LR\ *k+1*) holding the detected boundary paired with it by
+  One row per paper boundary (labelled LRk/LRk+1) holding the detected boundary paired with it by
   :func:`match_boundaries`; a detected boundary left unpaired gets a row of its own ("–" as the
   paper's), placed by its step.
   """
