@@ -43,8 +43,12 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _run_two_processes(commands, timeout=240, returncodes=(0, 0)) -> list[str]:
-  """Runs commands[i] as process i of a two-process runtime (4 CPU devices each); outputs."""
+def _run_two_processes(commands, timeout=900, returncodes=(0, 0)) -> list[str]:
+  """Runs commands[i] as process i of a two-process runtime (4 CPU devices each); outputs.
+
+  ``timeout`` only guards against a hang: alone on the 2-core development CPU the slowest pair
+  takes about 2 minutes, and a loaded or slower host several times that.
+  """
   port = _free_port()
   procs = []
   for rank, command in enumerate(commands):
