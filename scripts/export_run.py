@@ -1,10 +1,13 @@
 """Publishes a run's small artifacts (LLC, metrics, indicators, ED scores, stages, forms, figures).
 
   python scripts/export_run.py --workdir runs/lr-seed0 --out docs/reproduction/lr-seed0 \
-      --sweep paper_cpu --check_sweeps paper_check --reference tests/data/authors-lr-seed0
+      --sweep paper_cpu --check_sweeps paper_check --reference tests/data/authors-lr-seed0 \
+      --page docs/reproduction.md
 
 Stages and forms are recomputed from the written files (jaxdev.analysis.artifacts), so the
-published directory can be re-analysed on its own.
+published directory can be re-analysed on its own. With --page, the page's quoted tables
+(``<!-- quoted from PATH, section "TITLE" -->`` … ``<!-- end of quote -->``) are then refilled
+from the comparison files they name; the rest of the page is left to its author.
 """
 
 import os
@@ -15,6 +18,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from absl import flags  # noqa: E402
 
 from jaxdev import cli  # noqa: E402
+from jaxdev import errors  # noqa: E402
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory to publish.", required=True)
 _OUT = flags.DEFINE_string("out", None, "Directory to write the artifacts into.", required=True)
@@ -23,13 +27,20 @@ _REFERENCE = flags.DEFINE_string("reference", None, "A reference run's published
 _SWEEP = flags.DEFINE_string("sweep", "default", "LLC sweep name (the run's llc/SWEEP).")
 _CHECKS = flags.DEFINE_list("check_sweeps", [], "Other sweeps to publish beside it (e.g. "
                             "paper_check), with their LLC after their first draws.")
+_PAGE = flags.DEFINE_string("page", None, "A Markdown page quoting comparison.md (e.g. "
+                            "docs/reproduction.md): refill its quoted tables afterwards.")
 
 
 def main(_):
   from jaxdev.analysis import artifacts  # pylint: disable=import-outside-toplevel
+  if _PAGE.value and not os.path.isfile(_PAGE.value):
+    raise errors.UserError(f"--page {_PAGE.value} is not a file")
   result = artifacts.export_run(_WORKDIR.value, _OUT.value, sweep=_SWEEP.value,
                                 reference_dir=_REFERENCE.value, check_sweeps=_CHECKS.value)
   print(f"wrote {len(result['files'])} files to {_OUT.value}")
+  if _PAGE.value:
+    changed = artifacts.requote_page(_PAGE.value)
+    print(f"{_PAGE.value}: quoted tables {'refilled' if changed else 'already current'}")
   return 0
 
 

@@ -4,6 +4,8 @@ import json
 import math
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -125,6 +127,18 @@ def _published():
     return []
   return sorted(d for d in os.listdir(PUBLISHED)
                 if os.path.isfile(os.path.join(PUBLISHED, d, artifacts.RUN_JSON)))
+
+
+def test_export_command_refuses_a_missing_page_before_writing_anything(tmp_path):
+  run = _fake_run(tmp_path)
+  out = tmp_path / "out"
+  proc = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "export_run.py"),
+                         "--workdir", str(run), "--out", str(out), "--page",
+                         str(tmp_path / "no-page.md")], capture_output=True, text=True,
+                        timeout=300)
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines() == [f"error: --page {tmp_path / 'no-page.md'} is not a file"]
+  assert not out.exists()
 
 
 def test_some_artifacts_are_published():

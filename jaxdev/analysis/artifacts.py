@@ -265,3 +265,25 @@ def load_json(out_dir: str, name: str):
   """A published JSON record (``STAGES_JSON`` or ``FORMS_JSON``), or None if absent."""
   path = os.path.join(out_dir, name)
   return rundir.read_json(path, name) if os.path.isfile(path) else None
+
+
+def requote_page(page_path: str) -> bool:
+  """Refills the quoted blocks of the Markdown page at ``page_path`` from the comparison files
+  they name (paths relative to the page; :func:`jaxdev.analysis.compare.requote`), rewriting it
+  atomically if anything changed. Returns whether it changed; a UserError if a quoted file or
+  section is missing (the page is then left as it was)."""
+  from jaxdev.analysis import compare  # pylint: disable=import-outside-toplevel
+  with open(page_path, encoding="utf-8") as f:
+    page = f.read()
+
+  def read(path):
+    full = os.path.join(os.path.dirname(page_path), path)
+    if not os.path.isfile(full):
+      raise errors.RunDirError(f"{page_path} quotes {path}, which does not exist")
+    with open(full, encoding="utf-8") as f:
+      return f.read()
+
+  new = compare.requote(page, read)
+  if new != page:
+    rundir.atomic_write_text(page_path, new)
+  return new != page

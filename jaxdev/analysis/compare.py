@@ -12,9 +12,11 @@ table a run with no checkpoint within ×1.5 of a step shows "–" there.
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 
+from jaxdev import errors
 from jaxdev.analysis import artifacts
 from jaxdev.analysis import stages as stages_lib
 
@@ -24,7 +26,7 @@ LLC_STEPS = (0, 1_000, 2_500, 5_000, 10_000, 20_000, 40_000, 80_000, 126_000, 16
 PAPER_LLC = {0: 4, 1_000: 19, 2_500: 44, 5_000: 119, 10_000: 156, 20_000: 168, 40_000: 170,
              80_000: 166, 126_000: 157, 167_000: 153, 318_000: 123, 500_000: 128}
 PAPER_BOUNDARIES = (1_000, 40_000, 126_000, 320_000)  # the paper's LR1 … LR5 boundaries
-PAPER_FORMS = (2_500, 34_500, 106_100, 168_900)  # the paper's ED forms of the LR run
+PAPER_FORMS = (2_500, 34_500, 106_100, 168_900)  # the paper's ED forms (its LR seed 1, App. D)
 REFERENCE_CHAINS = 10  # chains behind the reference's llc_chain_std
 MAX_RATIO = 1.5  # a checkpoint stands for a step within this factor of (step + 1)
 
@@ -324,3 +326,36 @@ def comparison_markdown(run_dir: str, reference_dir: str) -> str:
             ("Final LayerNorm weight", layernorm_table(run_dir, reference_dir)),
             ("Hessian", hessian_table(run_dir, reference_dir))]
   return "\n\n".join(f"### {title}\n\n{table}" for title, table in parts) + "\n"
+
+
+# A page quotes a section of a comparison file between these two markers, e.g.
+# <!-- quoted from reproduction/lr-seed0/comparison.md, section "Stage boundaries" -->
+QUOTE = re.compile(r'(<!-- quoted from (\S+), section "([^"]+)" -->\n)(.*?)(<!-- end of quote -->)',
+                   re.S)
+
+
+def sections(markdown: str) -> dict:
+  """The ``### title`` sections of a comparison file: {title: body}, bodies stripped of the blank
+  lines around them."""
+  out = {}
+  for part in re.split(r"^### ", markdown, flags=re.M)[1:]:
+    title, _, body = part.partition("\n")
+    out[title.strip()] = body.strip("\n")
+  return out
+
+
+def requote(page: str, read) -> str:
+  """``page`` (Markdown) with every quoted block refilled from the section it names.
+
+  A quoted block runs from ``<!-- quoted from PATH, section "TITLE" -->`` to
+  ``<!-- end of quote -->``; ``read(PATH)`` returns the text of the comparison file it quotes.
+  Text outside the blocks is kept as it is. Raises a UserError naming the first block whose
+  section does not exist.
+  """
+  def refill(match):
+    head, path, title, _, tail = match.groups()
+    found = sections(read(path))
+    if title not in found:
+      raise errors.UserError(f'{path} has no section "{title}" (it has: {", ".join(found)})')
+    return f"{head}{found[title]}\n{tail}"
+  return QUOTE.sub(refill, page)
