@@ -33,8 +33,7 @@ def test_reproduction_page_quotes_the_published_tables_whole_and_current():
   quotes = compare.QUOTE.findall(page)
   assert len(quotes) >= 8 and all(block.strip() for _, _, _, block, _ in quotes)
   assert page.count("<!-- quoted from") == len(quotes)  # no marker the pattern misses
-  read = lambda path: open(os.path.join(os.path.dirname(PAGE), path), encoding="utf-8").read()
-  assert compare.requote(page, read) == page
+  assert artifacts.requoted_page(PAGE) == (page, page)
 
 
 _COMPARISON = "### LLC\n\n| step | llc |\n|---|---|\n| 0 | 4.1 |\n\n### Stage boundaries\n\n| a |\n"
@@ -57,6 +56,9 @@ def test_requote_refills_each_block_from_its_named_section_and_keeps_the_prose()
   assert compare.requote(fresh, lambda path: _COMPARISON) == fresh
   with pytest.raises(errors.UserError, match='no section "LLC"'):
     compare.requote(stale, lambda path: "### Hessian\n\n| x |\n")
+  reads = []
+  compare.requote(stale, lambda path: reads.append(path) or _COMPARISON)
+  assert reads == ["run/comparison.md"]  # two blocks, one file: read once
 
 
 def test_requote_page_rewrites_the_page_or_leaves_it_whole(tmp_path):

@@ -267,11 +267,10 @@ def load_json(out_dir: str, name: str):
   return rundir.read_json(path, name) if os.path.isfile(path) else None
 
 
-def requote_page(page_path: str) -> bool:
-  """Refills the quoted blocks of the Markdown page at ``page_path`` from the comparison files
-  they name (paths relative to the page; :func:`jaxdev.analysis.compare.requote`), rewriting it
-  atomically if anything changed. Returns whether it changed; a UserError if a quoted file or
-  section is missing (the page is then left as it was)."""
+def requoted_page(page_path: str) -> tuple[str, str]:
+  """(the Markdown page at ``page_path``, the same with its quoted blocks refilled from the
+  comparison files they name, paths relative to the page; :func:`jaxdev.analysis.compare.requote`).
+  A UserError if a quoted file or section is missing."""
   from jaxdev.analysis import compare  # pylint: disable=import-outside-toplevel
   with open(page_path, encoding="utf-8") as f:
     page = f.read()
@@ -283,7 +282,14 @@ def requote_page(page_path: str) -> bool:
     with open(full, encoding="utf-8") as f:
       return f.read()
 
-  new = compare.requote(page, read)
+  return page, compare.requote(page, read)
+
+
+def requote_page(page_path: str) -> bool:
+  """Refills the quoted blocks of the page at ``page_path`` (:func:`requoted_page`), rewriting it
+  atomically if anything changed. Returns whether it changed; on a UserError the page is left as
+  it was."""
+  page, new = requoted_page(page_path)
   if new != page:
     rundir.atomic_write_text(page_path, new)
   return new != page

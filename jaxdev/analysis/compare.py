@@ -352,9 +352,13 @@ def requote(page: str, read) -> str:
   Text outside the blocks is kept as it is. Raises a UserError naming the first block whose
   section does not exist.
   """
+  parsed = {}  # path -> its sections: each file is read once however many blocks quote it
+
   def refill(match):
     head, path, title, _, tail = match.groups()
-    found = sections(read(path))
+    if path not in parsed:
+      parsed[path] = sections(read(path))
+    found = parsed[path]
     if title not in found:
       raise errors.UserError(f'{path} has no section "{title}" (it has: {", ".join(found)})')
     return f"{head}{found[title]}\n{tail}"
