@@ -179,6 +179,7 @@ def test_check_sweeps_are_published_with_their_llc_after_their_first_draws(tmp_p
                                                   "authors-lr-seed0"))
   table = artifacts.read_csv(os.path.join(out, "llc_check.csv"))
   assert list(table["step"]) == [1, 1000] and list(table["num_draws"]) == [1200, 1200]
+  assert list(table["num_chains"]) == [4, 4]
   assert "llc_mean_first_5000" not in table  # longer than the chains
   first = 10.0 * (traces[1000][:, :300].mean(axis=1) - 1.5)
   np.testing.assert_allclose(table["llc_mean_first_300"][1], first.mean(), rtol=1e-12)

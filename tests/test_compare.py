@@ -58,6 +58,42 @@ def test_stage_table_puts_the_reference_curve_through_the_same_detector():
   assert [r[0] for r in rows] == ["–", "LR1/LR2", "–", "LR2/LR3", "LR3/LR4", "LR4/LR5"]
 
 
+def _check_sweep_dir(root, steps, llc, std, chains, name="late"):
+  run = root / "published"
+  run.mkdir(parents=True)
+  artifacts.write_csv(str(run / f"llc_{name}.csv"),
+                      {"step": list(steps), "num_draws": [5000] * len(steps), "llc_mean": list(llc),
+                       "llc_std": list(std), "num_chains": [chains] * len(steps)})
+  return str(run)
+
+
+# The log-spaced checkpoints of the paper run past 40k, and some linear ones (27 in all).
+LATE_STEPS = (46004, 52524, 59969, 68468, 78173, 80808, 89253, 101010, 101903, 116346, 126263,
+              132836, 151664, 166667, 173160, 197703, 212121, 225724, 242424, 257717, 294245,
+              318182, 335949, 383565, 404040, 437930, 500000)
+
+
+def test_check_sweep_stages_beside_the_reference_at_the_same_checkpoints(tmp_path):
+  """The authors' own curve at 27 late checkpoints, published as a check sweep: both columns are
+  the same detector on the same numbers, and they hold the paper's two late boundaries."""
+  ref = artifacts.read_csv(os.path.join(AUTHORS, "llc.csv"))
+  picks = [compare.nearest(ref["step"], s) for s in LATE_STEPS]
+  run = _check_sweep_dir(tmp_path, ref["step"][picks], ref["llc_mean"][picks],
+                         ref["llc_chain_std"][picks], compare.REFERENCE_CHAINS)
+  rows = _rows(compare.check_stages_table(run, AUTHORS, "late"))
+  # Only the boundaries past the sweep's first checkpoint (46k) have rows.
+  assert [r[:2] for r in rows if r[1] != "–"] == [["LR3/LR4", "126,000"], ["LR4/LR5", "320,000"]]
+  for r in rows:
+    assert r[3].split(" (")[0] == r[2]  # same curve, same boundaries
+  found = [int(r[2].replace(",", "")) for r in rows if r[1] != "–"]
+  for step, paper in zip(found, (126_000, 320_000)):
+    assert paper / 1.5 <= step <= paper * 1.5
+  # Too few checkpoints for a stage table: none.
+  few = _check_sweep_dir(tmp_path / "few", ref["step"][picks[:11]], ref["llc_mean"][picks[:11]],
+                         ref["llc_chain_std"][picks[:11]], 10)
+  assert compare.check_stages_table(few, AUTHORS, "late") is None
+
+
 def test_end_of_run_tables_hold_the_reference_values():
   rows = _rows(compare.position_loss_table(QUICK, AUTHORS))
   assert [r[0] for r in rows] == [str(k) for k in range(1, 9)]

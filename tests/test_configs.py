@@ -17,7 +17,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANTS = {
     "regression": (regression, ["paper", "quick", "tiny"]),
     "language": (language, ["paper", "quick", "tiny"]),
-    "llc": (llc, ["paper", "paper_cpu", "paper_cpu_long", "paper_check", "quick", "tiny", "language", "language_quick", "language_tiny"]),
+    "llc": (llc, ["paper", "paper_cpu", "paper_cpu_long", "paper_cpu_5k", "paper_check", "quick", "tiny", "language", "language_quick", "language_tiny"]),
 }
 
 
@@ -66,6 +66,9 @@ def test_paper_variants_are_the_spec():
   differing = {k for k, v in long.sgld.items() if cpu[k] != v}
   assert differing == {"num_draws"} and long.sgld.num_draws == 2_000
   assert long.sweep.name == "paper_cpu_long"
+  full = llc.get_config("paper_cpu_5k")  # the same chains to the paper's 5,000 draws
+  assert {k for k, v in full.sgld.items() if cpu[k] != v} == {"num_draws"}
+  assert full.sgld.num_draws == 5_000 and full.sweep.name == "paper_cpu_5k"
   check = llc.get_config("paper_check")  # the reference for paper_cpu: the paper's batch
   assert (check.sgld.step_size, check.sgld.nbeta, check.sgld.gamma) == (3e-4, 66.67, 6.67)
   assert (check.sgld.num_chains, check.sgld.num_draws, check.sgld.batch_size) == (4, 2_000, 1024)

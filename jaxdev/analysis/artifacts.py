@@ -118,7 +118,8 @@ def _check_csv(run, name: str, draw_points) -> dict:
   draws = rows[0]["loss_trace"].shape[1]
   columns = {"step": [int(r["step"]) for r in rows], "num_draws": [draws] * len(rows),
              "llc_mean": [float(r["llc_mean"]) for r in rows],
-             "llc_std": [float(r["llc_std"]) for r in rows]}
+             "llc_std": [float(r["llc_std"]) for r in rows],
+             "num_chains": [int(np.sum(np.isfinite(running_llc(r, draws)))) for r in rows]}
   for k in [k for k in draw_points if k < draws]:
     per_chain = [running_llc(r, k) for r in rows]
     columns[f"llc_mean_first_{k}"] = [float(np.nanmean(c)) for c in per_chain]
@@ -128,7 +129,7 @@ def _check_csv(run, name: str, draw_points) -> dict:
 
 def export_run(workdir: str, out_dir: str, *, sweep: str = "default", num_components: int = 4,
                reference_dir: str | None = None, check_sweeps=(),
-               draw_points=(300, 500, 1000)) -> dict:
+               draw_points=(300, 500, 1000, 2000)) -> dict:
   """Writes the run's published artifacts to ``out_dir`` (see the module docstring).
 
   Stages and forms are recomputed from the written CSVs, with the options the run's own
@@ -137,8 +138,8 @@ def export_run(workdir: str, out_dir: str, *, sweep: str = "default", num_compon
   ``comparison.md``, the side-by-side tables. Returns {"files": [paths], "stages": record or
   None, "forms": record or None}. Each of ``check_sweeps`` (other sweeps of the run, e.g. a
   reference sampler at a few checkpoints) is written as ``llc_NAME.csv``: step, num_draws,
-  llc_mean, llc_std and, for each of ``draw_points`` below its length, the mean and std (ddof 1,
-  as llc_std) over chains of the LLC over the first k draws (:func:`running_llc`).
+  llc_mean, llc_std, num_chains (the chains that did not fail) and, for each of ``draw_points``
+  below its length, the mean and std (ddof 1, as llc_std) over chains of the LLC over the first k draws (:func:`running_llc`).
 
   Raises:
     UserError: ``workdir`` does not exist, has no LLC results, or ``out_dir`` is not writable.

@@ -149,6 +149,27 @@ def match_boundaries(found, paper=PAPER_BOUNDARIES):
   return pairs, sorted(unpaired)
 
 
+def _boundary_rows(columns, paper=PAPER_BOUNDARIES, low: float = 0.0):
+  """Rows of a boundary table: one per paper boundary at or above ``low`` (labelled LRk/LRk+1),
+  each holding per column the detected boundary paired with it by :func:`match_boundaries`; a
+  detected boundary left unpaired gets a row of its own ("–" as the paper's), placed by its step.
+  ``columns`` are lists of (step, cell text) pairs."""
+  keep = [(k, float(p)) for k, p in enumerate(paper) if p >= low]
+  rows = [(p, [f"LR{k + 1}/LR{k + 2}", _step(p)] + ["–"] * len(columns)) for k, p in keep]
+  for c, found in enumerate(columns):
+    cells = dict(found)
+    pairs, unpaired = match_boundaries(list(cells), [p for _, p in keep])
+    for k, step in enumerate(pairs):
+      if step is not None:
+        rows[k][1][2 + c] = cells[step]
+    for step in unpaired:
+      row = ["–"] * (2 + len(columns))
+      row[2 + c] = cells[step]
+      rows.append((float(step), row))
+  rows.sort(key=lambda r: r[0])
+  return [r for _, r in rows]
+
+
 def stages_table(run_dir: str, reference_dir: str, paper=PAPER_BOUNDARIES) -> str:
   """Stage boundaries: the paper's, jaxdev's on the reference curve, and jaxdev's on the run.
 
@@ -157,23 +178,40 @@ def stages_table(run_dir: str, reference_dir: str, paper=PAPER_BOUNDARIES) -> st
   paper's), placed by its step.
   """
   record = artifacts.load_json(run_dir, artifacts.STAGES_JSON) or {"milestones": []}
-  rules = {m["step"]: m["rule"] for m in record["milestones"]}
   ref = reference_stages(reference_dir)
-  columns = [list(ref.boundaries) if ref is not None else [], list(rules)]
-  rows = [(float(p), [f"LR{k + 1}/LR{k + 2}", _step(p), "–", "–"]) for k, p in enumerate(paper)]
-  for c, found in enumerate(columns):
-    pairs, unpaired = match_boundaries(found, paper)
-    cell = lambda s: _step(s) + (f" ({rules[s]})" if c == 1 else "")
-    for k, step in enumerate(pairs):
-      if step is not None:
-        rows[k][1][2 + c] = cell(step)
-    for step in unpaired:
-      row = ["–", "–", "–", "–"]
-      row[2 + c] = cell(step)
-      rows.append((float(step), row))
-  rows.sort(key=lambda r: r[0])
+  columns = [[(b, _step(b)) for b in (ref.boundaries if ref is not None else [])],
+             [(m["step"], f"{_step(m['step'])} ({m['rule']})") for m in record["milestones"]]]
   return _table(["boundary", "paper", "reference curve (jaxdev's detector)", "this run"],
-                [r for _, r in rows])
+                _boundary_rows(columns, paper))
+
+
+MIN_STAGE_CHECKPOINTS = 12  # a check sweep with fewer checkpoints gets no stage table
+
+
+def check_stages_table(run_dir: str, reference_dir: str, check: str,
+                       paper=PAPER_BOUNDARIES) -> str | None:
+  """Stage boundaries of check sweep ``check`` alone, beside the reference curve's at the same
+  checkpoints (the same detector, default settings, on both).
+
+  A check sweep covers only some checkpoints, from its first step s0 on, so only the paper's
+  boundaries at or above s0 have rows, and the reference curve is cut to the same checkpoints
+  (its nearest in ln step to each) so that the two columns see the same spacing. None where the
+  sweep has fewer than :data:`MIN_STAGE_CHECKPOINTS` checkpoints or there is no reference curve.
+  """
+  table = artifacts.read_csv(os.path.join(run_dir, f"llc_{check}.csv"))
+  ref = _read(reference_dir, "llc.csv")
+  if ref is None or len(table["step"]) < MIN_STAGE_CHECKPOINTS or "num_chains" not in table:
+    return None
+  mine = stages_lib.detect_stages(table["step"], table["llc_mean"], llc_std=table["llc_std"],
+                                  num_chains=table["num_chains"])
+  picks = sorted({nearest(ref["step"], s) for s in table["step"]})
+  theirs = stages_lib.detect_stages(ref["step"][picks], ref["llc_mean"][picks],
+                                    llc_std=ref["llc_chain_std"][picks],
+                                    num_chains=REFERENCE_CHAINS)
+  columns = [[(b, _step(b)) for b in theirs.boundaries],
+             [(m.step, f"{_step(m.step)} ({m.rule})") for m in mine.milestones]]
+  return _table(["boundary", "paper", "reference curve at the same checkpoints", check],
+                _boundary_rows(columns, paper, low=float(np.min(table["step"]))))
 
 
 def forms_table(run_dir: str, paper=PAPER_FORMS) -> str:
@@ -320,8 +358,12 @@ def comparison_markdown(run_dir: str, reference_dir: str) -> str:
     parts.append(("LLC minus the reference's, all matching checkpoints", difference))
   parts += [(f"The sampler's reduction against {name}",
              reduction_table(run_dir, reference_dir, name)) for name in check_sweeps(run_dir)]
-  parts += [("Stage boundaries", stages_table(run_dir, reference_dir)),
-            ("Essential-dynamics forms", forms_table(run_dir)),
+  parts.append(("Stage boundaries", stages_table(run_dir, reference_dir)))
+  for name in check_sweeps(run_dir):
+    table = check_stages_table(run_dir, reference_dir, name)
+    if table is not None:
+      parts.append((f"Stage boundaries of {name} alone", table))
+  parts += [("Essential-dynamics forms", forms_table(run_dir)),
             ("Loss per position at the end", position_loss_table(run_dir, reference_dir)),
             ("Final LayerNorm weight", layernorm_table(run_dir, reference_dir)),
             ("Hessian", hessian_table(run_dir, reference_dir))]
