@@ -139,7 +139,8 @@ def export_run(workdir: str, out_dir: str, *, sweep: str = "default", num_compon
   None, "forms": record or None}. Each of ``check_sweeps`` (other sweeps of the run, e.g. a
   reference sampler at a few checkpoints) is written as ``llc_NAME.csv``: step, num_draws,
   llc_mean, llc_std, num_chains (the chains that did not fail) and, for each of ``draw_points``
-  below its length, the mean and std (ddof 1, as llc_std) over chains of the LLC over the first k draws (:func:`running_llc`).
+  below its length, the mean and std (ddof 1, as llc_std) over chains of the LLC over the first
+  k draws (:func:`running_llc`).
 
   Raises:
     UserError: ``workdir`` does not exist, has no LLC results, or ``out_dir`` is not writable.
