@@ -196,7 +196,8 @@ def check_stages_table(run_dir: str, reference_dir: str, check: str,
   A check sweep covers only some checkpoints, from its first step s0 on, so only the paper's
   boundaries at or above s0 have rows, and the reference curve is cut to the same checkpoints
   (its nearest in ln step to each) so that the two columns see the same spacing. None where the
-  sweep has fewer than :data:`MIN_STAGE_CHECKPOINTS` checkpoints or there is no reference curve.
+  sweep has fewer than :data:`MIN_STAGE_CHECKPOINTS` checkpoints, its CSV has no ``num_chains``
+  column (published before there was one), or there is no reference curve.
   """
   table = artifacts.read_csv(os.path.join(run_dir, f"llc_{check}.csv"))
   ref = _read(reference_dir, "llc.csv")
@@ -356,10 +357,11 @@ def comparison_markdown(run_dir: str, reference_dir: str) -> str:
   difference = difference_table(run_dir, reference_dir)
   if difference is not None:
     parts.append(("LLC minus the reference's, all matching checkpoints", difference))
+  checks = check_sweeps(run_dir)
   parts += [(f"The sampler's reduction against {name}",
-             reduction_table(run_dir, reference_dir, name)) for name in check_sweeps(run_dir)]
+             reduction_table(run_dir, reference_dir, name)) for name in checks]
   parts.append(("Stage boundaries", stages_table(run_dir, reference_dir)))
-  for name in check_sweeps(run_dir):
+  for name in checks:
     table = check_stages_table(run_dir, reference_dir, name)
     if table is not None:
       parts.append((f"Stage boundaries of {name} alone", table))
