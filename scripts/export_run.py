@@ -4,10 +4,12 @@
       --sweep paper_cpu --check_sweeps paper_check --reference tests/data/authors-lr-seed0 \
       --page docs/reproduction.md
 
-Stages and forms are recomputed from the written files (jaxdev.analysis.artifacts), so the
-published directory can be re-analysed on its own. With --page, the page's quoted tables
-(``<!-- quoted from PATH, section "TITLE" -->`` … ``<!-- end of quote -->``) are then refilled
-from the comparison files they name; the rest of the page is left to its author.
+Stages and forms are recomputed from the written files (jaxdev.report.artifacts), so the
+published directory can be re-analysed on its own. Without --workdir, --out is a directory
+published before: its comparison with --reference is rewritten from its files alone. With
+--page, the page's quoted tables (``<!-- quoted from PATH, section "TITLE" -->`` …
+``<!-- end of quote -->``) are then refilled from the comparison files they name; the rest of
+the page is left to its author.
 """
 
 import os
@@ -20,7 +22,8 @@ from absl import flags  # noqa: E402
 from jaxdev import cli  # noqa: E402
 from jaxdev import errors  # noqa: E402
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory to publish.", required=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory to publish (omitted: only "
+                               "rewrite --out's comparison with --reference).")
 _OUT = flags.DEFINE_string("out", None, "Directory to write the artifacts into.", required=True)
 _REFERENCE = flags.DEFINE_string("reference", None, "A reference run's published files (e.g. "
                                  "the authors' seed-0 CSVs): also write comparison.md.")
@@ -32,14 +35,21 @@ _PAGE = flags.DEFINE_string("page", None, "A Markdown page quoting comparison.md
 
 
 def main(_):
-  from jaxdev.analysis import artifacts  # pylint: disable=import-outside-toplevel
+  # pylint: disable=import-outside-toplevel
+  from jaxdev.report import artifacts, compare, page
   if _PAGE.value and not os.path.isfile(_PAGE.value):
     raise errors.UserError(f"--page {_PAGE.value} is not a file")
-  result = artifacts.export_run(_WORKDIR.value, _OUT.value, sweep=_SWEEP.value,
-                                reference_dir=_REFERENCE.value, check_sweeps=_CHECKS.value)
-  print(f"wrote {len(result['files'])} files to {_OUT.value}")
+  if _WORKDIR.value:
+    written = artifacts.export_run(_WORKDIR.value, _OUT.value, sweep=_SWEEP.value,
+                                   reference_dir=_REFERENCE.value,
+                                   check_sweeps=_CHECKS.value)["files"]
+  elif not _REFERENCE.value or cli.given(_SWEEP) or _CHECKS.value:
+    raise errors.UserError("without --workdir, give --reference (and no --sweep, --check_sweeps)")
+  else:
+    written = compare.write_comparison(_OUT.value, _REFERENCE.value)
+  print(f"wrote {len(written)} files to {_OUT.value}")
   if _PAGE.value:
-    changed = artifacts.requote_page(_PAGE.value)
+    changed = page.requote_page(_PAGE.value)
     print(f"{_PAGE.value}: quoted tables {'refilled' if changed else 'already current'}")
   return 0
 

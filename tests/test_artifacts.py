@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from jaxdev import errors
-from jaxdev.analysis import artifacts
 from jaxdev.analysis import run as analysis_run
+from jaxdev.report import artifacts
+from jaxdev.report import files
 from test_analysis import _fake_run  # pylint: disable=import-error
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -42,18 +43,18 @@ def test_exported_artifacts_hold_the_runs_numbers_and_reproduce_its_analysis(tmp
   out = str(tmp_path / "published")
   result = artifacts.export_run(run, out)
 
-  llc = artifacts.read_csv(os.path.join(out, artifacts.LLC_CSV))
+  llc = files.read_csv(os.path.join(out, files.LLC_CSV))
   own = analysis_run.load_llc(run)
   np.testing.assert_array_equal(llc["step"], own["step"])
   np.testing.assert_array_equal(llc["llc_mean"], own["llc_mean"])  # bitwise: repr round trip
   np.testing.assert_allclose(llc["chain_2"] - llc["chain_1"], 1.0, rtol=1e-12)
   np.testing.assert_allclose(llc["llc_se"], np.std([-.5, .5, -.5, .5], ddof=1) / 2, rtol=1e-12)
   assert list(llc["status"]) == ["ok"] * len(own["step"])
-  metrics = artifacts.read_csv(os.path.join(out, artifacts.METRICS_CSV))
+  metrics = files.read_csv(os.path.join(out, files.METRICS_CSV))
   assert list(metrics["split"]) == ["eval"] * len(own["step"])
   np.testing.assert_array_equal(metrics["loss"], 1 / (1 + own["step"]))
 
-  scores = artifacts.read_csv(os.path.join(out, artifacts.ED_SCORES_CSV))
+  scores = files.read_csv(os.path.join(out, files.ED_SCORES_CSV))
   assert [n for n in scores if n.startswith("pc_")] == ["pc_1", "pc_2", "pc_3", "pc_4"]
   assert len(scores["step"]) == 600 and scores["step"][-1] == 5990
 
@@ -68,8 +69,8 @@ def test_exported_artifacts_hold_the_runs_numbers_and_reproduce_its_analysis(tmp
   # The published directory stands alone: the run can go, its analysis can be redone.
   shutil.rmtree(run)
   again = artifacts.analyze_artifacts(out)
-  _assert_same(again["stages"], artifacts.load_json(out, artifacts.STAGES_JSON))
-  _assert_same(again["forms"], artifacts.load_json(out, artifacts.FORMS_JSON))
+  _assert_same(again["stages"], files.load_json(out, files.STAGES_JSON))
+  _assert_same(again["forms"], files.load_json(out, files.FORMS_JSON))
 
 
 def test_changed_artifacts_change_the_analysis(tmp_path):
@@ -79,40 +80,40 @@ def test_changed_artifacts_change_the_analysis(tmp_path):
   artifacts.export_run(run, out)
   # Mirror the LLC curve after its peak (the fall becomes a rise, noise and all): the falling
   # stage (B3) must disappear.
-  table = artifacts.read_csv(os.path.join(out, artifacts.LLC_CSV))
+  table = files.read_csv(os.path.join(out, files.LLC_CSV))
   assert [s["kind"] for s in artifacts.analyze_artifacts(out)["stages"]["stages"]] == ["A", "A", "B"]
   peak = int(np.argmax(table["llc_mean"]))
   table["llc_mean"][peak:] = 2 * table["llc_mean"][peak] - table["llc_mean"][peak:]
-  artifacts.write_csv(os.path.join(out, artifacts.LLC_CSV), table)
+  files.write_csv(os.path.join(out, files.LLC_CSV), table)
   kinds = [s["kind"] for s in artifacts.analyze_artifacts(out)["stages"]["stages"]]
   assert "B" not in kinds
   # Drop the first 100 probe rows: the form is found at the same step (read from the file),
   # 100 rows earlier.
-  path = os.path.join(out, artifacts.ED_SCORES_CSV)
-  scores = artifacts.read_csv(path)
+  path = os.path.join(out, files.ED_SCORES_CSV)
+  scores = files.read_csv(path)
   before = artifacts.analyze_artifacts(out)["forms"]["forms"]
-  artifacts.write_csv(path, {n: v[100:] for n, v in scores.items()})
+  files.write_csv(path, {n: v[100:] for n, v in scores.items()})
   forms = artifacts.analyze_artifacts(out)["forms"]["forms"]
   assert len(before) == len(forms) == 1 and forms[0]["index"] == before[0]["index"] - 100
   assert abs(forms[0]["step"] - 3000) <= 100
   # A straight trajectory has no form.
   line = {"step": scores["step"], **{f"pc_{k}": np.linspace(0, k, 600) for k in range(1, 5)}}
-  artifacts.write_csv(path, line)
+  files.write_csv(path, line)
   assert artifacts.analyze_artifacts(out)["forms"]["forms"] == []
 
 
 def test_csv_round_trip_keeps_types_and_empty_cells(tmp_path):
   path = str(tmp_path / "t.csv")
-  artifacts.write_csv(path, {"step": [0, 5], "split": ["train", "eval"], "lr": [0.1, ""],
+  files.write_csv(path, {"step": [0, 5], "split": ["train", "eval"], "lr": [0.1, ""],
                              "x": [1 / 3, float("nan")]})
-  table = artifacts.read_csv(path)
+  table = files.read_csv(path)
   assert table["step"].dtype == np.int64 and list(table["split"]) == ["train", "eval"]
   assert table["lr"][0] == 0.1 and np.isnan(table["lr"][1])
   assert table["x"][0] == 1 / 3 and np.isnan(table["x"][1])  # repr: exact round trip
   with open(path, "a") as f:
     f.write("7,eval\n")  # a short row: damaged
   with pytest.raises(errors.UserError, match="unequal length"):
-    artifacts.read_csv(path)
+    files.read_csv(path)
 
 
 def test_export_refuses_a_run_without_llc_results(tmp_path):
@@ -126,7 +127,7 @@ def _published():
   if not os.path.isdir(PUBLISHED):
     return []
   return sorted(d for d in os.listdir(PUBLISHED)
-                if os.path.isfile(os.path.join(PUBLISHED, d, artifacts.RUN_JSON)))
+                if os.path.isfile(os.path.join(PUBLISHED, d, files.RUN_JSON)))
 
 
 def test_export_command_refuses_a_missing_page_before_writing_anything(tmp_path):
@@ -141,20 +142,127 @@ def test_export_command_refuses_a_missing_page_before_writing_anything(tmp_path)
   assert not out.exists()
 
 
+def test_export_command_without_a_run_rewrites_the_comparison_from_the_published_files(tmp_path):
+  out = tmp_path / "quick"
+  shutil.copytree(os.path.join(PUBLISHED, "quick"), out)
+  os.remove(out / files.COMPARISON_MD)
+  script = os.path.join(REPO, "scripts", "export_run.py")
+  reference = os.path.join(REPO, "tests", "data", "authors-lr-seed0")
+  proc = subprocess.run([sys.executable, script, "--out", str(out), "--reference", reference],
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr
+  with open(os.path.join(PUBLISHED, "quick", files.COMPARISON_MD)) as f:
+    assert (out / files.COMPARISON_MD).read_text() == f.read()
+  assert not (out / files.FIGURES).exists()  # no figures published there: none drawn
+  proc = subprocess.run([sys.executable, script, "--out", str(out), "--sweep", "other",
+                         "--reference", reference], capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines() == [
+      "error: without --workdir, give --reference (and no --sweep, --check_sweeps)"]
+
+
 def test_some_artifacts_are_published():
   assert "quick" in _published()
+
+
+# Re-analysing the committed files on another CPU. The analysis is float64 throughout, but the
+# stage detector's GP system K + Σ is ill-conditioned for a long, precise curve: its condition
+# number κ is ≈ 2e10 for lr-seed0's 190 checkpoints (1e5 for quick's). A BLAS that sums in another
+# order (AVX2 or AVX-512 kernels, another blocking) moves its solution by up to
+# ε₆₄ κ ≈ 2.2e-16 × 2e10 ≈ 4e-6 relative, and the hyperparameter fit and the noise re-estimate
+# built on it carry that along. Slopes in a plateau are ≈ 1/50 of the curve's largest (sums of
+# terms of the largest slope's size that cancel), and their ratios and z-scores inherit
+# 50 × 4e-6 = 2e-4 of the largest value of their kind, however small the value itself. So a float
+# is compared to PORTABLE_RTOL = 2e-3 of the largest magnitude its field has in the committed
+# record (e.g. the largest dip_z over all candidates): ten times that estimate, and 6 times the
+# largest spread measured across four OpenBLAS kernels on one machine (3.4e-4, a rejected
+# candidate's dip ratio; milestones and stages moved by < 1e-5). Steps (boundaries, stage ends,
+# milestone locations) are read off the GP's grid, whose neighbouring points are 2.6 % apart in
+# step, and are compared to PORTABLE_RTOL of their own value: a boundary one grid point away
+# fails. Everything else is compared exactly: keys, list lengths, strings and flags (stage kinds,
+# rules, accepted candidates, excluded steps) and integers (ED indices and steps).
+PORTABLE_RTOL = 2e-3
+STEP_FIELDS = ("boundaries", "step", "step_low", "step_high", "start", "end")
+
+
+def _field(path):
+  return "".join(part.split("[")[0] for part in path.split("."))  # list indices dropped
+
+
+def _field_scales(record, path="", scales=None):
+  """{field (path without list indices): largest finite |value|} over the floats of a record."""
+  scales = {} if scales is None else scales
+  if isinstance(record, dict):
+    for k, v in record.items():
+      _field_scales(v, f"{path}.{k}", scales)
+  elif isinstance(record, list):
+    for i, v in enumerate(record):
+      _field_scales(v, f"{path}[{i}]", scales)
+  elif isinstance(record, float) and math.isfinite(record):
+    scales[_field(path)] = max(scales.get(_field(path), 0.0), abs(record))
+  return scales
+
+
+def _assert_portable(again, committed, path="", scales=None):
+  """``again`` matches ``committed`` in structure exactly and in floats to PORTABLE_RTOL of the
+  largest magnitude of the same field in ``committed`` (of their own value for steps)."""
+  scales = _field_scales(committed) if scales is None else scales
+  if isinstance(committed, dict):
+    assert isinstance(again, dict) and sorted(again) == sorted(committed), f"{path}: keys differ"
+    for k in committed:
+      _assert_portable(again[k], committed[k], f"{path}.{k}", scales)
+  elif isinstance(committed, list):
+    assert isinstance(again, list) and len(again) == len(committed), f"{path}: lengths differ"
+    for i, (x, y) in enumerate(zip(again, committed)):
+      _assert_portable(x, y, f"{path}[{i}]", scales)
+  elif isinstance(committed, float) and isinstance(again, float):
+    if not (math.isfinite(committed) and math.isfinite(again)):
+      assert repr(again) == repr(committed), f"{path}: {again} != {committed}"
+    else:
+      is_step = path.rsplit(".", 1)[-1].split("[")[0] in STEP_FIELDS
+      scale = abs(committed) if is_step else scales.get(_field(path), 0.0)
+      tolerance = PORTABLE_RTOL * scale + 1e-12
+      assert abs(again - committed) <= tolerance, \
+          f"{path}: {again} != {committed} (± {tolerance:.2g})"
+  else:
+    assert type(again) is type(committed) and again == committed, \
+        f"{path}: {again!r} != {committed!r}"
 
 
 @pytest.mark.parametrize("name", _published())
 def test_committed_artifacts_reproduce_their_stages_and_forms(name):
   out = os.path.join(PUBLISHED, name)
   again = artifacts.analyze_artifacts(out)
-  committed_stages = artifacts.load_json(out, artifacts.STAGES_JSON)
+  committed_stages = files.load_json(out, files.STAGES_JSON)
   assert committed_stages is not None and again["stages"] is not None
-  _assert_same(again["stages"], committed_stages, rtol=1e-6)
-  committed_forms = artifacts.load_json(out, artifacts.FORMS_JSON)
+  _assert_portable(again["stages"], committed_stages)
+  committed_forms = files.load_json(out, files.FORMS_JSON)
   if committed_forms is not None or again["forms"] is not None:
-    _assert_same(again["forms"], committed_forms, rtol=1e-6)
+    _assert_portable(again["forms"], committed_forms)
+
+
+def test_the_portable_comparison_sees_a_changed_analysis():
+  """The tolerance lets a CPU's rounding through, not a change: a boundary at the next grid
+  point, standard errors 1 % larger, or one LLC estimate 0.1 % larger all fail it."""
+  out = os.path.join(PUBLISHED, "lr-seed0")
+  committed = files.load_json(out, files.STAGES_JSON)
+  moved = json.loads(json.dumps(committed))
+  moved["milestones"][1]["step"] *= 1.026
+  with pytest.raises(AssertionError, match=r"milestones\[1\]\.step"):
+    _assert_portable(moved, committed)
+  llc, llc_se = artifacts.load_llc_csv(os.path.join(out, files.LLC_CSV))
+
+  def record(llc_mean, se):
+    found = analysis_run.stages_from_llc({**llc, "llc_mean": llc_mean}, se)
+    return json.loads(json.dumps(analysis_run.stages_record(found["analysis"], "paper_cpu", [])))
+
+  _assert_portable(record(llc["llc_mean"], llc_se), committed)  # unchanged: passes
+  with pytest.raises(AssertionError):
+    _assert_portable(record(llc["llc_mean"], 1.01 * llc_se), committed)
+  nudged = llc["llc_mean"].copy()
+  nudged[100] *= 1.001
+  with pytest.raises(AssertionError):
+    _assert_portable(record(nudged, llc_se), committed)
 
 
 def test_check_sweeps_are_published_with_their_llc_after_their_first_draws(tmp_path):
@@ -177,7 +285,7 @@ def test_check_sweeps_are_published_with_their_llc_after_their_first_draws(tmp_p
   artifacts.export_run(str(run), out, check_sweeps=["check"], draw_points=(300, 500, 5000),
                        reference_dir=os.path.join(os.path.dirname(__file__), "data",
                                                   "authors-lr-seed0"))
-  table = artifacts.read_csv(os.path.join(out, "llc_check.csv"))
+  table = files.read_csv(os.path.join(out, "llc_check.csv"))
   assert list(table["step"]) == [1, 1000] and list(table["num_draws"]) == [1200, 1200]
   assert list(table["num_chains"]) == [4, 4]
   assert "llc_mean_first_5000" not in table  # longer than the chains
@@ -186,11 +294,11 @@ def test_check_sweeps_are_published_with_their_llc_after_their_first_draws(tmp_p
   np.testing.assert_allclose(table["llc_std_first_300"][1], first.std(ddof=1), rtol=1e-12)
   assert np.all(table["llc_mean_first_300"] > table["llc_mean_first_500"])
   assert np.all(table["llc_mean_first_500"] > table["llc_mean"])
-  with open(os.path.join(out, artifacts.COMPARISON_MD)) as f:
+  with open(os.path.join(out, files.COMPARISON_MD)) as f:
     report = f.read()
   assert "### The sampler's reduction against check" in report
   assert "| 1,000 | " in report and "first 300 draws" in report
-  with open(os.path.join(out, artifacts.FIGURES, artifacts.COMPARISON_PNG), "rb") as f:
+  with open(os.path.join(out, files.FIGURES, files.COMPARISON_PNG), "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
   with pytest.raises(errors.UserError, match="no LLC results"):

@@ -6,8 +6,9 @@ import os
 import numpy as np
 import pytest
 
-from jaxdev.analysis import artifacts
-from jaxdev.analysis import compare
+from jaxdev.report import compare
+from jaxdev.report import files
+from jaxdev.report import reference
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 AUTHORS = os.path.join(HERE, "data", "authors-lr-seed0")
@@ -25,13 +26,13 @@ def test_nearest_is_nearest_in_log_step():
 
 def test_llc_table_reads_both_sides_at_the_nearest_checkpoint():
   rows = {r[0]: r for r in _rows(compare.llc_table(QUICK, AUTHORS))}
-  assert len(rows) == len(compare.LLC_STEPS)
+  assert len(rows) == len(reference.LLC_STEPS)
   assert rows["0"][1:] == ["0", "-24.0 ± 3.0", "0", "12.6 ± 0.9", "4"]
   assert rows["5,000"][1:3] == ["5,000", "109.5 ± 4.2"]
   assert rows["10,000"][1:] == ["–", "–", "10,101", "155.4 ± 1.0", "156"]  # past the run's end
   assert rows["40,000"][1:] == ["–", "–", "40,292", "169.6 ± 1.2", "170"]
   assert rows["500,000"][3:] == ["499,999", "124.3 ± 13.5", "128"]
-  assert set(compare.PAPER_LLC) == set(compare.LLC_STEPS)
+  assert set(reference.PAPER_LLC) == set(reference.LLC_STEPS)
 
 
 def test_match_boundaries_pairs_each_paper_boundary_with_its_nearest_detection():
@@ -49,8 +50,8 @@ def test_stage_table_puts_the_reference_curve_through_the_same_detector():
   paper_rows = [r for r in rows if r[1] != "–"]
   assert [r[:2] for r in paper_rows] == [["LR1/LR2", "1,000"], ["LR2/LR3", "40,000"],
                                          ["LR3/LR4", "126,000"], ["LR4/LR5", "320,000"]]
-  reference = [int(r[2].replace(",", "")) for r in paper_rows]
-  for found, paper in zip(reference, compare.PAPER_BOUNDARIES):
+  on_reference = [int(r[2].replace(",", "")) for r in paper_rows]
+  for found, paper in zip(on_reference, reference.PAPER_BOUNDARIES):
     assert paper / 1.5 <= found <= paper * 1.5
   # The 5,000-step run's boundaries all lie nearest the paper's first; the nearest is paired.
   assert [r[3] for r in rows] == ["133 (plateau)", "1,539 (sign change)", "3,554 (sign change)",
@@ -61,7 +62,7 @@ def test_stage_table_puts_the_reference_curve_through_the_same_detector():
 def _check_sweep_dir(root, steps, llc, std, chains, name="late"):
   run = root / "published"
   run.mkdir(parents=True)
-  artifacts.write_csv(str(run / f"llc_{name}.csv"),
+  files.write_csv(str(run / f"llc_{name}.csv"),
                       {"step": list(steps), "num_draws": [5000] * len(steps), "llc_mean": list(llc),
                        "llc_std": list(std), "num_chains": [chains] * len(steps)})
   return str(run)
@@ -76,10 +77,10 @@ LATE_STEPS = (46004, 52524, 59969, 68468, 78173, 80808, 89253, 101010, 101903, 1
 def test_check_sweep_stages_beside_the_reference_at_the_same_checkpoints(tmp_path):
   """The authors' own curve at 27 late checkpoints, published as a check sweep: both columns are
   the same detector on the same numbers, and they hold the paper's two late boundaries."""
-  ref = artifacts.read_csv(os.path.join(AUTHORS, "llc.csv"))
+  ref = files.read_csv(os.path.join(AUTHORS, "llc.csv"))
   picks = [compare.nearest(ref["step"], s) for s in LATE_STEPS]
   run = _check_sweep_dir(tmp_path, ref["step"][picks], ref["llc_mean"][picks],
-                         ref["llc_chain_std"][picks], compare.REFERENCE_CHAINS)
+                         ref["llc_chain_std"][picks], reference.REFERENCE_CHAINS)
   rows = _rows(compare.check_stages_table(run, AUTHORS, "late"))
   # Only the boundaries past the sweep's first checkpoint (46k) have rows.
   assert [r[:2] for r in rows if r[1] != "–"] == [["LR3/LR4", "126,000"], ["LR4/LR5", "320,000"]]
@@ -95,16 +96,43 @@ def test_check_sweep_stages_beside_the_reference_at_the_same_checkpoints(tmp_pat
 
 
 def test_end_of_run_tables_hold_the_reference_values():
-  rows = _rows(compare.position_loss_table(QUICK, AUTHORS))
-  assert [r[0] for r in rows] == [str(k) for k in range(1, 9)]
-  assert rows[7][2] == "0.251" and rows[0][2] == "3.966"
-  ours = np.array([float(r[1]) for r in rows])
+  table = compare.position_loss_table(QUICK, AUTHORS)
+  header = [c.strip() for c in table.splitlines()[0].strip("|").split("|")]
+  assert header == ["position", "jaxdev test loss (metrics.csv, step 5,000)",
+                    "reference test_loss_position_k (evals.csv, step 499,999)"]
+  rows = _rows(table)
+  assert [r[0] for r in rows] == [str(k) for k in range(1, 9)] + ["mean"]
+  # The authors' training-loop evaluation (noise variance 0.125), not their figure notebook's
+  # loss_position_k (noise std 0.125: 3.966 and 0.251 at positions 1 and 8).
+  assert rows[0][2] == "4.117" and rows[7][2] == "0.471" and rows[8][2] == "1.740"
+  # The run's side is its last training-loop evaluation, as metrics.csv holds it.
+  metrics = files.read_csv(os.path.join(QUICK, files.METRICS_CSV))
+  last = [i for i, split in enumerate(metrics["split"]) if split == "eval"][-1]
+  assert metrics["step"][last] == 5_000
+  expected = json.loads(metrics["loss_per_position"][last]) + [metrics["loss"][last]]
+  assert [r[1] for r in rows] == [f"{v:.3f}" for v in expected]
+  ours = np.array([float(r[1]) for r in rows[:8]])
   assert np.all(np.diff(ours) < 0)  # the quick run learns in context: loss falls with position
+  assert abs(float(rows[8][1]) - ours.mean()) < 1e-3  # the mean row is the mean over positions
   ln = {r[0]: r for r in _rows(compare.layernorm_table(QUICK, AUTHORS))}
   assert ln["0"][1:] == ["1.000 (step 0)", "1.000 (step 0)"]
   assert ln["500,000"][2] == "0.083 (step 499,999)"
   hessian = {r[0]: r for r in _rows(compare.hessian_table(QUICK, AUTHORS))}
   assert hessian["40,000"] == ["40,000", "–", "1,713.8 / 214.1 (step 40,292)"]
+
+
+def test_position_table_never_sets_the_figure_notebook_losses_beside_the_test_loss(tmp_path):
+  """A reference with only the figure notebook's evaluation (loss_position_k, less noise) gets no
+  column; a run without training-loop evaluations gets none either."""
+  evals = files.read_csv(os.path.join(AUTHORS, "evals.csv"))
+  notebook = tmp_path / "notebook"
+  notebook.mkdir()
+  files.write_csv(str(notebook / "evals.csv"),
+                  {n: v for n, v in evals.items() if not n.startswith("test_loss")})
+  header = compare.position_loss_table(QUICK, str(notebook)).splitlines()[0]
+  assert "jaxdev test loss" in header and "reference" not in header
+  header = compare.position_loss_table(str(tmp_path), AUTHORS).splitlines()[0]
+  assert "jaxdev" not in header and "test_loss_position_k" in header
 
 
 def test_forms_table_and_the_whole_report():
@@ -114,14 +142,14 @@ def test_forms_table_and_the_whole_report():
 
 
 def test_difference_table_pairs_matching_checkpoints_by_range(tmp_path):
-  ref = artifacts.read_csv(os.path.join(AUTHORS, "llc.csv"))
+  ref = files.read_csv(os.path.join(AUTHORS, "llc.csv"))
   keep = ref["step"] < 100_000
   steps = ref["step"][keep]
   steps = np.where(steps < 40, steps, steps + 1)  # as this project's against the authors'
   lone = int(np.argmax(steps > 20_000))
   steps[lone] += 1_000  # 5 % from the nearest: left out
   shift = np.where(steps < 1_000, -30.0, 5.0)
-  artifacts.write_csv(str(tmp_path / artifacts.LLC_CSV), {
+  files.write_csv(str(tmp_path / files.LLC_CSV), {
       "step": steps, "llc_mean": ref["llc_mean"][keep] + shift,
       "llc_std": np.ones(keep.sum())})
   rows = {r[0]: r[1:] for r in _rows(compare.difference_table(str(tmp_path), AUTHORS))}

@@ -7,8 +7,7 @@ import re
 import pytest
 
 from jaxdev import errors
-from jaxdev.analysis import artifacts
-from jaxdev.analysis import compare
+from jaxdev.report import page as page_lib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -30,10 +29,10 @@ def test_reproduction_page_is_linked_and_its_links_resolve():
 def test_reproduction_page_quotes_the_published_tables_whole_and_current():
   with open(PAGE, encoding="utf-8") as f:
     page = f.read()
-  quotes = compare.QUOTE.findall(page)
+  quotes = page_lib.QUOTE.findall(page)
   assert len(quotes) >= 8 and all(block.strip() for _, _, _, block, _ in quotes)
   assert page.count("<!-- quoted from") == len(quotes)  # no marker the pattern misses
-  assert artifacts.requoted_page(PAGE) == (page, page)
+  assert page_lib.requoted_page(PAGE) == (page, page)
 
 
 _COMPARISON = "### LLC\n\n| step | llc |\n|---|---|\n| 0 | 4.1 |\n\n### Stage boundaries\n\n| a |\n"
@@ -48,16 +47,16 @@ def _page(llc_block):
 
 
 def test_requote_refills_each_block_from_its_named_section_and_keeps_the_prose():
-  assert compare.sections(_COMPARISON) == {"LLC": "| step | llc |\n|---|---|\n| 0 | 4.1 |",
+  assert page_lib.sections(_COMPARISON) == {"LLC": "| step | llc |\n|---|---|\n| 0 | 4.1 |",
                                            "Stage boundaries": "| a |"}
   stale = _page("| step | llc |\n|---|---|\n| 0 | 3.9 |\n")
-  fresh = compare.requote(stale, lambda path: _COMPARISON)
+  fresh = page_lib.requote(stale, lambda path: _COMPARISON)
   assert fresh == _page("| step | llc |\n|---|---|\n| 0 | 4.1 |\n")
-  assert compare.requote(fresh, lambda path: _COMPARISON) == fresh
+  assert page_lib.requote(fresh, lambda path: _COMPARISON) == fresh
   with pytest.raises(errors.UserError, match='no section "LLC"'):
-    compare.requote(stale, lambda path: "### Hessian\n\n| x |\n")
+    page_lib.requote(stale, lambda path: "### Hessian\n\n| x |\n")
   reads = []
-  compare.requote(stale, lambda path: reads.append(path) or _COMPARISON)
+  page_lib.requote(stale, lambda path: reads.append(path) or _COMPARISON)
   assert reads == ["run/comparison.md"]  # two blocks, one file: read once
 
 
@@ -66,10 +65,10 @@ def test_requote_page_rewrites_the_page_or_leaves_it_whole(tmp_path):
   (tmp_path / "run" / "comparison.md").write_text(_COMPARISON)
   page = tmp_path / "page.md"
   page.write_text(_page("| stale |\n"))
-  assert artifacts.requote_page(str(page)) is True
+  assert page_lib.requote_page(str(page)) is True
   assert page.read_text() == _page("| step | llc |\n|---|---|\n| 0 | 4.1 |\n")
-  assert artifacts.requote_page(str(page)) is False
+  assert page_lib.requote_page(str(page)) is False
   (tmp_path / "run" / "comparison.md").unlink()
   with pytest.raises(errors.UserError, match="quotes run/comparison.md, which does not exist"):
-    artifacts.requote_page(str(page))
+    page_lib.requote_page(str(page))
   assert page.read_text() == _page("| step | llc |\n|---|---|\n| 0 | 4.1 |\n")

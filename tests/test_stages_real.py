@@ -7,10 +7,11 @@ import pytest
 from scipy.interpolate import PchipInterpolator
 
 from jaxdev.analysis import stages
+from jaxdev.report import reference
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
-LR_MILESTONES = (1_000, 40_000, 126_000, 320_000)  # the paper's LR1 … LR5 boundaries
-LM_MILESTONES = (900, 6_500, 8_500, 17_000)  # LM1 … LM5
+LR_MILESTONES = reference.PAPER_BOUNDARIES  # the paper's LR1 … LR5 boundaries
+LM_MILESTONES = reference.PAPER_LM_BOUNDARIES  # LM1 … LM5
 LM_REFERENCE = {0: 123.6, 100: 137.3, 200: 143.6, 400: 148.3, 900: 150.0, 6500: 172.5,
                 8500: 170.9, 17500: 179.3, 50000: 180.4}  # SPEC §3, the authors' notebook
 

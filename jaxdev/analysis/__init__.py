@@ -1,1 +1,12 @@
-"""CPU-side analysis of a run's files (numpy, scipy, scikit-learn, matplotlib; no JAX)."""
+"""CPU-side analysis of a run's files (numpy, scipy, scikit-learn, matplotlib; no JAX).
+
+  stages.py           stages of an LLC curve (GP slope and its significance)
+  ed.py, geometry.py  essential dynamics: PCA, smoothing, osculating circles, forms
+  plots.py            figures of the LLC curve, its slope and essential dynamics
+  indicator_plots.py  indicator panels over training
+  run.py              analyze_run(workdir): all of the above from a run's files
+
+Figures are ``matplotlib.figure.Figure`` objects made without pyplot: nothing here chooses a
+matplotlib backend. Reports built on these (the paper's numbers, published artifacts, comparison
+tables) are :mod:`jaxdev.report`, which imports this package and is never imported by it.
+"""

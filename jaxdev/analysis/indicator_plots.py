@@ -1,17 +1,14 @@
 """Indicator panels over training (paper Figures 3–5 and appendices C–D): each indicator against
-log step, with the run's stages shaded and named as in the LLC figure."""
+log step, with the run's stages shaded and named as in the LLC figure. Figures are made without
+pyplot, as :mod:`jaxdev.analysis.plots`' are."""
 
 from __future__ import annotations
 
 import math
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from jaxdev.analysis import plots  # noqa: E402
+from jaxdev.analysis import plots
 
 
 def plot_panels(steps, panels, *, stages=(), title: str = "", columns: int = 3):
@@ -26,11 +23,11 @@ def plot_panels(steps, panels, *, stages=(), title: str = "", columns: int = 3):
     columns: panels per row.
 
   Returns:
-    The matplotlib figure.
+    A ``matplotlib.figure.Figure`` (made without pyplot; ``fig.savefig(path)`` writes it).
   """
   rows = max(1, math.ceil(len(panels) / columns))
-  fig, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 3.2 * rows), squeeze=False,
-                           layout="constrained")  # room for the suptitle above the panel titles
+  fig, axes = plots.figure(rows, columns, figsize=(4.6 * columns, 3.2 * rows), squeeze=False,
+                          layout="constrained")  # room for the suptitle above the panel titles
   x = np.asarray(steps, np.float64) + 1
   for ax, (name, lines, references) in zip(axes.ravel(), panels):
     plots.shade_stages(ax, stages, label=True)

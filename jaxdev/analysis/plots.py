@@ -1,18 +1,29 @@
-"""Figures: the LLC curve with stages (paper Figure 1) and essential dynamics (Figure 2)."""
+"""Figures: the LLC curve with stages (paper Figure 1) and essential dynamics (Figure 2).
+
+Every figure is a ``matplotlib.figure.Figure`` made without pyplot: importing or calling this
+module chooses no backend and registers no figure, so a notebook's backend stays the user's.
+``fig.savefig(path)`` writes one; a notebook displays the returned figure.
+"""
 
 from __future__ import annotations
 
 import itertools
 
-import matplotlib
+import numpy as np
+from matplotlib import colormaps
+from matplotlib import patches
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from jaxdev.analysis import geometry  # noqa: E402
+from jaxdev.analysis import geometry
 
 STAGE_COLOURS = {"A": "#d9ead3", "B": "#f4cccc"}
+
+
+def figure(nrows: int = 1, ncols: int = 1, *, figsize, squeeze: bool = True, layout=None,
+           **subplot_kw):
+  """(Figure, axes) as ``pyplot.subplots`` returns them, without pyplot."""
+  fig = Figure(figsize=figsize, layout=layout)
+  return fig, fig.subplots(nrows, ncols, squeeze=squeeze, **subplot_kw)
 
 
 def shade_stages(ax, stages, *, label: bool = False):
@@ -61,7 +72,7 @@ def plot_llc(steps, llc_mean, llc_std, *, loss_steps=None, test_loss=None, analy
 
   The x axis is step + 1 on a log scale (so step 0 shows). ``analysis`` is a StageAnalysis.
   """
-  fig, (ax, ax_loss) = plt.subplots(1, 2, figsize=(12, 4.2))
+  fig, (ax, ax_loss) = figure(1, 2, figsize=(12, 4.2))
   x = np.asarray(steps) + 1
   if analysis is not None:
     shade_stages(ax, analysis.stages, label=True)
@@ -101,8 +112,8 @@ def plot_llc(steps, llc_mean, llc_std, *, loss_steps=None, test_loss=None, analy
 def plot_slope(analysis):
   """The GP slope d λ̂ / d ln(step+1) ± 2 posterior std, the stretches where it is significant
   (|slope| ≥ z_threshold std: rising green, falling red), and the milestones by rule."""
-  fig, (ax, ax_z) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True,
-                                 gridspec_kw={"height_ratios": [2, 1]})
+  fig, (ax, ax_z) = figure(2, 1, figsize=(7, 5.5), sharex=True,
+                            gridspec_kw={"height_ratios": [2, 1]})
   grid = analysis.grid_steps + 1
   z = analysis.z
   for a in (ax, ax_z):
@@ -143,12 +154,12 @@ def plot_ed(scores, steps, *, forms=(), stages=(), explained=None, circles_every
   """
   k = scores.shape[1]
   pairs = list(itertools.combinations(range(k), 2))
-  fig, axes = plt.subplots(1, len(pairs), figsize=(4.6 * len(pairs), 4.4), squeeze=False)
+  fig, axes = figure(1, len(pairs), figsize=(4.6 * len(pairs), 4.4), squeeze=False)
   steps = np.asarray(steps)
   stage_of = np.zeros(len(steps), int)
   for i, stage in enumerate(stages):
     stage_of[(steps >= stage.start) & (steps <= stage.end)] = i
-  colours = plt.cm.tab10(np.arange(max(len(stages), 1)) % 10)
+  colours = colormaps["tab10"](np.arange(max(len(stages), 1)) % 10)
   for ax, (i, j) in zip(axes[0], pairs):
     curve = scores[:, [i, j]]
     for s in range(max(len(stages), 1)):
@@ -163,7 +174,8 @@ def plot_ed(scores, steps, *, forms=(), stages=(), explained=None, circles_every
     if circles_every:
       for t in range(1, len(curve) - 1, circles_every):
         if ok[t]:
-          ax.add_patch(plt.Circle(osc.centres[t], osc.radii[t], fill=False, lw=0.4, alpha=0.4))
+          ax.add_patch(patches.Circle(osc.centres[t], osc.radii[t], fill=False, lw=0.4,
+                                     alpha=0.4))
     for form in candidates:
       if not form.accepted and np.all(np.isfinite(form.centre[[i, j]])):
         ax.plot(form.centre[i], form.centre[j], "*", ms=10, mfc="none", mec="0.4")
@@ -188,7 +200,7 @@ def plot_ed(scores, steps, *, forms=(), stages=(), explained=None, circles_every
 def plot_scores(steps, raw, smoothed, forms=()):
   """PC scores over (log) training step, raw and smoothed, with forms marked."""
   k = raw.shape[1]
-  fig, axes = plt.subplots(k, 1, figsize=(7, 2.2 * k), sharex=True)
+  fig, axes = figure(k, 1, figsize=(7, 2.2 * k), sharex=True)
   x = np.asarray(steps) + 1
   for i, ax in enumerate(np.atleast_1d(axes)):
     ax.plot(x, raw[:, i], color="0.7", lw=0.8, label="raw")
@@ -205,7 +217,7 @@ def plot_scores(steps, raw, smoothed, forms=()):
 
 def plot_form_potentials(steps, scores, forms):
   """‖f(t) − f*‖² for each form over (log) step."""
-  fig, ax = plt.subplots(figsize=(7, 3.5))
+  fig, ax = figure(figsize=(7, 3.5))
   x = np.asarray(steps) + 1
   for n, form in enumerate(forms):
     ax.plot(x, geometry.form_potential(scores, form.centre), label=f"form {n + 1} (step {steps[form.index]})")

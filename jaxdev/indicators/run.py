@@ -351,9 +351,7 @@ def load_stages(workdir: str) -> list:
 
 def plot_run(workdir: str, summary: dict, constants: dict, task: str) -> str:
   """Draws the indicator panels of a run into ``figures/indicators.png``; returns the path."""
-  # pylint: disable=import-outside-toplevel
-  import matplotlib.pyplot as plt
-  from jaxdev.analysis import indicator_plots
+  from jaxdev.analysis import indicator_plots  # pylint: disable=import-outside-toplevel
   run_dir = rundir.RunDir(workdir)
   rundir.makedirs(run_dir.figures)
   panels = (indicator_plots.language_panels(summary, constants) if task == "language"
@@ -361,8 +359,7 @@ def plot_run(workdir: str, summary: dict, constants: dict, task: str) -> str:
   fig = indicator_plots.plot_panels(summary["step"], panels, stages=load_stages(workdir),
                                     title=f"Indicators ({os.path.basename(os.path.normpath(workdir))})")
   path = run_dir.figure("indicators.png")
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  fig.savefig(path, dpi=100)  # a Figure made without pyplot: nothing to close
   return path
 
 

@@ -13,18 +13,17 @@
                   analysis options (σ schedule, window, construction)
   run.json        the training config and the sweep's settings
   figures/        copies of the run's figures
-  comparison.md   with a reference run's files: the tables of :mod:`jaxdev.analysis.compare`,
+  comparison.md   with a reference run's files: the tables of :mod:`jaxdev.report.compare`,
                   and figures/llc_vs_reference.png, the two LLC curves on one axis
 
-Floats are written with ``repr`` (shortest round trip), so the CSVs hold the run's float64
-values exactly and :func:`analyze_artifacts` on them reproduces the run's own stages and forms.
-Everything after the PCA depends only on the PC scores, which is why k scores suffice.
+File names, readers and writers: :mod:`jaxdev.report.files`. Floats are written with ``repr``
+(shortest round trip), so the CSVs hold the run's float64 values exactly and
+:func:`analyze_artifacts` on them reproduces the run's own stages and forms. Everything after the
+PCA depends only on the PC scores, which is why k scores suffice.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import shutil
@@ -35,63 +34,8 @@ from jaxdev import errors
 from jaxdev import rundir
 from jaxdev.analysis import ed
 from jaxdev.analysis import run as run_lib
-
-LLC_CSV = "llc.csv"
-METRICS_CSV = "metrics.csv"
-INDICATORS_CSV = "indicators.csv"
-ED_SCORES_CSV = "ed_scores.csv"
-STAGES_JSON = rundir.STAGES  # the same records as a run's, under the same names
-FORMS_JSON = rundir.FORMS
-RUN_JSON = "run.json"
-FIGURES = rundir.FIGURES
-COMPARISON_MD = "comparison.md"
-COMPARISON_PNG = "llc_vs_reference.png"
-
-
-def _cell(value) -> str:
-  if isinstance(value, (float, np.floating)):
-    return repr(float(value))
-  if isinstance(value, (np.integer,)):
-    return str(int(value))
-  return str(value)
-
-
-def write_csv(path: str, columns: dict) -> None:
-  """Writes {name: [N] values} as a CSV with a header row (atomically)."""
-  names = list(columns)
-  length = len(columns[names[0]]) if names else 0
-  text = io.StringIO()
-  writer = csv.writer(text, lineterminator="\n")
-  writer.writerow(names)
-  for i in range(length):
-    writer.writerow([_cell(columns[n][i]) for n in names])
-  rundir.atomic_write_text(path, text.getvalue())
-
-
-def read_csv(path: str) -> dict:
-  """{name: [N] array} of a CSV written by :func:`write_csv`: numeric columns as float64 (int64
-  where every value is an integer literal; empty cells NaN), others as str."""
-  try:
-    with open(path, newline="", encoding="utf-8") as f:
-      rows = list(csv.reader(f))
-  except OSError as e:
-    raise errors.UserError(f"cannot read {path}: {e.strerror or e}") from None
-  if not rows:
-    raise errors.UserError(f"{path} is empty")
-  header, body = rows[0], rows[1:]
-  if any(len(r) != len(header) for r in body):
-    raise errors.UserError(f"{path}: rows of unequal length (damaged file?)")
-  out = {}
-  for j, name in enumerate(header):
-    values = [r[j] for r in body]
-    try:
-      out[name] = np.array([int(v) for v in values], np.int64)
-    except ValueError:
-      try:  # an empty cell (a record without this field) reads as NaN
-        out[name] = np.array([float(v) if v else np.nan for v in values], np.float64)
-      except ValueError:
-        out[name] = np.array(values, dtype=np.str_)
-  return out
+from jaxdev.report import compare
+from jaxdev.report import files
 
 
 def _metrics_columns(records: list) -> dict:
@@ -134,8 +78,9 @@ def export_run(workdir: str, out_dir: str, *, sweep: str = "default", num_compon
 
   Stages and forms are recomputed from the written CSVs, with the options the run's own
   analysis recorded in its ``forms.json`` (the defaults without one). With ``reference_dir``
-  (published files of a reference run, see :mod:`jaxdev.analysis.compare`), also writes
-  ``comparison.md``, the side-by-side tables. Returns {"files": [paths], "stages": record or
+  (published files of a reference run, see :mod:`jaxdev.report.compare`), also writes
+  ``comparison.md``, the side-by-side tables, and the LLC figure beside the reference's
+  (:func:`jaxdev.report.compare.write_comparison`). Returns {"files": [paths], "stages": record or
   None, "forms": record or None}. Each of ``check_sweeps`` (other sweeps of the run, e.g. a
   reference sampler at a few checkpoints) is written as ``llc_NAME.csv``: step, num_draws,
   llc_mean, llc_std, num_chains (the chains that did not fail) and, for each of ``draw_points``
@@ -156,7 +101,7 @@ def export_run(workdir: str, out_dir: str, *, sweep: str = "default", num_compon
   checks = {name: _check_csv(run, name, draw_points) for name in check_sweeps}
   rundir.check_writable(out_dir)
   rundir.makedirs(out_dir)
-  files = []
+  written = []
 
   per_chain = np.asarray(llc["llc_per_chain"], np.float64)
   columns = {"step": llc["step"].astype(np.int64), "llc_mean": llc["llc_mean"],
@@ -165,21 +110,21 @@ def export_run(workdir: str, out_dir: str, *, sweep: str = "default", num_compon
              "warnings": [json.dumps(list(w)) for w in llc["warnings"]]}
   per_chain = np.where(np.isfinite(per_chain), per_chain, np.nan)
   columns.update({f"chain_{c + 1}": per_chain[:, c] for c in range(per_chain.shape[1])})
-  write_csv(os.path.join(out_dir, LLC_CSV), columns)
-  files.append(os.path.join(out_dir, LLC_CSV))
+  files.write_csv(os.path.join(out_dir, files.LLC_CSV), columns)
+  written.append(os.path.join(out_dir, files.LLC_CSV))
 
   for name, table in checks.items():
-    write_csv(os.path.join(out_dir, f"llc_{name}.csv"), table)
-    files.append(os.path.join(out_dir, f"llc_{name}.csv"))
+    files.write_csv(os.path.join(out_dir, files.check_csv(name)), table)
+    written.append(os.path.join(out_dir, files.check_csv(name)))
 
   records = run.metrics()
   if records:
-    write_csv(os.path.join(out_dir, METRICS_CSV), _metrics_columns(records))
-    files.append(os.path.join(out_dir, METRICS_CSV))
+    files.write_csv(os.path.join(out_dir, files.METRICS_CSV), _metrics_columns(records))
+    written.append(os.path.join(out_dir, files.METRICS_CSV))
   summary = run.indicator_summary_path("csv")
   if os.path.isfile(summary):
-    shutil.copyfile(summary, os.path.join(out_dir, INDICATORS_CSV))
-    files.append(os.path.join(out_dir, INDICATORS_CSV))
+    shutil.copyfile(summary, os.path.join(out_dir, files.INDICATORS_CSV))
+    written.append(os.path.join(out_dir, files.INDICATORS_CSV))
 
   steps, outputs = run.ed_probe()
   options = {}
@@ -187,8 +132,8 @@ def export_run(workdir: str, out_dir: str, *, sweep: str = "default", num_compon
     result = ed.pca(outputs, num_components)
     columns = {"step": np.asarray(steps, np.int64)}
     columns.update({f"pc_{i + 1}": result.scores[:, i] for i in range(result.scores.shape[1])})
-    write_csv(os.path.join(out_dir, ED_SCORES_CSV), columns)
-    files.append(os.path.join(out_dir, ED_SCORES_CSV))
+    files.write_csv(os.path.join(out_dir, files.ED_SCORES_CSV), columns)
+    written.append(os.path.join(out_dir, files.ED_SCORES_CSV))
     own = run.forms() or {}
     options = {"explained_variance": [float(v) for v in result.explained_variance_ratio],
                "sigma_schedule": own.get("sigma_schedule", "auto"),
@@ -196,37 +141,32 @@ def export_run(workdir: str, out_dir: str, *, sweep: str = "default", num_compon
                "construction": own.get("construction", "all")}
 
   settings = run.llc(sweep).settings()
-  rundir.atomic_write_json(os.path.join(out_dir, RUN_JSON), {
+  rundir.atomic_write_json(os.path.join(out_dir, files.RUN_JSON), {
       "config": run.config_dict() if run.is_run else None, "sweep": sweep, "sweep_settings": settings,
       "ed_options": options})
-  files.append(os.path.join(out_dir, RUN_JSON))
+  written.append(os.path.join(out_dir, files.RUN_JSON))
 
   result = analyze_artifacts(out_dir)
-  for name, record in ((STAGES_JSON, result["stages"]), (FORMS_JSON, result["forms"])):
+  for name, record in ((files.STAGES_JSON, result["stages"]), (files.FORMS_JSON, result["forms"])):
     if record is not None:
       rundir.atomic_write_json(os.path.join(out_dir, name), record)
-      files.append(os.path.join(out_dir, name))
+      written.append(os.path.join(out_dir, name))
 
   if os.path.isdir(run.figures):
-    rundir.makedirs(os.path.join(out_dir, FIGURES))
+    rundir.makedirs(os.path.join(out_dir, files.FIGURES))
     for name in sorted(os.listdir(run.figures)):
       if name.endswith(".png"):
-        shutil.copyfile(os.path.join(run.figures, name), os.path.join(out_dir, FIGURES, name))
-        files.append(os.path.join(out_dir, FIGURES, name))
+        shutil.copyfile(os.path.join(run.figures, name), os.path.join(out_dir, files.FIGURES, name))
+        written.append(os.path.join(out_dir, files.FIGURES, name))
   if reference_dir is not None:
-    from jaxdev.analysis import compare  # pylint: disable=import-outside-toplevel
-    path = os.path.join(out_dir, COMPARISON_MD)
-    rundir.atomic_write_text(path, compare.comparison_markdown(out_dir, reference_dir))
-    files.append(path)
-    rundir.makedirs(os.path.join(out_dir, FIGURES))
-    files.append(compare.plot_llc_comparison(
-        out_dir, reference_dir, os.path.join(out_dir, FIGURES, COMPARISON_PNG)))
-  return {"files": files, **result}
+    rundir.makedirs(os.path.join(out_dir, files.FIGURES))  # the comparison's figure goes there
+    written += compare.write_comparison(out_dir, reference_dir)
+  return {"files": written, **result}
 
 
 def load_llc_csv(path: str) -> tuple[dict, np.ndarray | None]:
   """(``load_llc``-style dict, llc_se [N] or None) from a published ``llc.csv``."""
-  table = read_csv(path)
+  table = files.read_csv(path)
   llc = {"step": table["step"], "llc_mean": table["llc_mean"].astype(np.float64),
          "llc_std": table["llc_std"].astype(np.float64), "status": table["status"],
          "warnings": ([json.loads(w) for w in table["warnings"]] if "warnings" in table
@@ -239,17 +179,17 @@ def load_llc_csv(path: str) -> tuple[dict, np.ndarray | None]:
 def analyze_artifacts(out_dir: str) -> dict:
   """Stages and forms from published artifacts alone ({"stages": record or None, "forms":
   record or None}), the records as ``stages.json`` / ``forms.json`` hold them."""
-  meta = rundir.read_json(os.path.join(out_dir, RUN_JSON), "run.json")
-  llc, llc_se = load_llc_csv(os.path.join(out_dir, LLC_CSV))
+  meta = rundir.read_json(os.path.join(out_dir, files.RUN_JSON), "run.json")
+  llc, llc_se = load_llc_csv(os.path.join(out_dir, files.LLC_CSV))
   found = run_lib.stages_from_llc(llc, llc_se)
   stages = None
   if found["analysis"] is not None:
     stages = run_lib.stages_record(found["analysis"], meta.get("sweep", "default"),
                                    found["excluded"])
   forms = None
-  scores_path = os.path.join(out_dir, ED_SCORES_CSV)
+  scores_path = os.path.join(out_dir, files.ED_SCORES_CSV)
   if os.path.isfile(scores_path):
-    table = read_csv(scores_path)
+    table = files.read_csv(scores_path)
     names = sorted((n for n in table if n.startswith("pc_")), key=lambda n: int(n[3:]))
     scores = np.stack([table[n].astype(np.float64) for n in names], axis=1)
     options = meta.get("ed_options", {})
@@ -261,37 +201,3 @@ def analyze_artifacts(out_dir: str) -> dict:
         construction=options.get("construction", "all"))["record"]
   as_json = lambda record: None if record is None else json.loads(json.dumps(record))
   return {"stages": as_json(stages), "forms": as_json(forms)}
-
-
-def load_json(out_dir: str, name: str):
-  """A published JSON record (``STAGES_JSON`` or ``FORMS_JSON``), or None if absent."""
-  path = os.path.join(out_dir, name)
-  return rundir.read_json(path, name) if os.path.isfile(path) else None
-
-
-def requoted_page(page_path: str) -> tuple[str, str]:
-  """(the Markdown page at ``page_path``, the same with its quoted blocks refilled from the
-  comparison files they name, paths relative to the page; :func:`jaxdev.analysis.compare.requote`).
-  A UserError if a quoted file or section is missing."""
-  from jaxdev.analysis import compare  # pylint: disable=import-outside-toplevel
-  with open(page_path, encoding="utf-8") as f:
-    page = f.read()
-
-  def read(path):
-    full = os.path.join(os.path.dirname(page_path), path)
-    if not os.path.isfile(full):
-      raise errors.RunDirError(f"{page_path} quotes {path}, which does not exist")
-    with open(full, encoding="utf-8") as f:
-      return f.read()
-
-  return page, compare.requote(page, read)
-
-
-def requote_page(page_path: str) -> bool:
-  """Refills the quoted blocks of the page at ``page_path`` (:func:`requoted_page`), rewriting it
-  atomically if anything changed. Returns whether it changed; on a UserError the page is left as
-  it was."""
-  page, new = requoted_page(page_path)
-  if new != page:
-    rundir.atomic_write_text(page_path, new)
-  return new != page

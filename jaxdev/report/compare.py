@@ -2,32 +2,28 @@
 
 The reference is a directory in the layout of the authors' seed-0 analysis files as converted to
 CSV (``llc.csv``: step, llc_mean, llc_chain_std (the std over chains, ddof 1), ...;
-``evals.csv``: step, loss_position_k, ...; ``hessian.csv``: step, hessian_trace, eig_k;
-``layernorm.csv``: step, layernorm, weight_mean, ...); files it lacks are skipped. The run side
-is a directory written by :func:`jaxdev.analysis.artifacts.export_run`. Values are taken at the
-checkpoint nearest (in log step) to each step asked for, and the step used is shown; in the LLC
-table a run with no checkpoint within ×1.5 of a step shows "–" there.
+``evals.csv``: step, test_loss, test_loss_position_k (their training loop's evaluation), ...;
+``hessian.csv``: step, hessian_trace, eig_k; ``layernorm.csv``: step, layernorm, weight_mean,
+...); files it lacks are skipped. The run side is a directory written by
+:func:`jaxdev.report.artifacts.export_run`. Values are taken at the checkpoint nearest (in log
+step) to each step asked for, and the step used is shown; in the LLC table a run with no
+checkpoint within ×1.5 of a step shows "–" there. The paper's own numbers come from
+:mod:`jaxdev.report.reference`.
 """
 
 from __future__ import annotations
 
+import json
 import os
-import re
 
 import numpy as np
 
 from jaxdev import errors
-from jaxdev.analysis import artifacts
+from jaxdev import rundir
 from jaxdev.analysis import stages as stages_lib
+from jaxdev.report import files
+from jaxdev.report import reference
 
-LLC_STEPS = (0, 1_000, 2_500, 5_000, 10_000, 20_000, 40_000, 80_000, 126_000, 167_000, 318_000,
-             500_000)
-# The paper's LR LLC (mean of seeds 0-4, its settings) at LLC_STEPS; 40k stands for its 35-40k peak.
-PAPER_LLC = {0: 4, 1_000: 19, 2_500: 44, 5_000: 119, 10_000: 156, 20_000: 168, 40_000: 170,
-             80_000: 166, 126_000: 157, 167_000: 153, 318_000: 123, 500_000: 128}
-PAPER_BOUNDARIES = (1_000, 40_000, 126_000, 320_000)  # the paper's LR1 … LR5 boundaries
-PAPER_FORMS = (2_500, 34_500, 106_100, 168_900)  # the paper's ED forms (its LR seed 1, App. D)
-REFERENCE_CHAINS = 10  # chains behind the reference's llc_chain_std
 MAX_RATIO = 1.5  # a checkpoint stands for a step within this factor of (step + 1)
 
 
@@ -35,11 +31,6 @@ def nearest(steps, target: float) -> int:
   """Index of the step nearest to ``target`` in ln(step + 1)."""
   steps = np.asarray(steps, np.float64)
   return int(np.argmin(np.abs(np.log1p(steps) - np.log1p(target))))
-
-
-def _read(directory: str, name: str):
-  path = os.path.join(directory, name)
-  return artifacts.read_csv(path) if os.path.isfile(path) else None
 
 
 def _fmt(value, digits: int = 1) -> str:
@@ -56,11 +47,12 @@ def _table(header, rows) -> str:
   return "\n".join(lines)
 
 
-def llc_table(run_dir: str, reference_dir: str, steps=LLC_STEPS) -> str:
+def llc_table(run_dir: str, reference_dir: str, steps=reference.LLC_STEPS) -> str:
   """LLC (mean ± std over chains) of the run and of the reference at ``steps``, beside the
-  paper's mean over five seeds (:data:`PAPER_LLC`; "–" at a step it does not give)."""
-  ours = artifacts.read_csv(os.path.join(run_dir, artifacts.LLC_CSV))
-  ref = _read(reference_dir, "llc.csv")
+  paper's mean over five seeds (:data:`jaxdev.report.reference.PAPER_LLC`; "–" at a step it
+  does not give)."""
+  ours = files.read_csv(os.path.join(run_dir, files.LLC_CSV))
+  ref = files.read_csv_if_present(reference_dir, "llc.csv")
   rows = []
   for target in steps:
     i = nearest(ours["step"], target)
@@ -72,7 +64,7 @@ def llc_table(run_dir: str, reference_dir: str, steps=LLC_STEPS) -> str:
     if ref is not None:
       j = nearest(ref["step"], target)
       row += [_step(ref["step"][j]), f"{_fmt(ref['llc_mean'][j])} ± {_fmt(ref['llc_chain_std'][j])}"]
-    row.append(_step(PAPER_LLC[target]) if target in PAPER_LLC else "–")
+    row.append(_step(reference.PAPER_LLC[target]) if target in reference.PAPER_LLC else "–")
     rows.append(row)
   header = ["step", "checkpoint", "jaxdev LLC ± chain std"]
   if ref is not None:
@@ -94,8 +86,8 @@ def difference_table(run_dir: str, reference_dir: str, ranges=DIFFERENCE_RANGES)
   difference, the median difference and the median difference relative to the reference LLC.
   None without a reference curve.
   """
-  ours = artifacts.read_csv(os.path.join(run_dir, artifacts.LLC_CSV))
-  ref = _read(reference_dir, "llc.csv")
+  ours = files.read_csv(os.path.join(run_dir, files.LLC_CSV))
+  ref = files.read_csv_if_present(reference_dir, "llc.csv")
   if ref is None:
     return None
   pairs = []
@@ -122,14 +114,14 @@ def difference_table(run_dir: str, reference_dir: str, ranges=DIFFERENCE_RANGES)
 
 def reference_stages(reference_dir: str):
   """Stage detection (default settings) on the reference's LLC curve, or None without one."""
-  ref = _read(reference_dir, "llc.csv")
+  ref = files.read_csv_if_present(reference_dir, "llc.csv")
   if ref is None:
     return None
   return stages_lib.detect_stages(ref["step"], ref["llc_mean"], llc_std=ref["llc_chain_std"],
-                                  num_chains=REFERENCE_CHAINS)
+                                  num_chains=reference.REFERENCE_CHAINS)
 
 
-def match_boundaries(found, paper=PAPER_BOUNDARIES):
+def match_boundaries(found, paper=reference.PAPER_BOUNDARIES):
   """Pairs detected boundaries with paper boundaries, nearest in ln(step + 1), one to one.
 
   Each detected boundary goes to its nearest paper boundary; where several go to the same one,
@@ -149,7 +141,7 @@ def match_boundaries(found, paper=PAPER_BOUNDARIES):
   return pairs, sorted(unpaired)
 
 
-def _boundary_rows(columns, paper=PAPER_BOUNDARIES, low: float = 0.0):
+def _boundary_rows(columns, paper=reference.PAPER_BOUNDARIES, low: float = 0.0):
   """Rows of a boundary table: one per paper boundary at or above ``low`` (labelled LRk/LRk+1),
   each holding per column the detected boundary paired with it by :func:`match_boundaries`; a
   detected boundary left unpaired gets a row of its own ("–" as the paper's), placed by its step.
@@ -170,14 +162,14 @@ def _boundary_rows(columns, paper=PAPER_BOUNDARIES, low: float = 0.0):
   return [r for _, r in rows]
 
 
-def stages_table(run_dir: str, reference_dir: str, paper=PAPER_BOUNDARIES) -> str:
+def stages_table(run_dir: str, reference_dir: str, paper=reference.PAPER_BOUNDARIES) -> str:
   """Stage boundaries: the paper's, jaxdev's on the reference curve, and jaxdev's on the run.
 
   One row per paper boundary (labelled LRk/LRk+1) holding the detected boundary paired with it by
   :func:`match_boundaries`; a detected boundary left unpaired gets a row of its own ("–" as the
   paper's), placed by its step.
   """
-  record = artifacts.load_json(run_dir, artifacts.STAGES_JSON) or {"milestones": []}
+  record = files.load_json(run_dir, files.STAGES_JSON) or {"milestones": []}
   ref = reference_stages(reference_dir)
   columns = [[(b, _step(b)) for b in (ref.boundaries if ref is not None else [])],
              [(m["step"], f"{_step(m['step'])} ({m['rule']})") for m in record["milestones"]]]
@@ -189,7 +181,7 @@ MIN_STAGE_CHECKPOINTS = 12  # a check sweep with fewer checkpoints gets no stage
 
 
 def check_stages_table(run_dir: str, reference_dir: str, check: str,
-                       paper=PAPER_BOUNDARIES) -> str | None:
+                       paper=reference.PAPER_BOUNDARIES) -> str | None:
   """Stage boundaries of check sweep ``check`` alone, beside the reference curve's at the same
   checkpoints (the same detector, default settings, on both).
 
@@ -199,8 +191,8 @@ def check_stages_table(run_dir: str, reference_dir: str, check: str,
   sweep has fewer than :data:`MIN_STAGE_CHECKPOINTS` checkpoints, its CSV has no ``num_chains``
   column (published before there was one), or there is no reference curve.
   """
-  table = artifacts.read_csv(os.path.join(run_dir, f"llc_{check}.csv"))
-  ref = _read(reference_dir, "llc.csv")
+  table = files.read_csv(os.path.join(run_dir, files.check_csv(check)))
+  ref = files.read_csv_if_present(reference_dir, "llc.csv")
   if ref is None or len(table["step"]) < MIN_STAGE_CHECKPOINTS or "num_chains" not in table:
     return None
   mine = stages_lib.detect_stages(table["step"], table["llc_mean"], llc_std=table["llc_std"],
@@ -208,16 +200,16 @@ def check_stages_table(run_dir: str, reference_dir: str, check: str,
   picks = sorted({nearest(ref["step"], s) for s in table["step"]})
   theirs = stages_lib.detect_stages(ref["step"][picks], ref["llc_mean"][picks],
                                     llc_std=ref["llc_chain_std"][picks],
-                                    num_chains=REFERENCE_CHAINS)
+                                    num_chains=reference.REFERENCE_CHAINS)
   columns = [[(b, _step(b)) for b in theirs.boundaries],
              [(m.step, f"{_step(m.step)} ({m.rule})") for m in mine.milestones]]
   return _table(["boundary", "paper", "reference curve at the same checkpoints", check],
                 _boundary_rows(columns, paper, low=float(np.min(table["step"]))))
 
 
-def forms_table(run_dir: str, paper=PAPER_FORMS) -> str:
+def forms_table(run_dir: str, paper=reference.PAPER_FORMS) -> str:
   """ED forms of the run beside the paper's."""
-  record = artifacts.load_json(run_dir, artifacts.FORMS_JSON) or {"forms": []}
+  record = files.load_json(run_dir, files.FORMS_JSON) or {"forms": []}
   ours = sorted(f["step"] for f in record["forms"])
   rows, matched = [], set()
   for target in paper:
@@ -230,26 +222,52 @@ def forms_table(run_dir: str, paper=PAPER_FORMS) -> str:
   return table + f"\n\nAll forms of this run: {', '.join(_step(s) for s in ours) or 'none'}."
 
 
+def _run_test_loss(run_dir: str):
+  """(steps [E], per-position test loss [E, K], mean test loss [E]) of the run's training-loop
+  evaluations (``metrics.csv``, split "eval", ``loss_per_position``), or None without them."""
+  table = files.read_csv_if_present(run_dir, files.METRICS_CSV)
+  if table is None or "loss_per_position" not in table or "split" not in table:
+    return None
+  rows = [i for i, (split, cell) in enumerate(zip(table["split"], table["loss_per_position"]))
+          if split == "eval" and isinstance(cell, str) and cell.startswith("[")]
+  if not rows:
+    return None
+  per_position = np.array([json.loads(table["loss_per_position"][i]) for i in rows], np.float64)
+  return (table["step"][rows], per_position,
+          np.asarray(table["loss"], np.float64)[rows] if "loss" in table else per_position.mean(1))
+
+
 def position_loss_table(run_dir: str, reference_dir: str, step: int = 500_000,
                         positions: int = 8) -> str:
-  """Loss at each context position at ``step``, the run's and the reference's."""
-  ours = _read(run_dir, artifacts.INDICATORS_CSV)
-  ref = _read(reference_dir, "evals.csv")
+  """Test loss at each context position at ``step`` (MSE; last row: the mean over positions).
+
+  Both columns are a training loop's evaluation on sequences of the training distribution: the
+  run's from ``metrics.csv`` (split "eval": ``loss_per_position``, ``loss``), the reference's from
+  ``evals.csv`` (``test_loss_position_k``, ``test_loss``). The reference's ``loss_position_k``,
+  a figure notebook's evaluation on sequences with less noise, is not comparable and not shown.
+  """
   header, columns = ["position"], []
-  for name, table in (("jaxdev", ours), ("reference", ref)):
-    if table is not None and "loss_position_1" in table:
-      i = nearest(table["step"], step)
-      header.append(f"{name} (step {_step(table['step'][i])})")
-      columns.append([table[f"loss_position_{k}"][i] for k in range(1, positions + 1)])
-  rows = [[str(k + 1)] + [_fmt(c[k], 3) for c in columns] for k in range(positions)]
+  ours = _run_test_loss(run_dir)
+  if ours is not None and ours[1].shape[1] >= positions:
+    i = nearest(ours[0], step)
+    header.append(f"jaxdev test loss (metrics.csv, step {_step(ours[0][i])})")
+    columns.append(list(ours[1][i, :positions]) + [ours[2][i]])
+  ref = files.read_csv_if_present(reference_dir, "evals.csv")
+  if ref is not None and "test_loss_position_1" in ref:
+    j = nearest(ref["step"], step)
+    header.append(f"reference test_loss_position_k (evals.csv, step {_step(ref['step'][j])})")
+    columns.append([ref[f"test_loss_position_{k}"][j] for k in range(1, positions + 1)]
+                   + [ref["test_loss"][j] if "test_loss" in ref else np.nan])
+  labels = [str(k + 1) for k in range(positions)] + ["mean"]
+  rows = [[label] + [_fmt(c[k], 3) for c in columns] for k, label in enumerate(labels)]
   return _table(header, rows)
 
 
 def layernorm_table(run_dir: str, reference_dir: str, steps=(0, 106_000, 500_000),
                     name: str = "ln_final") -> str:
   """Mean of LayerNorm ``name``'s weight (the LR4 collapse) at ``steps``."""
-  ours = _read(run_dir, artifacts.INDICATORS_CSV)
-  ref = _read(reference_dir, "layernorm.csv")
+  ours = files.read_csv_if_present(run_dir, files.INDICATORS_CSV)
+  ref = files.read_csv_if_present(reference_dir, "layernorm.csv")
   if ref is not None:
     keep = ref["layernorm"] == name
     ref = {k: v[keep] for k, v in ref.items()}
@@ -267,10 +285,10 @@ def layernorm_table(run_dir: str, reference_dir: str, steps=(0, 106_000, 500_000
   return _table(["step", f"jaxdev {name} weight mean", "reference"], rows)
 
 
-def hessian_table(run_dir: str, reference_dir: str, steps=LLC_STEPS) -> str:
+def hessian_table(run_dir: str, reference_dir: str, steps=reference.LLC_STEPS) -> str:
   """Hessian trace (and top eigenvalue) at ``steps`` where the run has it."""
-  ours = _read(run_dir, artifacts.INDICATORS_CSV)
-  ref = _read(reference_dir, "hessian.csv")
+  ours = files.read_csv_if_present(run_dir, files.INDICATORS_CSV)
+  ref = files.read_csv_if_present(reference_dir, "hessian.csv")
   if ours is not None and "hessian_trace" in ours:
     ok = np.isfinite(ours["hessian_trace"])
     ours = {k: v[ok] for k, v in ours.items()} if ok.any() else None
@@ -299,9 +317,9 @@ def check_sweeps(run_dir: str) -> list[str]:
 def reduction_table(run_dir: str, reference_dir: str, check: str) -> str:
   """At each checkpoint of check sweep ``check``: the main sweep's LLC, the check's after each
   published number of draws and after all of them, and the reference's."""
-  ours = artifacts.read_csv(os.path.join(run_dir, artifacts.LLC_CSV))
-  table = artifacts.read_csv(os.path.join(run_dir, f"llc_{check}.csv"))
-  ref = _read(reference_dir, "llc.csv")
+  ours = files.read_csv(os.path.join(run_dir, files.LLC_CSV))
+  table = files.read_csv(os.path.join(run_dir, files.check_csv(check)))
+  ref = files.read_csv_if_present(reference_dir, "llc.csv")
   firsts = sorted(int(n[len("llc_mean_first_"):]) for n in table
                   if n.startswith("llc_mean_first_"))
   header = ["checkpoint", "main sweep"] + [f"{check}, first {k:,} draws" for k in firsts]
@@ -325,19 +343,20 @@ def reduction_table(run_dir: str, reference_dir: str, check: str) -> str:
 
 def plot_llc_comparison(run_dir: str, reference_dir: str, path: str) -> str:
   """Draws the run's LLC (main sweep ± chain std, and every check sweep) beside the reference's
-  curve, against log step, into ``path`` (a PNG); returns ``path``."""
-  from jaxdev.analysis import plots  # pylint: disable=import-outside-toplevel
-  plt = plots.plt
-  ours = artifacts.read_csv(os.path.join(run_dir, artifacts.LLC_CSV))
-  ref = _read(reference_dir, "llc.csv")
-  fig, ax = plt.subplots(figsize=(8, 4.5))
+  curve, against log step, into ``path`` (a PNG); returns ``path``. The figure is made without
+  pyplot, so no matplotlib backend is chosen or changed."""
+  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
+  ours = files.read_csv(os.path.join(run_dir, files.LLC_CSV))
+  ref = files.read_csv_if_present(reference_dir, "llc.csv")
+  fig = Figure(figsize=(8, 4.5))
+  ax = fig.subplots()
   if ref is not None:
     ax.plot(ref["step"] + 1, ref["llc_mean"], color="0.3", lw=1.5,
             label="reference (authors' seed 0: 10 × 5,000 draws, batch 1,024)")
   ax.errorbar(ours["step"] + 1, ours["llc_mean"], yerr=ours["llc_std"], fmt="o", ms=2.5,
               color="C0", elinewidth=0.6, label="this run, main sweep ± chain std")
   for k, name in enumerate(check_sweeps(run_dir)):
-    check = artifacts.read_csv(os.path.join(run_dir, f"llc_{name}.csv"))
+    check = files.read_csv(os.path.join(run_dir, files.check_csv(name)))
     ax.errorbar(check["step"] + 1, check["llc_mean"], yerr=check["llc_std"], fmt="s", ms=5,
                 mfc="none", color=f"C{k + 1}", label=f"this run, {name} "
                 f"({int(check['num_draws'][0]):,} draws)")
@@ -347,7 +366,6 @@ def plot_llc_comparison(run_dir: str, reference_dir: str, path: str) -> str:
   ax.legend(fontsize=8, loc="lower right")
   fig.tight_layout()
   fig.savefig(path, dpi=120)
-  plt.close(fig)
   return path
 
 
@@ -372,38 +390,22 @@ def comparison_markdown(run_dir: str, reference_dir: str) -> str:
   return "\n\n".join(f"### {title}\n\n{table}" for title, table in parts) + "\n"
 
 
-# A page quotes a section of a comparison file between these two markers, e.g.
-# <!-- quoted from reproduction/lr-seed0/comparison.md, section "Stage boundaries" -->
-QUOTE = re.compile(r'(<!-- quoted from (\S+), section "([^"]+)" -->\n)(.*?)(<!-- end of quote -->)',
-                   re.S)
+def write_comparison(run_dir: str, reference_dir: str) -> list[str]:
+  """Writes ``comparison.md`` (:func:`comparison_markdown`) into the published directory
+  ``run_dir`` from its files alone and, where it publishes figures (a ``figures/`` folder, which
+  :func:`jaxdev.report.artifacts.export_run` makes), ``figures/llc_vs_reference.png``
+  (:func:`plot_llc_comparison`); returns the paths written.
 
-
-def sections(markdown: str) -> dict:
-  """The ``### title`` sections of a comparison file: {title: body}, bodies stripped of the blank
-  lines around them."""
-  out = {}
-  for part in re.split(r"^### ", markdown, flags=re.M)[1:]:
-    title, _, body = part.partition("\n")
-    out[title.strip()] = body.strip("\n")
-  return out
-
-
-def requote(page: str, read) -> str:
-  """``page`` (Markdown) with every quoted block refilled from the section it names.
-
-  A quoted block runs from ``<!-- quoted from PATH, section "TITLE" -->`` to
-  ``<!-- end of quote -->``; ``read(PATH)`` returns the text of the comparison file it quotes.
-  Text outside the blocks is kept as it is. Raises a UserError naming the first block whose
-  section does not exist.
+  Raises:
+    UserError: ``reference_dir`` does not exist, or ``run_dir`` has no readable ``llc.csv``.
   """
-  parsed = {}  # path -> its sections: each file is read once however many blocks quote it
-
-  def refill(match):
-    head, path, title, _, tail = match.groups()
-    if path not in parsed:
-      parsed[path] = sections(read(path))
-    found = parsed[path]
-    if title not in found:
-      raise errors.UserError(f'{path} has no section "{title}" (it has: {", ".join(found)})')
-    return f"{head}{found[title]}\n{tail}"
-  return QUOTE.sub(refill, page)
+  if not os.path.isdir(reference_dir):
+    raise errors.UserError(f"reference directory {reference_dir} does not exist")
+  files.read_csv(os.path.join(run_dir, files.LLC_CSV))  # the one file every table needs
+  path = os.path.join(run_dir, files.COMPARISON_MD)
+  rundir.atomic_write_text(path, comparison_markdown(run_dir, reference_dir))
+  written = [path]
+  if os.path.isdir(os.path.join(run_dir, files.FIGURES)):
+    written.append(plot_llc_comparison(
+        run_dir, reference_dir, os.path.join(run_dir, files.FIGURES, files.COMPARISON_PNG)))
+  return written
