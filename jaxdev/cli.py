@@ -32,8 +32,22 @@ def given(flag_holder) -> bool:
   return flags.FLAGS[flag_holder.name].present > 0
 
 
+def call(main, argv) -> int | None:
+  """``main(argv)`` as a script runs it: its return value (the exit status; None is 0), or 2
+  after printing a UserError as one ``error: ...`` line on stderr, or 130 after Ctrl-C."""
+  try:
+    return main(argv)
+  except KeyboardInterrupt:
+    print("interrupted; run the same command again to resume", file=sys.stderr)
+    return 130
+  except UserError as err:
+    print(f"error: {err}", file=sys.stderr)
+    return 2
+
+
 def run(main, *, distributed: bool = False, positional: bool = False) -> int:
-  """Runs an absl ``main``; a UserError prints as ``error: ...`` and exits with status 2.
+  """Runs an absl ``main`` through :func:`call`; a UserError prints as ``error: ...`` and exits
+  with status 2.
 
   Positional arguments are refused (scripts take flags only) unless ``positional`` (a script
   with subcommands checks them itself). With ``distributed``, the multi-host runtime is started
@@ -47,14 +61,7 @@ def run(main, *, distributed: bool = False, positional: bool = False) -> int:
     if distributed:
       from jaxdev import distributed as distributed_lib  # pylint: disable=import-outside-toplevel
       distributed_lib.maybe_initialize()
-    try:
-      return main(argv)
-    except KeyboardInterrupt:
-      print("interrupted; run the same command again to resume", file=sys.stderr)
-      sys.exit(130)
-    except UserError as err:
-      print(f"error: {err}", file=sys.stderr)
-      sys.exit(2)
+    return call(main, argv)
 
   try:
     app.run(wrapped, flags_parser=_parse_flags)

@@ -17,7 +17,11 @@ class UserError(Exception):
 
 
 class ConfigError(UserError, ValueError):
-  """A config asks for something impossible or its data cannot serve it."""
+  """A config or an argument asks for something impossible, or its data cannot serve it.
+
+  Every bad setting of the sampler and of an LLC sweep is one of these, raised by the one set
+  of checks (:mod:`jaxdev.sgld.checks`) that both use, before any work.
+  """
 
 
 class RunDirError(UserError, RuntimeError):
@@ -29,7 +33,8 @@ class CheckpointError(UserError, RuntimeError):
 
 
 class SweepError(UserError, RuntimeError):
-  """A sweep cannot start as asked (no run, no checkpoints, settings of another sweep)."""
+  """A sweep cannot go on as asked in this run directory (no checkpoints, records started with
+  other settings); settings that are wrong in themselves are a :class:`ConfigError`."""
 
 
 def require_positive(section: str, config, names) -> None:

@@ -24,9 +24,12 @@ import os
 import sys
 from typing import Sequence
 
+import jax
+
 from jaxdev import distributed
 from jaxdev import llc
 from jaxdev import rundir
+from jaxdev import tasks as tasks_lib
 from jaxdev import train as train_lib
 from jaxdev.errors import ConfigError, RunDirError
 
@@ -284,6 +287,9 @@ def main_job(train_config, sweep_config, workdir: str = DEFAULT_WORKDIR, *,
   for (_, config), todo in zip(runs, to_train):
     if todo:
       train_lib.validate_config(config)
+    if settings.mask is not None:  # a mask must select weights of this model, before training
+      model = tasks_lib.model_for(config)
+      settings.resolved(jax.eval_shape(model.init, jax.random.key(0)))
   estimates = []
   if estimate or estimate_only:
     estimates = estimate_costs(runs, to_train, settings, sweep_config, steps)

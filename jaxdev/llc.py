@@ -4,7 +4,8 @@
 axis and estimates the LLC of every checkpoint with :func:`jaxdev.sgld.run_chains`, mapped over
 checkpoints and chains and laid out on a ("ckpt", "chain") device mesh with ``shard_map``: each
 device samples its own block of checkpoints × chains. Every checkpoint uses the same chain keys,
-hence the same minibatches and noise (SPEC §3), which keeps the LLC curve smooth.
+hence the same minibatches and noise (docs/methods.md, "The estimator"), which keeps the LLC
+curve smooth.
 
 Results go to the run's LLC record directory of the sweep's name (``RunDir(workdir).llc(NAME)``,
 see :mod:`jaxdev.rundir`) as they finish, one record per checkpoint (written atomically by
@@ -16,29 +17,48 @@ its parameters and the key, the result is the same as an uninterrupted sweep.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import time
+import functools
 from typing import Callable, Sequence
 
 import jax
 import ml_collections
 import numpy as np
-from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 from tqdm.auto import tqdm
 
 from jaxdev import checkpoints
 from jaxdev import distributed
+from jaxdev import engine
 from jaxdev import rundir
 from jaxdev import sgld
+from jaxdev.sgld import checks as sgld_checks
+from jaxdev.sgld import masks as sgld_masks
+from jaxdev.sgld import summary as sgld_summary
 from jaxdev import tasks as tasks_lib
+from jaxdev.errors import ConfigError
 from jaxdev.errors import SweepError
+
+
+#: Config values that mean "not set" (None in :class:`SweepSettings`).
+_CONFIG_UNSET = {"nbeta": 0, "num_init_loss_batches": 0, "mask": "", "bounding_box": 0}
+
+
+def _is_unset(value, unset) -> bool:
+  if value is None:
+    return True
+  if isinstance(unset, str):
+    return isinstance(value, str) and value.strip() == unset
+  return isinstance(value, (int, float)) and not isinstance(value, bool) and value == unset
 
 
 @dataclasses.dataclass(frozen=True)
 class SweepSettings:
-  """SGLD settings of one sweep; all are recorded with the sweep's results.
+  """SGLD settings of one sweep; all are recorded with the sweep's results (``settings.json``).
+
+  The sampler's options are those of :func:`jaxdev.sgld.estimate_llc` (docs/methods.md,
+  "Sampler options"); a sweep's record at a checkpoint equals ``estimate_llc`` there with the
+  same options and the key ``jax.random.key(seed)``. A sweep recorded before an option existed
+  reads it as its default, which is the sampler's behaviour before that option.
 
   Attributes:
     step_size: ε.
@@ -58,6 +78,19 @@ class SweepSettings:
     min_good_fraction: a checkpoint is estimated only when **more than** this fraction of its
       chains survive (finite loss throughout); otherwise it is "failed" and its llc_mean is NaN
       (see :func:`chain_status`). The default 0.5 means more than half must survive.
+    weight_decay: λ_wd ≥ 0 of a Gaussian prior centred at zero (adds λ_wd·w to the drift).
+    mask: the weights the chains move, as a description (:func:`jaxdev.sgld.resolve_mask`):
+      parameter-path globs such as ``"*attn*"``, a comma-separated string or a sequence of them;
+      None = every weight. The others stay at w* (the weight-restricted LLC). Resolved against
+      the model's parameters when the sweep starts; a glob that selects nothing is an error.
+    preconditioner: ``"none"`` (plain SGLD) or ``"rmsprop"`` (RMSProp-SGLD with
+      ``rmsprop_alpha`` and ``rmsprop_eps``, :class:`jaxdev.sgld.RMSProp`).
+    rmsprop_alpha: RMSProp's decay of the running mean of squared gradients, in [0, 1).
+    rmsprop_eps: RMSProp's eps > 0: the step scale is 1/(√V + eps).
+    bounding_box: None, or b > 0: each step is clipped to |w − w*| ≤ b coordinatewise.
+    compute_mala: False (``"none"``), ``"consecutive"`` (True) or ``"same_batch"``: record each
+      chain's mean MALA acceptance probability over the kept draws as ``mala_acceptance`` (see
+      :func:`jaxdev.sgld.run_chains` for the two pairings).
   """
 
   step_size: float
@@ -74,34 +107,102 @@ class SweepSettings:
   num_init_loss_batches: int | None = None
   seed: int = 0
   min_good_fraction: float = 0.5
+  weight_decay: float = 0.0
+  mask: str | Sequence[str] | None = None
+  preconditioner: str = "none"
+  rmsprop_alpha: float = 0.99
+  rmsprop_eps: float = 0.1
+  bounding_box: float | None = None
+  compute_mala: bool | str = False
 
-  def resolved(self) -> "SweepSettings":
-    """A copy with nβ filled in and sizes checked."""
-    for name in ("step_size", "num_chains", "num_draws", "batch_size", "thin",
-                 "num_sampling_examples"):
-      if not getattr(self, name) > 0:
-        raise SweepError(f"sgld.{name} must be positive, got {getattr(self, name)}")
-    if self.gamma < 0 or self.num_burnin < 0 or self.noise_level < 0:
-      raise SweepError("sgld.gamma, sgld.num_burnin and sgld.noise_level must be >= 0")
-    if self.num_burnin >= self.num_draws:
-      raise SweepError(f"sgld.num_burnin ({self.num_burnin}) must be below num_draws ({self.num_draws})")
+  def resolved(self, params=None) -> "SweepSettings":
+    """A checked copy in canonical form: nβ filled in, the mask a tuple of selectors (or
+    None), the preconditioner ``"none"`` or ``"rmsprop"``, ``compute_mala`` False or a pairing.
+
+    Every value is checked by the sampler's checks (:mod:`jaxdev.sgld.checks`), as
+    :func:`jaxdev.sgld.estimate_llc` checks its arguments.
+
+    Args:
+      params: the model's parameters or their structure (``jax.eval_shape`` of its init): when
+        given, the mask is also resolved against them (every selector must select something).
+
+    Raises:
+      ConfigError: a value out of range (the message names the ``sgld.`` config field).
+    """
+    where = "sgld."
+    sgld_checks.check_estimate(
+        step_size=self.step_size, nbeta=1.0 if self.nbeta is None else self.nbeta,
+        gamma=self.gamma, num_chains=self.num_chains, num_draws=self.num_draws,
+        batch_size=self.batch_size, num_burnin=self.num_burnin, thin=self.thin,
+        noise_level=self.noise_level, weight_decay=self.weight_decay,
+        bounding_box=self.bounding_box, compute_mala=self.compute_mala, prefix=where)
+    size = sgld_checks.check_count(f"{where}num_sampling_examples", self.num_sampling_examples)
+    if self.batch_size > size:
+      raise ConfigError(f"{where}batch_size ({self.batch_size}) exceeds the sampling dataset "
+                        f"({where}num_sampling_examples = {size})")
+    if self.num_init_loss_batches is not None:
+      batches = sgld_checks.check_count(f"{where}num_init_loss_batches",
+                                        self.num_init_loss_batches)
+      if batches * self.batch_size > size:
+        raise ConfigError(f"{where}num_init_loss_batches × batch_size = "
+                          f"{batches * self.batch_size} exceeds the sampling dataset ({size})")
     if not 0 <= self.min_good_fraction < 1:
-      raise SweepError(f"sgld.min_good_fraction must be in [0, 1), got {self.min_good_fraction}")
-    if self.batch_size > self.num_sampling_examples:
-      raise SweepError("sgld.batch_size exceeds the sampling dataset")
+      raise ConfigError(f"{where}min_good_fraction must be in [0, 1), got "
+                        f"{self.min_good_fraction}")
+    preconditioner, alpha, eps = self.preconditioner, self.rmsprop_alpha, self.rmsprop_eps
+    if isinstance(preconditioner, sgld.RMSProp):
+      preconditioner, alpha, eps = "rmsprop", preconditioner.alpha, preconditioner.eps
+    if preconditioner in (None, "none", "identity"):
+      preconditioner = "none"
+    elif preconditioner != "rmsprop":
+      raise ConfigError(f"{where}preconditioner must be 'none' or 'rmsprop', got "
+                        f"{preconditioner!r}")
+    alpha, eps = sgld_checks.check_rmsprop(alpha, eps, prefix=f"{where}rmsprop_")
+    try:
+      mask = sgld_masks.parse_mask(self.mask)
+    except ConfigError as err:  # "mask must be ..."
+      raise ConfigError(f"{where}{err}") from None
     nbeta = sgld.default_nbeta(self.batch_size) if self.nbeta is None else float(self.nbeta)
-    if not nbeta > 0:
-      raise SweepError(f"sgld.nbeta must be positive, got {nbeta}")
-    return dataclasses.replace(self, nbeta=nbeta)
+    out = dataclasses.replace(
+        self, nbeta=nbeta, mask=mask, preconditioner=preconditioner,
+        rmsprop_alpha=alpha, rmsprop_eps=eps,
+        weight_decay=float(self.weight_decay), noise_level=float(self.noise_level),
+        bounding_box=None if self.bounding_box is None else float(self.bounding_box),
+        compute_mala=sgld_checks.check_compute_mala(self.compute_mala, where))
+    if params is not None:
+      out.weight_mask(params)
+    return out
+
+  def sampler_preconditioner(self) -> "sgld.RMSProp | None":
+    """The sampler's ``preconditioner`` argument: None or an :class:`jaxdev.sgld.RMSProp`."""
+    if self.preconditioner == "rmsprop":
+      return sgld.RMSProp(self.rmsprop_alpha, self.rmsprop_eps)
+    return sgld.resolve_preconditioner(self.preconditioner)
+
+  def weight_mask(self, params, selectors=None):
+    """The sampler's ``mask`` argument for the model's ``params`` (or their structure): None
+    (every weight) or a pytree of boolean arrays (:func:`jaxdev.sgld.resolve_mask`; ``selectors``
+    adds selector kinds).
+
+    Raises:
+      ConfigError: a selector that selects nothing or is of an unknown kind.
+    """
+    try:
+      return sgld.resolve_mask(self.mask, params, selectors)
+    except ConfigError as err:  # "mask selector ..."
+      raise ConfigError(f"sgld.{err}") from None
 
   @classmethod
   def from_config(cls, section) -> "SweepSettings":
-    """Settings from a ConfigDict section holding these field names (nbeta 0 or None = default)."""
+    """Settings from a ConfigDict section holding these field names (absent ones take their
+    defaults). The config's "not set" values: nbeta 0 (m / ln m), num_init_loss_batches 0 (the
+    whole sampling set), mask "" (every weight), bounding_box 0 (no box), compute_mala "none"."""
     values = {f.name: section[f.name] for f in dataclasses.fields(cls) if f.name in section}
-    if values.get("nbeta") in (0, 0.0):
-      values["nbeta"] = None
-    if values.get("num_init_loss_batches") in (0,):
-      values["num_init_loss_batches"] = None
+    for name, unset in _CONFIG_UNSET.items():
+      if name in values and _is_unset(values[name], unset):
+        values[name] = None
+    if isinstance(values.get("mask"), (list, tuple)):
+      values["mask"] = tuple(values["mask"])
     return cls(**values)
 
 
@@ -124,6 +225,10 @@ RECORD_KEYS = ("step", "llc_mean", "llc_std", "llc_per_chain", "loss_trace", "in
 
 #: Stored by newer sweeps; a record without them is read as in :func:`record_status`.
 STATUS_KEYS = ("num_good", "status", "warnings")
+
+#: Stored when there is something to store: the distance trace, and each chain's MALA
+#: acceptance when the sweep's ``compute_mala`` asks for it (see :func:`result_record`).
+OPTIONAL_KEYS = ("distance_trace", "mala_acceptance")
 
 #: A surviving chain is an outlier when its λ̂_c is further from the checkpoint's chain median
 #: than OUTLIER_MADS scaled median absolute deviations and than the median's own magnitude.
@@ -199,77 +304,67 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
   return config
 
 
-def _settings_conflict(records: rundir.RecordDir, settings: SweepSettings, name: str) -> str | None:
-  """Why the recorded settings of this sweep differ from ``settings`` (None if they match)."""
-  record = json.loads(json.dumps(dataclasses.asdict(settings)))
-  existing = records.settings()
-  if existing is None:
-    return None
-  # Settings added later read as their defaults in sweeps recorded before them.
-  defaults = {f.name: f.default for f in dataclasses.fields(SweepSettings)
-              if f.default is not dataclasses.MISSING}
-  existing = {**{k: v for k, v in defaults.items() if k not in existing}, **existing}
-  if existing == record:
-    return None
-  changed = sorted(k for k in set(existing) | set(record) if existing.get(k) != record.get(k))
-  return (f"sweep {name!r} in {os.path.dirname(os.path.dirname(records.path))} was started with "
-          f"other SGLD settings ({', '.join(changed)} differ); pass a new sweep name to start "
-          "another sweep")
+_ESTIMATOR_STATIC = ("loss_fn", "mesh", "num_draws", "batch_size", "num_init_loss_batches",
+                     "preconditioner", "compute_mala")
 
 
-def _plan(records: rundir.RecordDir, settings: SweepSettings, name: str, wanted: list,
-          damaged: dict) -> list:
-  """Steps of ``wanted`` still to do, decided by process 0 and shared with every process.
+@functools.partial(jax.jit, static_argnames=_ESTIMATOR_STATIC)
+def _estimate_groups(params, chain_keys, data, hyper, mask, bounding_box, *, loss_fn, mesh,
+                     num_draws, batch_size, num_init_loss_batches, preconditioner, compute_mala):
+  """:func:`jaxdev.sgld.sample_chains` at every checkpoint of ``params`` [G, ...], laid out on
+  ``mesh``: checkpoints over "ckpt", chains over "chain", everything else replicated."""
 
-  Process 0 checks the recorded settings (writing them for a new sweep) and lists the results
-  already on disk that read back; damaged ones are added to ``damaged`` and done again. Other
-  hosts may not see that directory, so they take its answer.
-  """
-  conflict = None
-  done = np.zeros(len(wanted), np.int32)
-  if distributed.is_main_process():
-    conflict = _settings_conflict(records, settings, name)
-    if conflict is None and records.settings() is None:
-      records.write_settings(dataclasses.asdict(settings))
-    if conflict is None:
-      damaged.update(records.damaged(wanted, RECORD_KEYS))
-    done = np.array([records.has(s) and s not in damaged for s in wanted], np.int32)
-  status = np.concatenate([[int(conflict is not None)], done]).astype(np.int32)
-  if jax.process_count() > 1:
-    status = np.asarray(multihost_utils.broadcast_one_to_all(status))
-  if status[0]:
-    raise SweepError(conflict or f"sweep {name!r} was started with other SGLD settings")
-  return [s for s, d in zip(wanted, status[1:]) if not d]
+  def local(params, chain_keys, data, hyper, mask, bounding_box):
+    # params: (G_local, ...), chain_keys: (C_local, 2)
+    def one(p):
+      trace, loss0 = sgld.sample_chains(
+          p, data, chain_keys, hyper, mask, bounding_box, loss_fn=loss_fn, num_draws=num_draws,
+          batch_size=batch_size, num_init_loss_batches=num_init_loss_batches,
+          preconditioner=preconditioner, compute_mala=compute_mala)
+      return loss0, trace
+    return jax.vmap(one)(params)  # (G_local,), trace leaves (G_local, C_local, draws)
+
+  mapped = jax.shard_map(local, mesh=mesh, in_specs=(P("ckpt"), P("chain"), P(), P(), P(), P()),
+                         out_specs=(P("ckpt"), P("ckpt", "chain")), check_vma=False)
+  return mapped(params, chain_keys, data, hyper, mask, bounding_box)
 
 
 def build_estimator(loss_fn: Callable, settings: SweepSettings, mesh):
-  """A jitted function (stacked params [G, ...], chain keys [C, 2]) -> (init_loss [G], trace).
+  """The sweep's estimator: (stacked params [G, ...], chain keys [C, 2], data) ->
+  (init_loss [G], :class:`jaxdev.sgld.ChainTrace` with leaves [G, C, draws]).
 
-  Trace arrays have shape [G, C, draws]. Checkpoints are split over the mesh's "ckpt" axis and
-  chains over its "chain" axis; the sampling data are replicated.
+  At each checkpoint it runs :func:`jaxdev.sgld.sample_chains`, the program of
+  :func:`jaxdev.sgld.estimate_llc`, with every sampler option of ``settings``. Checkpoints are
+  split over the mesh's "ckpt" axis and chains over its "chain" axis; the sampling data are
+  replicated. ε, γ, nβ, the noise level, λ_wd, the bounding box and the mask's values are
+  arguments of one compiled program (cached per ``loss_fn`` object, mesh and static settings),
+  so an estimator built for other values of them does not recompile. The mask is resolved
+  against the parameters' structure at the first call.
   """
-  kwargs = dict(step_size=settings.step_size, nbeta=settings.nbeta, gamma=settings.gamma,
-                num_draws=settings.num_draws, batch_size=settings.batch_size,
-                noise_level=settings.noise_level)
+  settings = settings.resolved()
+  replicated = NamedSharding(mesh, P())
 
-  def local(params, chain_keys, data):
-    # params: (G_local, ...), chain_keys: (C_local, 2)
-    init_losses = jax.vmap(lambda p: sgld.init_loss(
-        loss_fn, p, data, batch_size=settings.batch_size,
-        num_batches=settings.num_init_loss_batches))(params)  # (G_local,)
-    trace = jax.vmap(lambda p: sgld.run_chains(loss_fn, p, data, chain_keys, **kwargs))(params)
-    return init_losses, trace  # trace leaves: (G_local, C_local, draws)
+  def put(tree):
+    return jax.tree.map(lambda x: distributed.global_array(np.asarray(x), replicated), tree)
 
-  mapped = jax.shard_map(local, mesh=mesh, in_specs=(P("ckpt"), P("chain"), P()),
-                         out_specs=(P("ckpt"), P("ckpt", "chain")), check_vma=False)
-  return jax.jit(mapped)
+  hyper = put(sgld.hyperparameters(settings.step_size, settings.nbeta, settings.gamma,
+                                   settings.noise_level, settings.weight_decay))
+  box = None if settings.bounding_box is None else put(np.float32(settings.bounding_box))
+  static = dict(loss_fn=loss_fn, mesh=mesh, num_draws=settings.num_draws,
+                batch_size=settings.batch_size,
+                num_init_loss_batches=settings.num_init_loss_batches,
+                preconditioner=settings.sampler_preconditioner(),
+                compute_mala=settings.compute_mala)
+  masks = {}
 
+  def estimate(params, chain_keys, data):
+    structure = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), params)
+    signature = (jax.tree.structure(structure), tuple(x.shape for x in jax.tree.leaves(structure)))
+    if signature not in masks:
+      masks[signature] = put(settings.weight_mask(structure))
+    return _estimate_groups(params, chain_keys, data, hyper, masks[signature], box, **static)
 
-def group_size(checkpoints_per_batch: int, mesh) -> int:
-  """Checkpoints the sweep samples in one call: ``checkpoints_per_batch`` (at least 1) rounded
-  up to a multiple of the mesh's "ckpt" axis."""
-  ckpt_axis = mesh.shape["ckpt"]
-  return -(-max(checkpoints_per_batch, 1) // ckpt_axis) * ckpt_axis
+  return estimate
 
 
 def chain_keys(settings: SweepSettings, mesh) -> jax.Array:
@@ -286,27 +381,24 @@ def sampling_data(task, settings: SweepSettings, mesh, num_examples: int | None 
   return jax.tree.map(lambda x: distributed.global_array(x, NamedSharding(mesh, P())), data)
 
 
-def stack_group(params: list, size: int, mesh):
-  """Host parameter pytrees stacked [size, ...] on a leading axis split over "ckpt"; fewer
-  than ``size`` are padded by repeating the last one."""
-  padded = list(params) + [params[-1]] * (size - len(params))
-  stacked = jax.tree.map(lambda *leaves: np.stack(leaves), *padded)
-  return jax.tree.map(
-      lambda x: distributed.global_array(x, NamedSharding(mesh, P("ckpt"))), stacked)
-
-
-def _gather(tree):
-  """Host numpy copies of (possibly multi-host) global arrays."""
-  if jax.process_count() == 1:
-    return jax.tree.map(np.asarray, jax.device_get(tree))
-  return jax.tree.map(
-      lambda x: np.asarray(multihost_utils.process_allgather(x, tiled=True)), tree)
+def _settings_defaults() -> dict:
+  """The defaults of the settings: a sweep recorded before a setting existed reads it as this."""
+  defaults = {}
+  for f in dataclasses.fields(SweepSettings):
+    if f.default is not dataclasses.MISSING:
+      defaults[f.name] = f.default
+    elif f.default_factory is not dataclasses.MISSING:
+      defaults[f.name] = f.default_factory()
+  return defaults
 
 
 def sweep(workdir: str, settings: SweepSettings, *, steps: Sequence[int] | None = None,
           checkpoints_per_batch: int = 8, mesh=None, name: str = "default",
           show_progress: bool = True) -> SweepResult:
   """Estimates the LLC at every checkpoint of the run in ``workdir``.
+
+  The checkpoints are mapped by :func:`jaxdev.engine.map_checkpoints` (planning, groups,
+  records, resumption) with the estimator of :func:`build_estimator`.
 
   Args:
     workdir: a run directory written by :func:`jaxdev.train.train`.
@@ -323,81 +415,43 @@ def sweep(workdir: str, settings: SweepSettings, *, steps: Sequence[int] | None 
     records found damaged are reported (with a warning) in ``damaged`` and recomputed.
 
   Raises:
-    SweepError: no checkpoints, or settings that differ from the sweep's record.
+    SweepError: no checkpoints, or settings that differ from the sweep's record
+      (:class:`jaxdev.engine.SettingsConflictError`).
     RunDirError: no such run, or a damaged config or settings file.
   """
-  settings = settings.resolved()
   run = rundir.RunDir(workdir)
   config = load_run_config(workdir)
-  available = checkpoints.list_steps(run.checkpoints)
-  if not available:
-    raise SweepError(f"{workdir} holds no checkpoints")
-  wanted = available if steps is None else sorted(set(int(s) for s in steps))
-  records = run.llc(name)
-  damaged = {}
-  todo = _plan(records, settings, name, wanted, damaged)
-  is_main = distributed.is_main_process()
-  if is_main:
-    for message in damaged.values():
-      tqdm.write(f"warning: {message}")
-  done_already = [s for s in wanted if s not in set(todo)]
-  failed = {s: "no checkpoint at this step" for s in todo if s not in set(available)}
-  todo = [s for s in todo if s not in failed]
-
-  mesh = distributed.sweep_mesh(settings.num_chains) if mesh is None else mesh
-  size = group_size(checkpoints_per_batch, mesh)
-
   task = tasks_lib.make_task(config)
   abstract = jax.eval_shape(task.init, jax.random.key(0))
-  start = time.time()
-  chain_steps = 0
-  result = SweepResult(records.path, [], done_already, failed, 0.0, 0.0, damaged)
-  if not todo:
-    return result
+  settings = settings.resolved(abstract)  # the mask is checked against the model before any file
+  plan = engine.plan(run, run.llc(name), settings_record=dataclasses.asdict(settings),
+                     settings_defaults=_settings_defaults(), steps=steps, required=RECORD_KEYS,
+                     what="SGLD settings",
+                     rename_hint="pass a new sweep name to start another sweep")
+  mesh = distributed.sweep_mesh(settings.num_chains) if mesh is None else mesh
 
-  data = sampling_data(task, settings, mesh)
-  keys = chain_keys(settings, mesh)
-  estimate = build_estimator(task.loss_fn, settings, mesh)
+  def build():
+    data, keys = sampling_data(task, settings, mesh), chain_keys(settings, mesh)
+    estimate = build_estimator(task.loss_fn, settings, mesh)
+    return lambda stacked: estimate(stacked, keys, data)
 
-  bar = tqdm(total=len(todo), disable=not (show_progress and is_main), desc=f"llc[{name}]",
-             unit="ckpt", dynamic_ncols=True)
-  with checkpoints.ParamsReader(run.checkpoints, abstract) as reader:
-    queue = list(todo)
-    while queue:
-      group, params = [], []
-      while queue and len(group) < size:
-        step = queue.pop(0)
-        try:
-          params.append(jax.device_get(reader.read(step)))
-          group.append(step)
-        except checkpoints.CheckpointError as err:
-          failed[step] = str(err)
-          if is_main:
-            tqdm.write(f"warning: {err}")
-      if not group:
-        continue
-      stacked = stack_group(params, size, mesh)
-      init_losses, trace = _gather(estimate(stacked, keys, data))
-      for i, step in enumerate(group):
-        chain_trace = jax.tree.map(lambda x, i=i: x[i], trace)
-        summary = sgld.summarize(chain_trace, float(init_losses[i]), nbeta=settings.nbeta,
-                                 num_burnin=settings.num_burnin, thin=settings.thin)
-        if is_main:
-          record = result_record(step, summary, chain_trace, settings.min_good_fraction)
-          if record["status"] != "ok":
-            for message in record["warnings"]:
-              tqdm.write(f"warning: step {step}: {message}")
-          records.write(step, record)
-        result.steps_done.append(step)
-      chain_steps += len(group) * settings.num_chains * settings.num_draws
-      bar.update(len(group))
-      bar.set_postfix(chain_steps_per_s=f"{chain_steps / (time.time() - start):.0f}")
-  bar.close()
-  result.seconds = time.time() - start
-  result.chain_steps_per_second = chain_steps / max(result.seconds, 1e-9)
-  if is_main and failed:
-    records.write_failed(failed)
-  return result
+  def to_record(step, output):
+    init_loss, trace = output
+    summary = sgld.summarize(trace, float(init_loss), nbeta=settings.nbeta,
+                             num_burnin=settings.num_burnin, thin=settings.thin)
+    record = result_record(step, summary, trace, settings.min_good_fraction)
+    if record["status"] != "ok":
+      for message in record["warnings"]:
+        tqdm.write(f"warning: step {step}: {message}")
+    return record
+
+  chain_steps = settings.num_chains * settings.num_draws
+  result = engine.map_checkpoints(
+      plan, build, abstract_params=abstract,
+      to_record=to_record, mesh=mesh, checkpoints_per_batch=checkpoints_per_batch,
+      desc=f"llc[{name}]", show_progress=show_progress, rate=("chain_steps_per_s", chain_steps))
+  return SweepResult(result.out_dir, result.done, result.skipped, result.failed, result.seconds,
+                     len(result.done) * chain_steps / max(result.seconds, 1e-9), result.damaged)
 
 
 def result_record(step: int, summary: "sgld.LLCResult", trace,
@@ -406,7 +460,11 @@ def result_record(step: int, summary: "sgld.LLCResult", trace,
 
   Besides the summary's numbers: ``num_good`` (surviving chains), ``status`` ("ok", "failed",
   "outliers", see :func:`chain_status`) and ``warnings`` (a string array: the summary's and the
-  status's). A "failed" checkpoint stores llc_mean = llc_std = NaN (not estimated).
+  status's). A "failed" checkpoint stores llc_mean = llc_std = NaN (not estimated). From the
+  trace: ``distance_trace`` [C, T] (‖w_t − w*‖), and with MALA (``compute_mala``)
+  ``mala_acceptance`` [C]: each chain's mean acceptance probability over its kept draws (those
+  of the estimate; draw 0 has none), NaN for a failed chain. Over the surviving chains it
+  averages to ``estimate_llc``'s ``diagnostics["mala_mean"]``.
   """
   num_good, status, status_warnings = chain_status(summary.llc_per_chain, min_good_fraction)
   failed = status == "failed"
@@ -426,6 +484,11 @@ def result_record(step: int, summary: "sgld.LLCResult", trace,
   )
   if hasattr(trace, "distance"):
     record["distance_trace"] = np.asarray(trace.distance)
+  mala = getattr(trace, "mala", None)
+  if mala is not None:
+    kept = np.asarray(mala, np.float64)[:, summary.num_burnin::summary.thin]
+    per_chain = sgld_summary.nanmean(kept, axis=1)
+    record["mala_acceptance"] = np.where(np.asarray(summary.failed_chains), np.nan, per_chain)
   return record
 
 

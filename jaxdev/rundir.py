@@ -2,7 +2,7 @@
 
 ``RunDir(workdir)`` names every file of a run and reads each one validated: a damaged file is a
 :class:`RunDirError` naming it (and the line, for ``metrics.jsonl``), never a traceback or a
-silently different number. Layout (see README "Run directory")::
+silently different number. Layout (see docs/run-directory.md)::
 
   config.json                      the training config
   checkpoints/                     orbax checkpoints (see jaxdev.checkpoints)

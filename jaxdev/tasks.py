@@ -1,8 +1,15 @@
-"""Settings (tasks) as bundles of pure functions that training and LLC sampling share.
+"""Settings (tasks) as a model and its data: pure functions shared by training, sampling and the
+indicators.
 
-A :class:`Task` ties a model to its data: how to initialise parameters, draw a training batch
-from a key, compute the loss, evaluate, and compute the essential-dynamics probe. Training
-(:mod:`jaxdev.train`) and the LLC sweep (:mod:`jaxdev.llc`) only talk to this interface.
+A setting is a :class:`Model` (initialise parameters, apply them, the training loss; no data) and
+its :class:`Data` (training batches, the evaluation set, the essential-dynamics probe inputs, the
+SGLD sampling set, baselines). :func:`model_for` and :func:`data_for` build them from a training
+config; every random draw of a run's data (the regression task pool, the training stream, the
+evaluation, probe and sampling sets) is made by :func:`data_for`, so whatever reads the run's data
+reads the same draws. :func:`make_task` composes the two into the :class:`Task` that training
+(:mod:`jaxdev.train`) and the LLC sweep (:mod:`jaxdev.llc`) use; code that needs only the
+parameters' shapes or the loss (the indicators, the converters, the benchmarks) takes
+:func:`model_for`.
 """
 
 from __future__ import annotations
@@ -20,24 +27,78 @@ from jaxdev.models import regression as regression_model
 TASKS = ("regression", "language")
 
 
-class Task(NamedTuple):
-  """Pure functions describing one training setting.
-
-  A task's training batches come either from a key, drawn on the devices inside the jitted step
-  (``train_batch``; regression), or from the host by step number (``host_batch``; text rows),
-  exactly one of the two being set. Either way batch ``s`` depends only on ``s``, so the step
-  number is the complete data position of a run.
+class Model(NamedTuple):
+  """A setting's model: pure functions of the parameters, independent of any data.
 
   Attributes:
     init: key -> params.
-    train_batch: key -> batch (a pytree of arrays with a leading example axis), or None.
-    loss_fn: (params, batch) -> scalar mean loss over the batch.
-    evaluate: params -> dict of scalar or vector metrics (jittable) on a fixed evaluation set.
-    probe: params -> array, the ED probe (model outputs on fixed inputs), shape ``probe_shape``.
-    probe_shape: shape of one probe row.
-    sampling_data: (seed, num_examples) -> fixed dataset for SGLD (pytree, leading example axis).
-    baselines: dict of reference numbers for the evaluation set (JSON-serialisable).
+    apply: (params, inputs, **kwargs) -> outputs. Regression: tokens [B, 2K, D+1] -> outputs
+      [B, 2K, D+1] (``output_stride=s`` computes only every s-th position); language: token ids
+      [B, T] int32 -> logits [B, T, V] (``return_attention=True`` adds the patterns).
+    loss_fn: (params, batch) -> scalar mean training loss over the batch. Regression: a
+      :class:`jaxdev.data.regression.Batch`, squared error (no ½) averaged over sequences and
+      positions; language: token rows [B, L] int32 (BOS first), next-token cross-entropy in nats
+      averaged over the B·(L − 1) predictions.
+    module: the flax module itself (for the collections it sows, e.g. attention patterns).
+    predict: regression only (None for language): (params, xs [B, K, D], ys [B, K]) -> ŷ [B, K],
+      the prediction of each y_k from the examples before it and x_k.
+  """
+
+  init: Callable[[jax.Array], Any]
+  apply: Callable[..., Any]
+  loss_fn: Callable[[Any, Any], jax.Array]
+  module: Any
+  predict: Callable[[Any, jax.Array, jax.Array], jax.Array] | None = None
+
+
+class Data(NamedTuple):
+  """A setting's data: every random draw of a run, made once from the training config.
+
+  Training batches come either from a key, drawn on the devices inside the jitted step
+  (``train_batch``; regression), or from the host by step number (``host_batch``; text rows),
+  exactly one of the two being set. Either way batch ``s`` depends only on ``s``.
+
+  Attributes:
+    train_batch: key -> batch (a pytree with a leading example axis), or None.
+    host_batch: step -> the global batch as host numpy arrays, or None.
+    eval_set: the fixed evaluation set. Regression: a ``Batch`` (xs [N, K, D], ys [N, K]);
+      language: token rows [N, L] int32.
+    probe_inputs: the fixed inputs of the essential-dynamics probe. Regression: tokens
+      [N, 2K, D+1]; language: (rows [N, L] int32, positions [N]), one input position per row.
+    sampling_data: (seed, num_examples) -> the fixed SGLD dataset (pytree, leading example axis).
+    baselines: reference numbers for the evaluation set (JSON-serialisable).
+    eval_references: {name: predictions on ``eval_set``} of reference predictors (regression:
+      ``"ridge"`` [N, K]; language: none).
+    distribution: regression only (None for language): the run's
+      :class:`jaxdev.data.regression.Distribution`, task pool included.
+  """
+
+  train_batch: Callable[[jax.Array], Any] | None
+  host_batch: Callable[[int], Any] | None
+  eval_set: Any
+  probe_inputs: Any
+  sampling_data: Callable[[int, int], Any]
+  baselines: dict
+  eval_references: dict
+  distribution: regression_data.Distribution | None = None
+
+
+class Task(NamedTuple):
+  """A :class:`Model` and its :class:`Data` as the functions training and LLC sampling call.
+
+  Attributes:
+    init: key -> params (``model.init``).
+    train_batch: key -> batch, or None (``data.train_batch``).
+    loss_fn: (params, batch) -> scalar mean loss over the batch (``model.loss_fn``).
+    evaluate: params -> dict of scalar or vector metrics (jittable) on the fixed evaluation set.
+    probe: params -> array, the ED probe (model outputs on the fixed probe inputs), shape
+      ``probe_shape``.
+    probe_shape: shape of the probe's output (regression [N, 2K, D+1], language [N]).
+    sampling_data: (seed, num_examples) -> fixed dataset for SGLD (``data.sampling_data``).
+    baselines: dict of reference numbers for the evaluation set (``data.baselines``).
     host_batch: step -> batch as host numpy arrays (the global batch), or None.
+    model: the :class:`Model` (None where a caller assembles a task from functions alone).
+    data: the :class:`Data` (None likewise).
   """
 
   init: Callable[[jax.Array], Any]
@@ -49,44 +110,59 @@ class Task(NamedTuple):
   sampling_data: Callable[[int, int], Any]
   baselines: dict
   host_batch: Callable[[int], Any] | None = None
+  model: Model | None = None
+  data: Data | None = None
 
 
-def regression_task(config) -> Task:
-  """The in-context linear regression setting (SPEC §1) for a training config."""
-  data_kwargs = dict(dim=config.data.dim, num_examples=config.data.num_examples,
-                     noise_variance=config.data.noise_variance)
-  check_config(config)
-  pool = None
-  if config.data.num_tasks > 0:
-    # The pool is part of the run: drawn once from the run's seed.
-    pool = regression_data.task_pool(
-        jax.random.fold_in(jax.random.key(config.seed), 7), config.data.num_tasks,
-        config.data.dim)
+# ----------------------------------------------------------------------------- regression
+
+
+def _regression_model(config) -> Model:
   num_tokens = 2 * config.data.num_examples
   token_dim = config.data.dim + 1
-  model = regression_model.build_model(config.model, max_len=num_tokens, token_dim=token_dim)
+  module = regression_model.build_model(config.model, max_len=num_tokens, token_dim=token_dim)
 
   def init(key):
-    return model.init(key, jnp.zeros((1, num_tokens, token_dim)))["params"]
+    return module.init(key, jnp.zeros((1, num_tokens, token_dim)))["params"]
+
+  def apply(params, tokens, **kwargs):
+    return module.apply({"params": params}, tokens, **kwargs)
 
   def predict(params, xs, ys):
     # Only the x-positions are read out, so the model computes only those outputs (exact).
-    outputs = model.apply({"params": params}, regression_data.tokenize(xs, ys), output_stride=2)
+    outputs = apply(params, regression_data.tokenize(xs, ys), output_stride=2)
     return outputs[..., 0]  # (B, K): coordinate 0 at each x_k, as regression_data.readout
 
   def loss_fn(params, batch):
     return jnp.mean((predict(params, batch.xs, batch.ys) - batch.ys) ** 2)
 
-  def train_batch(key):
-    return regression_data.sample_batch(key, config.optim.batch_size, tasks=pool, **data_kwargs)
+  return Model(init, apply, loss_fn, module, predict)
 
-  eval_set = regression_data.fixed_dataset(config.eval.seed, config.eval.num_sequences,
-                                           tasks=pool, **data_kwargs)
+
+def _regression_data(config) -> Data:
+  distribution = regression_data.distribution(config)  # the run's task pool, drawn here only
+
+  def train_batch(key):
+    return distribution.sample(key, config.optim.batch_size)
+
+  eval_set = distribution.fixed(config.eval.seed, config.eval.num_sequences)
   ridge = regression_data.ridge_predictions(eval_set.xs, eval_set.ys, config.data.noise_variance)
   ridge_per_position = regression_data.per_position_mse(ridge, eval_set.ys)
+  probe_set = distribution.fixed(config.ed.seed, config.ed.num_sequences)
+  baselines = {
+      "ridge_loss": float(jnp.mean(ridge_per_position)),
+      "ridge_loss_per_position": [float(v) for v in ridge_per_position],
+      "zero_predictor_loss": float(jnp.mean(eval_set.ys ** 2)),
+  }
+  return Data(train_batch, None, eval_set, regression_data.tokenize(probe_set.xs, probe_set.ys),
+              distribution.fixed, baselines, {"ridge": ridge}, distribution)
+
+
+def _regression_task(model: Model, data: Data) -> Task:
+  eval_set, ridge = data.eval_set, data.eval_references["ridge"]
 
   def evaluate(params):
-    pred = predict(params, eval_set.xs, eval_set.ys)
+    pred = model.predict(params, eval_set.xs, eval_set.ys)
     per_position = regression_data.per_position_mse(pred, eval_set.ys)  # [K]
     last = per_position.shape[0]
     return {
@@ -98,42 +174,139 @@ def regression_task(config) -> Task:
         "mse_to_ridge": jnp.mean((pred - ridge) ** 2),
     }
 
-  probe_set = regression_data.fixed_dataset(config.ed.seed, config.ed.num_sequences,
-                                            tasks=pool, **data_kwargs)
-  probe_tokens = regression_data.tokenize(probe_set.xs, probe_set.ys)
-
   def probe(params):
-    return model.apply({"params": params}, probe_tokens)  # (N, 2K, D+1)
+    return model.apply(params, data.probe_inputs)  # (N, 2K, D+1)
 
-  def sampling_data(seed, num_examples):
-    return regression_data.fixed_dataset(seed, num_examples, tasks=pool, **data_kwargs)
+  return Task(model.init, data.train_batch, model.loss_fn, evaluate, probe,
+              tuple(data.probe_inputs.shape), data.sampling_data, data.baselines, None, model, data)
 
-  baselines = {
-      "ridge_loss": float(jnp.mean(ridge_per_position)),
-      "ridge_loss_per_position": [float(v) for v in ridge_per_position],
-      "zero_predictor_loss": float(jnp.mean(eval_set.ys ** 2)),
-  }
-  return Task(init, train_batch, loss_fn, evaluate, probe, tuple(probe_tokens.shape),
-              sampling_data, baselines)
+
+def regression_task(config) -> Task:
+  """The in-context linear regression setting (``docs/methods.md``, "The settings") for a
+  training config: :func:`model_for` and :func:`data_for` composed."""
+  check_config(config)
+  return _regression_task(_regression_model(config), _regression_data(config))
+
+
+# ----------------------------------------------------------------------------- language
+
+
+def _language_model(config) -> Model:
+  from jaxdev.models import attention as attention_model  # pylint: disable=import-outside-toplevel
+  module = attention_model.build_model(config.model)
+
+  def init(key):
+    return module.init(key, jnp.zeros((1, config.data.row_length - 1), jnp.int32))["params"]
+
+  def apply(params, tokens, **kwargs):
+    return module.apply({"params": params}, tokens, **kwargs)
+
+  def loss_fn(params, rows):
+    return attention_model.next_token_loss(params, module, rows)
+
+  return Model(init, apply, loss_fn, module)
 
 
 def language_model_fns(config):
   """(init: key -> params, loss_fn: (params, rows [B, row_length] int32) -> mean next-token loss)
-  of a ``configs/language.py`` config, without touching any data."""
+  of a ``configs/language.py`` config, without touching any data (``model_for(config)``'s)."""
+  model = _language_model(config)
+  return model.init, model.loss_fn
+
+
+def text_splits(config):
+  """(TFDS builder, training rows, test rows) of a ``configs/language.py`` config.
+
+  Builds the tokenized dataset once. The test rows are the ``test`` split, or the training split
+  when there is none. Rows are random-access sources (``len(src)``, ``src[i]["tokens"]``).
+
+  Raises:
+    ConfigError: the data section cannot give a dataset (missing files, a wrong tokenizer, ...).
+  """
+  # pylint: disable=import-outside-toplevel
+  from jaxdev.data import text_rows
+  try:
+    builder = text_rows.dataset_from_config(config.data)
+  except (ValueError, FileNotFoundError, ImportError) as err:
+    raise errors.ConfigError(f"config.data: {err}") from None
+  train_rows = text_rows.row_source(builder, "train")
+  test_rows = (text_rows.row_source(builder, "test") if "test" in builder.info.splits
+               else train_rows)
+  return builder, train_rows, test_rows
+
+
+def language_bigrams(train_rows, num_rows: int, vocab_size: int):
+  """The bigram table (:func:`jaxdev.data.bigrams.bigram_table`) of the first
+  ``min(num_rows, len(train_rows))`` training rows."""
+  # pylint: disable=import-outside-toplevel
+  from jaxdev.data import batches as batches_lib, bigrams as bigrams_lib
+  count = min(num_rows, len(train_rows))
+  return bigrams_lib.bigram_table(
+      (batches_lib.read_rows(train_rows, range(start, min(start + 8192, count)))
+       for start in range(0, count, 8192)), vocab_size)
+
+
+def _language_data(config, num_baseline_rows: int) -> Data:
+  from jaxdev.data import batches as batches_lib  # pylint: disable=import-outside-toplevel
+  _, train_rows, test_rows = text_splits(config)
+  batches = batches_lib.TokenBatches(train_rows, config.optim.batch_size,
+                                     num_epochs=config.data.num_epochs,
+                                     shuffle_seed=config.data.get("shuffle_seed"))
+  if len(batches) < config.optim.num_steps:
+    raise errors.ConfigError(
+        f"the training split gives {len(batches)} batches of {config.optim.batch_size} rows over "
+        f"{config.data.num_epochs} epoch(s), fewer than config.optim.num_steps "
+        f"({config.optim.num_steps})")
+  eval_rows = jnp.asarray(batches_lib.probe_rows(test_rows, config.eval.num_sequences, 0)[0])
+  probe_tokens, probe_positions = batches_lib.probe_rows(test_rows, config.ed.num_sequences,
+                                                       config.ed.seed)
+
+  def sampling_data(seed, num_examples):
+    count = min(num_examples, len(train_rows))
+    index = np.sort(np.random.default_rng(seed).choice(len(train_rows), count, replace=False))
+    return batches_lib.read_rows(train_rows, index)
+
+  def host_batch(step):
+    return batches[int(step)]
+
+  num_baseline = min(num_baseline_rows, len(train_rows))
+  bigrams = language_bigrams(train_rows, num_baseline, config.data.vocab_size)
+  unigram = np.asarray(bigrams.counts.sum(axis=0)).ravel().astype(np.float64)
+  unigram = unigram[unigram > 0] / unigram.sum()
+  baselines = {"bigram_entropy": bigrams.entropy(),
+               "unigram_entropy": float(-(unigram * np.log(unigram)).sum()),
+               "baseline_rows": num_baseline,
+               "train_rows": len(train_rows), "test_rows": len(test_rows)}
+  probe_inputs = (jnp.asarray(probe_tokens), jnp.asarray(probe_positions))
+  return Data(None, host_batch, eval_rows, probe_inputs, sampling_data, baselines, {})
+
+
+def _language_task(config, model: Model, data: Data) -> Task:
   from jaxdev.models import attention as attention_model  # pylint: disable=import-outside-toplevel
-  model = attention_model.build_model(config.model)
+  num_inputs = config.data.row_length - 1
+  eval_rows = data.eval_set
+  early = slice(int(0.04 * num_inputs), max(int(0.06 * num_inputs), int(0.04 * num_inputs) + 1))
+  late = slice(int(0.44 * num_inputs), max(int(0.54 * num_inputs), int(0.44 * num_inputs) + 1))
 
-  def init(key):
-    return model.init(key, jnp.zeros((1, config.data.row_length - 1), jnp.int32))["params"]
+  def evaluate(params):
+    logits = model.apply(params, eval_rows[:, :-1])
+    per_position = attention_model.next_token_losses(logits, eval_rows[:, 1:]).mean(axis=0)
+    return {"loss": per_position.mean(), "loss_per_position": per_position,
+            "icl_score": per_position[late].mean() - per_position[early].mean()}
 
-  def loss_fn(params, rows):
-    return attention_model.next_token_loss(params, model, rows)
+  probe_tokens, probe_positions = data.probe_inputs
 
-  return init, loss_fn
+  def probe(params):
+    return attention_model.true_next_token_logits(params, model.module, probe_tokens,
+                                                  probe_positions)
+
+  return Task(model.init, None, model.loss_fn, evaluate, probe, tuple(probe_positions.shape),
+              data.sampling_data, data.baselines, data.host_batch, model, data)
 
 
 def language_task(config, *, num_baseline_rows: int = 50_000) -> Task:
-  """The attention-only language-model setting (SPEC §2) for a ``configs/language.py`` config.
+  """The attention-only language-model setting (``docs/methods.md``, "The settings") for a
+  ``configs/language.py`` config.
 
   Builds (once) the tokenized TFDS dataset named by ``config.data``. Batch ``s`` is
   ``TokenBatches[s]`` of the training split; evaluation uses the first ``eval.num_sequences``
@@ -149,67 +322,41 @@ def language_task(config, *, num_baseline_rows: int = 50_000) -> Task:
   Baselines: the empirical unigram and bigram entropies of the training rows (at most
   ``num_baseline_rows`` of them), the losses of the best unigram and bigram predictors in sample.
   """
-  # pylint: disable=import-outside-toplevel
-  from jaxdev.data import batches as batches_lib, bigrams as bigrams_lib, text_rows
-  from jaxdev.models import attention as attention_model
-
   check_config(config)
-  try:
-    builder = text_rows.dataset_from_config(config.data)
-  except (ValueError, FileNotFoundError, ImportError) as err:
-    raise errors.ConfigError(f"config.data: {err}") from None
-  train_rows = text_rows.row_source(builder, "train")
-  splits = builder.info.splits
-  test_rows = text_rows.row_source(builder, "test") if "test" in splits else train_rows
-  batches = batches_lib.TokenBatches(train_rows, config.optim.batch_size,
-                                     num_epochs=config.data.num_epochs,
-                                     shuffle_seed=config.data.get("shuffle_seed"))
-  if len(batches) < config.optim.num_steps:
-    raise errors.ConfigError(
-        f"the training split gives {len(batches)} batches of {config.optim.batch_size} rows over "
-        f"{config.data.num_epochs} epoch(s), fewer than config.optim.num_steps "
-        f"({config.optim.num_steps})")
-  model = attention_model.build_model(config.model)
-  num_inputs = config.data.row_length - 1
-  init, loss_fn = language_model_fns(config)
+  data = _language_data(config, num_baseline_rows)
+  return _language_task(config, _language_model(config), data)
 
-  eval_rows = jnp.asarray(batches_lib.probe_rows(test_rows, config.eval.num_sequences, 0)[0])
-  early = slice(int(0.04 * num_inputs), max(int(0.06 * num_inputs), int(0.04 * num_inputs) + 1))
-  late = slice(int(0.44 * num_inputs), max(int(0.54 * num_inputs), int(0.44 * num_inputs) + 1))
 
-  def evaluate(params):
-    logits = model.apply({"params": params}, eval_rows[:, :-1])
-    per_position = attention_model.next_token_losses(logits, eval_rows[:, 1:]).mean(axis=0)
-    return {"loss": per_position.mean(), "loss_per_position": per_position,
-            "icl_score": per_position[late].mean() - per_position[early].mean()}
+# ----------------------------------------------------------------------------- entry points
 
-  probe_tokens, probe_positions = batches_lib.probe_rows(test_rows, config.ed.num_sequences,
-                                                       config.ed.seed)
-  probe_tokens, probe_positions = jnp.asarray(probe_tokens), jnp.asarray(probe_positions)
 
-  def probe(params):
-    return attention_model.true_next_token_logits(params, model, probe_tokens, probe_positions)
+def model_for(config) -> Model:
+  """The model of a training config (``config.task``, default "regression"); reads no data.
 
-  def sampling_data(seed, num_examples):
-    count = min(num_examples, len(train_rows))
-    index = np.sort(np.random.default_rng(seed).choice(len(train_rows), count, replace=False))
-    return batches_lib.read_rows(train_rows, index)
+  Raises:
+    ConfigError: the config's task, data or model sections cannot make a model.
+  """
+  check_config(config)
+  if config.get("task", "regression") == "regression":
+    return _regression_model(config)
+  return _language_model(config)
 
-  def host_batch(step):
-    return batches[int(step)]
 
-  num_baseline = min(num_baseline_rows, len(train_rows))
-  bigrams = bigrams_lib.bigram_table(
-      (batches_lib.read_rows(train_rows, range(start, min(start + 8192, num_baseline)))
-       for start in range(0, num_baseline, 8192)), config.data.vocab_size)
-  unigram = np.asarray(bigrams.counts.sum(axis=0)).ravel().astype(np.float64)
-  unigram = unigram[unigram > 0] / unigram.sum()
-  baselines = {"bigram_entropy": bigrams.entropy(),
-               "unigram_entropy": float(-(unigram * np.log(unigram)).sum()),
-               "baseline_rows": num_baseline,
-               "train_rows": len(train_rows), "test_rows": len(test_rows)}
-  return Task(init, None, loss_fn, evaluate, probe, tuple(probe_positions.shape), sampling_data,
-              baselines, host_batch)
+def data_for(config, *, num_baseline_rows: int = 50_000) -> Data:
+  """The data of a training config: every random draw of the run, made here and nowhere else.
+
+  Regression: the task pool (:func:`jaxdev.data.regression.distribution`), the training stream
+  (batch ``s`` from ``fold_in(data_key, s)``), the evaluation set (``eval.seed``), the probe
+  (``ed.seed``) and the sampling sets (by seed), all from that one distribution. Language: see
+  :func:`language_task` (``num_baseline_rows`` bounds the rows counted for the baselines).
+
+  Raises:
+    ConfigError: the config cannot make data (bad sections, missing files, too few rows).
+  """
+  check_config(config)
+  if config.get("task", "regression") == "regression":
+    return _regression_data(config)
+  return _language_data(config, num_baseline_rows)
 
 
 def check_config(config) -> None:
@@ -238,7 +385,8 @@ def check_config(config) -> None:
 
 
 def make_task(config) -> Task:
-  """The task named by ``config.task`` ("regression" or "language").
+  """The task named by ``config.task`` ("regression" or "language"): :func:`model_for` and
+  :func:`data_for` composed into the functions training and the sweep call.
 
   Raises:
     ConfigError: the config's task, data or model sections cannot make a task, or its data

@@ -133,6 +133,28 @@ def _to_python(metrics) -> dict:
   return out
 
 
+def record_step(step: int, params, *, evaluate, probe, metrics, probe_store,
+                evaluated: bool = True) -> dict | None:
+  """Writes what a run keeps of its parameters at ``step`` besides the checkpoint.
+
+  That is the ED probe row ``probe(params)`` when ``probe_store`` wants the step, and, when
+  ``evaluated``, the evaluation row ``{"step": step, "split": "eval", **evaluate(params)}`` of
+  the metrics writer ``metrics``. Probe rows count as written only once the caller commits them
+  (:meth:`jaxdev.rundir.ProbeStore.commit`) after the step's checkpoint is saved. Training and
+  the checkpoint converter (:func:`jaxdev.convert.run.import_run`) both write with it.
+
+  Returns:
+    The evaluation metrics as Python numbers and lists (None when not ``evaluated``).
+  """
+  if probe_store.wants(step):
+    probe_store.write(step, jax.device_get(probe(params)))
+  if not evaluated:
+    return None
+  values = _to_python(jax.device_get(evaluate(params)))
+  metrics.write({"step": step, "split": "eval", **values})
+  return values
+
+
 def is_complete(workdir: str) -> bool:
   """True when the run in ``workdir`` finished training."""
   return rundir.RunDir(workdir).is_complete
@@ -325,11 +347,10 @@ def train(config, workdir: str, *, show_progress: bool = True, devices=None) -> 
   events = sorted(ckpt_steps.union(probe_steps, [num_steps]))
   step = start
   while True:
-    if probe_store.wants(step):
-      probe_store.write(step, jax.device_get(probe(params)))
+    values = record_step(step, params, evaluate=evaluate, probe=probe, metrics=metrics_writer,
+                         probe_store=probe_store, evaluated=step in ckpt_steps)
     if step in ckpt_steps:
-      final_eval = _to_python(jax.device_get(evaluate(params)))
-      metrics_writer.write({"step": step, "split": "eval", **final_eval})
+      final_eval = values
       if step != start or manager.latest_step() != start:
         checkpoints.save(manager, step, params, opt_state)
       probe_store.commit(step)

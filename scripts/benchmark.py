@@ -1,4 +1,4 @@
-"""Throughput benchmarks; each prints one JSON line.
+"""Benchmarks; each prints JSON lines (forms: one per detector and null model).
 
   python scripts/benchmark.py train [--config configs/regression.py:paper]
   python scripts/benchmark.py sgld --batch 128 --chains 4 --draws 200
@@ -7,6 +7,7 @@
   python scripts/benchmark.py hessian --sequences 1024 --probes 100  # trace + top-3 eigenvalues
   python scripts/benchmark.py devinterp --batch 128 --chains 4 --draws 200   # needs torch, devinterp
   python scripts/benchmark.py compare --batch 128 --chains 4 --draws 200     # both, one after the other
+  python scripts/benchmark.py forms --num_nulls 100  # form detectors: null paths, planted turns
 """
 
 import json
@@ -35,17 +36,24 @@ _NUM_STEPS = flags.DEFINE_integer("num_steps", 5000, "ED probe rows (ed).")
 _DIM = flags.DEFINE_integer("dim", 20000, "ED probe width (ed).")
 _SEQUENCES = flags.DEFINE_integer("sequences", 1024, "Sequences in the Hessian batch (hessian).")
 _PROBES = flags.DEFINE_integer("probes", 100, "Hutchinson probes (hessian).")
+_NUM_NULLS = flags.DEFINE_integer("num_nulls", 20, "Null paths per model, planted turns per index.")
+_ED_SCORES = flags.DEFINE_string(
+    "ed_scores", cli.repo_path(__file__, "docs", "reproduction", "lr-seed0", "ed_scores.csv"),
+    "A run's published PC scores: T, the speed profile and the noise level (forms).")
 
 
 def main(argv):
   from jaxdev.measure import benchmarks  # pylint: disable=import-outside-toplevel
   if len(argv) != 2 or argv[1] not in benchmarks.COMMANDS:
     raise app.UsageError(f"usage: benchmark.py {{{'|'.join(benchmarks.COMMANDS)}}} [flags]")
-  print(json.dumps(benchmarks.run(
+  result = benchmarks.run(
       argv[1], _CONFIG.value, batch_size=_BATCH.value, num_chains=_CHAINS.value,
       num_draws=_DRAWS.value, num_checkpoints=_CHECKPOINTS.value, chain_map=_CHAIN_MAP.value,
       train_steps=_TRAIN_STEPS.value, repeats=_REPEATS.value, ed_steps=_NUM_STEPS.value,
-      ed_dim=_DIM.value, hessian_sequences=_SEQUENCES.value, hessian_probes=_PROBES.value)))
+      ed_dim=_DIM.value, hessian_sequences=_SEQUENCES.value, hessian_probes=_PROBES.value,
+      num_nulls=_NUM_NULLS.value, ed_scores=_ED_SCORES.value)
+  for line in result if isinstance(result, list) else [result]:
+    print(json.dumps(line))
 
 
 if __name__ == "__main__":

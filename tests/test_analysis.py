@@ -149,7 +149,8 @@ def paper_sigma():
 
 @pytest.mark.parametrize("seed", range(20))
 def test_brownian_motion_has_no_forms_at_paper_scale(seed, paper_sigma):
-  """SPEC §5 pitfall: PCA of a random walk gives Lissajous curves; they must not give forms."""
+  """PCA of a random walk gives Lissajous curves; they must not give forms (docs/methods.md,
+  "Essential dynamics")."""
   path = np.cumsum(np.random.default_rng(seed).standard_normal((PAPER_T, 40)), axis=0)
   smoothed = ed.smooth(ed.pca(path, 4).scores, paper_sigma)
   for construction in ("all", "pc1"):

@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 
+from jaxdev import engine
 from jaxdev import rundir
 from jaxdev import train
 from jaxdev.configs import language as language_config
@@ -74,7 +75,7 @@ def test_command_on_a_tiny_regression_run(regression_run):
   again = run.evaluate_run(regression_run, which="all", settings=SMALL_SETTINGS, plot=False)
   assert again.done == {"cheap": [], "hessian": []}
   assert again.skipped == {"cheap": steps, "hessian": steps}
-  with pytest.raises(run.IndicatorError, match="other settings"):
+  with pytest.raises(engine.SettingsConflictError, match="other settings"):
     run.evaluate_run(regression_run, which="all", plot=False,
                      settings=run.IndicatorSettings(num_probes=5, hessian_sequences=32))
 

@@ -1,36 +1,40 @@
-"""The checkpoint sweep: agreement with single estimates, devices, resume, failures."""
+"""The checkpoint sweep: agreement with single estimates, devices, resume, failures.
+
+Input errors are checked in-process on the library calls ``scripts/llc_sweep.py``,
+``scripts/analyze.py`` and ``scripts/calibrate.py`` make, as ``jaxdev.cli`` reports them; each
+script's own command line is tested elsewhere (``test_main_job``, ``test_analysis``,
+``test_sgld``).
+"""
 
 import dataclasses
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 
 import jax
 import numpy as np
 import pytest
 
+from configs import llc as llc_configs
 from configs import regression as regression_configs
 from jaxdev import distributed
+from jaxdev import job
 from jaxdev import llc
 from jaxdev import sgld
 from jaxdev import tasks
-from jaxdev import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SWEEP = [sys.executable, os.path.join(REPO, "scripts", "llc_sweep.py"), "--noestimate"]
 SETTINGS = llc.SweepSettings(step_size=1e-3, gamma=10.0, nbeta=None, num_chains=4, num_draws=30,
                              batch_size=16, num_sampling_examples=256, sampling_seed=5, seed=3)
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp("runs") / "tiny")
-  train.train(regression_configs.get_config("tiny"), workdir, show_progress=False)
-  return workdir
+def _sweep_command(workdir, *, steps=None, analyze=False, **sgld_fields):
+  """What ``llc_sweep.py --notrain --noestimate --config configs/llc.py:tiny [--noanalyze]
+  [--steps ...] [--config.sgld.FIELD=VALUE ...] --workdir WORKDIR`` calls."""
+  sweep_config = llc_configs.get_config("tiny")
+  sweep_config.sgld.update(sgld_fields)
+  return job.main_job(regression_configs.get_config("quick"), sweep_config, str(workdir),
+                      steps=steps, train=False, analyze=analyze, estimate=False)
 
 
 def _copy_run(run, tmp_path, name="run"):
@@ -105,42 +109,34 @@ def test_corrupt_and_missing_checkpoints_are_reported(tiny_run, tmp_path):
   assert sorted(failed) == ["5", "7"]
 
 
-def test_missing_run_gives_one_error_line(tmp_path):
+def test_missing_run_gives_one_error_line(tmp_path, command_error):
   for workdir, message in [(tmp_path / "nope", "does not exist"), (tmp_path, "not a run directory")]:
-    proc = subprocess.run(SWEEP + ["--workdir", str(workdir), "--notrain", "--config",
-                                   os.path.join(REPO, "configs", "llc.py:tiny")],
-                          capture_output=True, text=True)
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], proc.stderr
+    line, _ = command_error(_sweep_command, workdir, analyze=True)
+    assert message in line
   empty = tmp_path / "empty"
   empty.mkdir()
   (empty / "config.json").write_text(regression_configs.get_config("tiny").to_json())
-  proc = subprocess.run(SWEEP + ["--workdir", str(empty), "--notrain", "--config",
-                                 os.path.join(REPO, "configs", "llc.py:tiny")],
-                        capture_output=True, text=True)
-  assert proc.returncode == 2 and "holds no checkpoints" in proc.stderr
+  line, _ = command_error(_sweep_command, empty, analyze=True)
+  assert "holds no checkpoints" in line
 
 
-def test_killed_sweep_resumes_to_the_identical_result(tiny_run, tmp_path):
-  args = ["--config", os.path.join(REPO, "configs", "llc.py:tiny"), "--config.sgld.num_draws=400",
-          "--config.sweep.checkpoints_per_batch=1", "--noanalyze", "--notrain"]
+def test_killed_sweep_resumes_to_the_identical_result(tiny_run, tmp_path, crash_after_records):
+  # One checkpoint per group: the records are written one by one; the computation stops
+  # (as killed) before its fourth.
+  sweep_config = llc_configs.get_config("tiny")
+  sweep_config.sweep.checkpoints_per_batch = 1
+  sweep = lambda workdir: job.main_job(  # noqa: E731
+      regression_configs.get_config("quick"), sweep_config, workdir, train=False, analyze=False,
+      estimate=False, verbose=False)
   straight = _copy_run(tiny_run, tmp_path, "straight")
   killed = _copy_run(tiny_run, tmp_path, "killed")
-  subprocess.run(SWEEP + args + ["--workdir", straight], check=True, capture_output=True)
+  sweep(straight)
   out = os.path.join(killed, "llc", "default")
-  proc = subprocess.Popen(SWEEP + args + ["--workdir", killed],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  deadline = time.time() + 120
-  while time.time() < deadline:
-    if os.path.isdir(out) and len([f for f in os.listdir(out) if f.startswith("step_")]) >= 3:
-      break
-    time.sleep(0.02)
-  proc.send_signal(signal.SIGKILL)
-  proc.wait()
+  with pytest.raises(crash_after_records(3)):
+    sweep(killed)
   partial = len([f for f in os.listdir(out) if f.startswith("step_")])
   assert 3 <= partial < 9
-  subprocess.run(SWEEP + args + ["--workdir", killed], check=True, capture_output=True)
+  sweep(killed)
   names = sorted(f for f in os.listdir(os.path.join(straight, "llc", "default")) if f.startswith("step_"))
   assert names == sorted(f for f in os.listdir(out) if f.startswith("step_")) and len(names) == 9
   for name in names:
@@ -156,7 +152,7 @@ def test_killed_sweep_resumes_to_the_identical_result(tiny_run, tmp_path):
     ("model.num_heads", 3, "divisible by config.model.num_heads"),
     ("task", "nonsense", "config.task must be"),
 ])
-def test_bad_data_config_of_a_run_is_one_error_line(tmp_path, field, value, message):
+def test_bad_data_config_of_a_run_is_one_error_line(tmp_path, command_error, field, value, message):
   config = regression_configs.get_config("tiny")
   section, _, name = field.rpartition(".")
   (config[section] if section else config)[name] = value
@@ -164,21 +160,19 @@ def test_bad_data_config_of_a_run_is_one_error_line(tmp_path, field, value, mess
   workdir.mkdir()
   (workdir / "config.json").write_text(config.to_json())
   before = sorted(os.listdir(workdir))
-  for command in (SWEEP + ["--notrain", "--config", os.path.join(REPO, "configs", "llc.py:tiny")],
-                  [sys.executable, os.path.join(REPO, "scripts", "calibrate.py")]):
-    proc = subprocess.run(command + ["--workdir", str(workdir)], capture_output=True, text=True)
-    lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
-    assert lines[0].startswith("error: ") and message in lines[0], proc.stderr
+  calibrate = lambda: llc.calibrate_checkpoint(  # noqa: E731  (what calibrate.py calls)
+      str(workdir), None, step_sizes=[1e-4, 3e-4], nbetas=[15.39], gammas=[6.67], num_chains=4,
+      num_draws=200, batch_size=64, num_sampling_examples=2 ** 14)
+  for command in (lambda: _sweep_command(workdir, analyze=True), calibrate):
+    line, _ = command_error(command)
+    assert message in line
     assert sorted(os.listdir(workdir)) == before
 
 
-def test_a_damaged_llc_record_is_reported_and_recomputed(tiny_run, tmp_path):
+def test_a_damaged_llc_record_is_reported_and_recomputed(tiny_run, tmp_path, command_error,
+                                                         capsys):
   run = _copy_run(tiny_run, tmp_path)
-  args = ["--workdir", run, "--notrain", "--noanalyze", "--steps", "0,5,60",
-          "--config", os.path.join(REPO, "configs", "llc.py:tiny"),
-          "--config.sgld.num_draws=30"]
-  subprocess.run(SWEEP + args, check=True, capture_output=True)
+  _sweep_command(run, steps=["0", "5", "60"], num_draws=30)
   out = os.path.join(run, "llc", "default")
   good = {s: dict(np.load(llc.result_path(out, s))) for s in (0, 5, 60)}
   # A truncated file, and one whose member is garbled past the zip directory's reach.
@@ -190,17 +184,15 @@ def test_a_damaged_llc_record_is_reported_and_recomputed(tiny_run, tmp_path):
   data[start:start + 40] = b"\xff" * 40
   open(path60, "wb").write(bytes(data))
 
-  proc = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "analyze.py"),
-                         "--workdir", run], capture_output=True, text=True)
-  lines = proc.stderr.strip().splitlines()
-  assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
-  assert path5 in lines[0] or path60 in lines[0]
+  line, _ = command_error(job.run_analysis, run)  # what analyze.py calls
+  assert path5 in line or path60 in line
 
-  proc = subprocess.run(SWEEP + args, capture_output=True, text=True)
-  assert proc.returncode == 0, proc.stderr[-2000:]
-  assert f"warning: {path5} is damaged" in proc.stdout + proc.stderr
-  assert f"warning: {path60} is damaged" in proc.stdout + proc.stderr
-  assert "2 checkpoints estimated, 1 already done" in proc.stdout
+  capsys.readouterr()
+  assert _sweep_command(run, steps=["0", "5", "60"], num_draws=30).exit_status == 0
+  printed = capsys.readouterr()
+  assert f"warning: {path5} is damaged" in printed.out + printed.err
+  assert f"warning: {path60} is damaged" in printed.out + printed.err
+  assert "2 checkpoints estimated, 1 already done" in printed.out
   for step, record in good.items():
     again = np.load(llc.result_path(out, step))
     assert sorted(again.files) == sorted(record)
@@ -208,41 +200,30 @@ def test_a_damaged_llc_record_is_reported_and_recomputed(tiny_run, tmp_path):
       np.testing.assert_array_equal(again[key], record[key])
 
 
-def test_garbage_settings_or_config_is_one_line_naming_the_file(tiny_run, tmp_path):
+def test_garbage_settings_or_config_is_one_line_naming_the_file(tiny_run, tmp_path, command_error):
   run = _copy_run(tiny_run, tmp_path)
-  args = SWEEP + ["--workdir", run, "--notrain", "--noanalyze", "--steps", "0",
-                  "--config", os.path.join(REPO, "configs", "llc.py:tiny")]
-  subprocess.run(args, check=True, capture_output=True)
+  _sweep_command(run, steps=["0"])
   settings = os.path.join(run, "llc", "default", "settings.json")
   for path in (settings, os.path.join(run, "config.json")):
     original = open(path, "rb").read()
     open(path, "wb").write(b"\x00garbage{")
     files = {f: open(os.path.join(r, f), "rb").read() for r, _, fs in os.walk(run) for f in fs}
-    proc = subprocess.run(args, capture_output=True, text=True)
-    lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
-    assert lines[0].startswith("error: ") and path in lines[0] and "damaged" in lines[0]
+    line, _ = command_error(_sweep_command, run, steps=["0"])
+    assert path in line and "damaged" in line
     assert files == {f: open(os.path.join(r, f), "rb").read() for r, _, fs in os.walk(run) for f in fs}
     open(path, "wb").write(original)
 
 
-def test_an_unwritable_output_is_one_line_and_changes_nothing(tiny_run, tmp_path):
+def test_an_unwritable_output_is_one_line_and_changes_nothing(tiny_run, tmp_path, command_error):
   run = _copy_run(tiny_run, tmp_path)
   open(os.path.join(run, "llc"), "w").write("a file where the sweeps' folder belongs")
-  proc = subprocess.run(SWEEP + ["--workdir", run, "--notrain", "--noanalyze", "--steps", "0",
-                                 "--config", os.path.join(REPO, "configs", "llc.py:tiny")],
-                        capture_output=True, text=True)
-  lines = proc.stderr.strip().splitlines()
-  assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
-  assert os.path.join(run, "llc") in lines[0]
+  line, _ = command_error(_sweep_command, run, steps=["0"])
+  assert os.path.join(run, "llc") in line
   shutil.rmtree(os.path.join(run, "figures"), ignore_errors=True)
   open(os.path.join(run, "figures"), "w").write("a file where the figures belong")
   os.unlink(os.path.join(run, "llc"))
-  proc = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "analyze.py"),
-                         "--workdir", run], capture_output=True, text=True)
-  lines = proc.stderr.strip().splitlines()
-  assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
-  assert os.path.join(run, "figures") in lines[0]
+  line, _ = command_error(job.run_analysis, run)  # what analyze.py calls
+  assert os.path.join(run, "figures") in line
   assert not os.path.exists(os.path.join(run, "stages.json"))
 
 

@@ -1,7 +1,7 @@
 """The main job end to end on tiny configs: train, sweep, stages and figures, then a no-op rerun.
 
-The job is a library function (jaxdev.job.main_job) tested in-process; one subprocess test runs
-the command-line script itself.
+The job is a library function (jaxdev.job.main_job) tested in-process; two subprocess tests run
+the command-line script itself: the job end to end, and an error line.
 """
 
 import ast
@@ -28,7 +28,7 @@ SWEEP = [sys.executable, os.path.join(REPO, "scripts", "llc_sweep.py")]
 TINY_STEPS = train.checkpoint_steps(60, 6, 4).tolist()
 
 
-def test_main_job_command_on_tiny_configs(tmp_path):
+def test_main_job_command_on_tiny_configs(tmp_path, capsys):
   workdir = str(tmp_path / "tiny")
   command = SWEEP + ["--workdir", workdir, "--config", os.path.join(REPO, "configs", "llc.py:tiny"),
                      "--train_config", os.path.join(REPO, "configs", "regression.py:tiny")]
@@ -50,10 +50,14 @@ def test_main_job_command_on_tiny_configs(tmp_path):
     assert os.path.getsize(os.path.join(workdir, "figures", name)) > 10_000
   assert os.path.exists(os.path.join(workdir, "stages.json"))
 
-  again = subprocess.run(command, capture_output=True, text=True)
-  assert again.returncode == 0
-  assert f"0 checkpoints estimated, {num} already done" in again.stdout
-  assert "estimate (" not in again.stdout  # nothing left to do, nothing to estimate
+  # The same command again (what it calls): nothing left to do, nothing to estimate.
+  capsys.readouterr()
+  again = job.main_job(regression_configs.get_config("tiny"), llc_configs.get_config("tiny"),
+                       workdir, train_config_chosen=True)
+  out = capsys.readouterr().out
+  assert again.exit_status == 0
+  assert f"0 checkpoints estimated, {num} already done" in out
+  assert "estimate (" not in out
 
 
 def test_main_job_in_process_every_seed(tmp_path, capsys):
@@ -120,9 +124,8 @@ def test_main_job_on_a_tiny_language_run(tmp_path, text_data_dir, capsys):
     assert os.path.getsize(os.path.join(workdir, "figures", name)) > 10_000
 
 
-def test_an_unfinished_run_is_resumed_with_its_own_config(tmp_path, capsys):
-  workdir = str(tmp_path / "partial")
-  train.train(regression_configs.get_config("tiny"), workdir, show_progress=False)
+def test_an_unfinished_run_is_resumed_with_its_own_config(tiny_run, run_copy, capsys):
+  workdir = run_copy(tiny_run, "partial")
   # Unfinished, as a kill leaves it: no done marker, the newest checkpoints not yet written.
   run = rundir.RunDir(workdir)
   os.remove(run.done_path)
@@ -160,18 +163,20 @@ def test_a_missing_workdir_is_not_trained_unless_asked(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--steps", "7,abc"], "checkpoint steps must be whole numbers, got 'abc'"),
-    (["--seeds", "0,x"], "seeds must be whole numbers, got 'x'"),
-    (["--config.sgld.num_chains=0"], "num_chains must be positive"),
+    ({"steps": ["7", "abc"]}, "checkpoint steps must be whole numbers, got 'abc'"),  # --steps 7,abc
+    ({"seeds": ["0", "x"]}, "seeds must be whole numbers, got 'x'"),  # --seeds 0,x
+    ({"sgld": {"num_chains": 0}}, "num_chains must be positive"),  # --config.sgld.num_chains=0
 ])
-def test_bad_job_arguments_are_one_line_before_any_work(tmp_path, args, message):
+def test_bad_job_arguments_are_one_line_before_any_work(tmp_path, command_error, args, message):
+  # What llc_sweep.py --train --workdir WORKDIR --config configs/llc.py:tiny ARGS calls.
   workdir = tmp_path / "run"
-  proc = subprocess.run(SWEEP + ["--train", "--workdir", str(workdir), "--config",
-                                 os.path.join(REPO, "configs", "llc.py:tiny")] + args,
-                        capture_output=True, text=True, cwd=REPO)
-  lines = proc.stderr.strip().splitlines()
-  assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], proc.stderr
-  assert "estimate (" not in proc.stdout and not workdir.exists()
+  sweep_config = llc_configs.get_config("tiny")
+  sweep_config.sgld.update(args.get("sgld", {}))
+  line, out = command_error(job.main_job, regression_configs.get_config("quick"), sweep_config,
+                            str(workdir), steps=args.get("steps"), seeds=args.get("seeds"),
+                            train=True)
+  assert message in line
+  assert "estimate (" not in out and not workdir.exists()
 
 
 def _code_strings(path):

@@ -12,7 +12,7 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = os.path.join(REPO, "docs", "notebooks", "quickstart.ipynb")
-README_SECTION = "## The LLC of any JAX model, in a notebook"
+README_SECTION = "## The LLC of your own model"
 
 
 def _clean_env():

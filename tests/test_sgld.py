@@ -1,10 +1,10 @@
 """SGLD sampler and LLC estimator: exact properties, failure handling and analytic answers.
 
-Analytic cases (SPEC §3): a regular quadratic (λ = d/2), devinterp's normal-crossing models at
-w* = 0 and reduced-rank regression at w* = 0 (Aoyagi & Watanabe 2005). Normal-crossing
-estimates are also compared with the exact expectation of the *localized* tempered posterior
-that the chains sample (a one-dimensional quadrature), which separates sampler error from the
-finite-nβ deficit of the target itself.
+Analytic cases (docs/methods.md, "The estimator"): a regular quadratic (λ = d/2), devinterp's
+normal-crossing models at w* = 0 and reduced-rank regression at w* = 0 (Aoyagi & Watanabe 2005).
+Normal-crossing estimates are also compared with the exact expectation of the *localized*
+tempered posterior that the chains sample (a one-dimensional quadrature), which separates
+sampler error from the finite-nβ deficit of the target itself.
 """
 
 import io
@@ -217,8 +217,8 @@ def _calibrate_script(tmp_path, *flags):
     (["--step_sizes=-1"], "step_size must be finite and > 0, got -1"),
     (["--step_sizes=1e-3,abc"], "step_sizes must be a list of numbers"),
     (["--nbetas="], "nbetas must hold at least one value"),
-    (["--chains=0"], "num_chains must be >= 1, got 0"),
-    (["--draws=0"], "num_draws must be >= 1, got 0"),
+    (["--chains=0"], "num_chains must be positive, got 0"),
+    (["--draws=0"], "num_draws must be positive, got 0"),
 ])
 def test_calibrate_script_checks_its_flags_first(tmp_path, flags, message):
   # The workdir does not exist: a check that came after reading the run would say so instead.

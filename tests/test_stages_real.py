@@ -1,4 +1,5 @@
-"""Stage detection with default settings on real and paper-shaped LLC curves (SPEC §3, §4)."""
+"""Stage detection with default settings on real and paper-shaped LLC curves (docs/methods.md,
+"Stage detection")."""
 
 import os
 
@@ -13,7 +14,7 @@ DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 LR_MILESTONES = reference.PAPER_BOUNDARIES  # the paper's LR1 … LR5 boundaries
 LM_MILESTONES = reference.PAPER_LM_BOUNDARIES  # LM1 … LM5
 LM_REFERENCE = {0: 123.6, 100: 137.3, 200: 143.6, 400: 148.3, 900: 150.0, 6500: 172.5,
-                8500: 170.9, 17500: 179.3, 50000: 180.4}  # SPEC §3, the authors' notebook
+                8500: 170.9, 17500: 179.3, 50000: 180.4}  # the paper's LM run, the authors' notebook
 
 
 def _authors_curve():
@@ -75,7 +76,7 @@ def test_authors_lr_stages_survive_perturbations(perturbation):
     steps, llc, chain_std = steps[10:], llc[10:], chain_std[10:]
   elif perturbation == "drop_last":
     steps, llc, chain_std = steps[:-10], llc[:-10], chain_std[:-10]
-  else:  # the LR5 rise from its trough shrunk to +2 (SPEC §4: +4 to +14 over the seeds)
+  else:  # the LR5 rise shrunk to +2 (docs/methods.md, "Stage detection": +4 to +14 by seed)
     trough = np.argmin(np.where(steps > 300_000, llc, np.inf))
     late = steps > steps[trough]
     llc = llc.copy()
@@ -84,7 +85,7 @@ def test_authors_lr_stages_survive_perturbations(perturbation):
 
 
 def _lm_curve(seed):
-  """SPEC §3's LM reference values, PCHIP in ln(step + 1), 501 checkpoints every 100 steps, with
+  """The paper's LM reference values, PCHIP in ln(step + 1), 501 checkpoints every 100 steps, with
   independent noise of std 0.5 (the chains share their noise across checkpoints, so the curve is
   far smoother than the chain spread of 40)."""
   knots = np.array(list(LM_REFERENCE), float)

@@ -1,4 +1,8 @@
-"""Training: schedule, checkpoint steps, learning, exact resume after SIGKILL, bad input."""
+"""Training: schedule, checkpoint steps, learning, exact resume after SIGKILL or a crash, bad input.
+
+Input errors are checked in-process on the library calls the script makes (as ``jaxdev.cli``
+reports them); ``test_train_command_errors_are_one_line`` runs the script itself.
+"""
 
 import json
 import os
@@ -11,8 +15,10 @@ import jax
 import numpy as np
 import pytest
 
+from configs import language as language_configs
 from configs import regression as regression_configs
 from jaxdev import checkpoints
+from jaxdev import job
 from jaxdev import llc
 from jaxdev import rundir
 from jaxdev import tasks
@@ -80,37 +86,10 @@ def _run_files(workdir):
   return metrics, outputs, params
 
 
-@pytest.mark.parametrize("args, kill_after", [
-    (["--config", os.path.join(REPO, "configs", "regression.py:tiny"),
-      "--config.optim.num_steps=1500"], 600),
-    # Text rows come from the host by step: the resumed run must read the same rows.
-    (["--config", os.path.join(REPO, "configs", "language.py:tiny"),
-      "--config.optim.num_steps=200", "--config.log_every=2"], 80),
-], ids=["regression", "language"])
-def test_killed_run_resumes_to_the_identical_result(tmp_path, text_data_dir, args, kill_after):
-  args = args + [f"--config.data.data_dir={text_data_dir}"] if "language" in args[1] else args
-  num_steps = int(args[2].split("=")[1])
-  straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
-  subprocess.run(TRAIN + args + ["--workdir", straight], check=True, capture_output=True)
-
-  proc = subprocess.Popen(TRAIN + args + ["--workdir", killed],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  metrics = os.path.join(killed, "metrics.jsonl")
-  deadline = time.time() + 120
-  while time.time() < deadline:
-    records = rundir.read_jsonl(metrics)
-    if records and records[-1]["step"] >= kill_after:
-      break
-    time.sleep(0.05)
-  proc.send_signal(signal.SIGKILL)
-  proc.wait()
-  assert not train.is_complete(killed)
-  resumed_from = checkpoints.list_steps(os.path.join(killed, "checkpoints"))[-1]
-  assert 0 < resumed_from < num_steps
-
-  subprocess.run(TRAIN + args + ["--workdir", killed], check=True, capture_output=True)
-  a_metrics, a_outputs, a_params = _run_files(straight)
-  b_metrics, b_outputs, b_params = _run_files(killed)
+def _assert_same_run(a, b):
+  """Two run directories hold bitwise the same metrics, ED probe and checkpoints."""
+  a_metrics, a_outputs, a_params = _run_files(a)
+  b_metrics, b_outputs, b_params = _run_files(b)
   assert a_metrics == b_metrics
   np.testing.assert_array_equal(a_outputs, b_outputs)
   assert sorted(a_params) == sorted(b_params)
@@ -118,40 +97,105 @@ def test_killed_run_resumes_to_the_identical_result(tmp_path, text_data_dir, arg
     jax.tree.map(np.testing.assert_array_equal, a_params[step], b_params[step])
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--config", "configs/regression.py:nonsense"], "unknown config variant"),
-    (["--config.optim.num_steps=0"], "num_steps must be positive"),
-    (["--config.optim.peak_lr=-1e-3"], "peak_lr must be positive"),
-    (["--config.optim.batch_size=-4"], "batch_size must be positive"),
-])
-def test_bad_config_gives_one_line_and_writes_nothing(tmp_path, args, message):
+def test_killed_run_resumes_to_the_identical_result(tmp_path):
+  """A real SIGKILL of the script, at whatever moment it lands (mid-checkpoint, mid-line)."""
+  config = regression_configs.get_config("tiny")
+  config.optim.num_steps = 1500  # time to kill the run mid-way
+  straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
+  train.train(config, straight, show_progress=False)
+
+  proc = subprocess.Popen(TRAIN + ["--config", os.path.join(REPO, "configs", "regression.py:tiny"),
+                                   "--config.optim.num_steps=1500", "--workdir", killed],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  metrics = os.path.join(killed, "metrics.jsonl")
+  deadline = time.time() + 120
+  while time.time() < deadline:
+    records = rundir.read_jsonl(metrics)
+    if records and records[-1]["step"] >= 600:
+      break
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert not train.is_complete(killed)
+  resumed_from = checkpoints.list_steps(os.path.join(killed, "checkpoints"))[-1]
+  assert 0 < resumed_from < 1500
+
+  train.train(config, killed, show_progress=False)  # what the same command runs again
+  _assert_same_run(straight, killed)
+
+
+@pytest.mark.parametrize("task", ["regression", "language"])
+def test_a_run_stopped_between_checkpoints_resumes_to_the_identical_result(
+    tiny_run, tiny_language_run, text_data_dir, tmp_path, crash_at_checkpoint, task):
+  """Stopped where a kill often lands: the metrics, evaluation and probe rows of the steps after
+  the last saved checkpoint are written, the next checkpoint is not. Text rows come from the
+  host by step: the resumed language run must read the same rows."""
+  if task == "regression":
+    config, straight = regression_configs.get_config("tiny"), tiny_run
+  else:
+    config, straight = language_configs.get_config("tiny"), tiny_language_run
+    config.data.data_dir = text_data_dir
+  steps = train.checkpoint_steps(config.optim.num_steps, config.checkpoint.num_log,
+                                 config.checkpoint.num_linear).tolist()
+  crash_step = steps[-2]  # with saved checkpoints and logged steps between it and the last
+  killed = str(tmp_path / "killed")
+  with pytest.raises(crash_at_checkpoint(crash_step)):
+    train.train(config, killed, show_progress=False)
+  assert not train.is_complete(killed)
+  resumed_from = checkpoints.list_steps(os.path.join(killed, "checkpoints"))[-1]
+  assert 0 < resumed_from < crash_step
+  assert rundir.read_jsonl(os.path.join(killed, "metrics.jsonl"))[-1]["step"] == crash_step
+
+  train.train(config, killed, show_progress=False)  # the crash point fires once
+  _assert_same_run(straight, killed)
+
+
+def test_train_command_errors_are_one_line(tmp_path):
+  """The script itself: a config variant its config file refuses, and a config it validates,
+  each one ``error:`` line and a non-zero exit, nothing written."""
+  with pytest.raises(ValueError, match="unknown config variant"):  # what the flag parser reports
+    regression_configs.get_config("nonsense")
   workdir = tmp_path / "run"
-  base = ["--config", "configs/regression.py:tiny"]
-  proc = subprocess.run(TRAIN + (args if args[0] == "--config" else base + args) +
-                        ["--workdir", str(workdir)], capture_output=True, text=True, cwd=REPO)
-  assert proc.returncode != 0
-  lines = [line for line in proc.stderr.splitlines() if line.strip()]
-  assert len(lines) == 1 and message in lines[0], proc.stderr
+  for args, message, status in (
+      (["--config", "configs/regression.py:nonsense"], "unknown config variant", 2),
+      (["--config", "configs/regression.py:tiny", "--config.optim.num_steps=0"],
+       "config.optim.num_steps must be positive", 2)):
+    proc = subprocess.run(TRAIN + args + ["--workdir", str(workdir)], capture_output=True,
+                          text=True, cwd=REPO)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == status and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ") and message in lines[0], proc.stderr
+    assert not workdir.exists() or not os.listdir(workdir)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("num_steps", 0, "num_steps must be positive"),
+    ("peak_lr", -1e-3, "peak_lr must be positive"),
+    ("batch_size", -4, "batch_size must be positive"),
+])
+def test_bad_config_gives_one_line_and_writes_nothing(tmp_path, command_error, field, value,
+                                                      message):
+  config = regression_configs.get_config("tiny")
+  config.optim[field] = value
+  workdir = tmp_path / "run"
+  line, _ = command_error(job.train_job, config, str(workdir), estimate=False)
+  assert message in line
   assert not workdir.exists() or not os.listdir(workdir)
 
 
-def test_workdir_with_another_config_or_unwritable_is_refused(tmp_path):
+def test_workdir_with_another_config_or_unwritable_is_refused(tmp_path, command_error):
+  config = regression_configs.get_config("tiny")
   workdir = tmp_path / "run"
   workdir.mkdir()
   (workdir / "config.json").write_text(json.dumps({"seed": 123}))
-  proc = subprocess.run(TRAIN + ["--config", "configs/regression.py:tiny", "--workdir", str(workdir)],
-                        capture_output=True, text=True, cwd=REPO)
-  assert proc.returncode == 2 and "different config" in proc.stderr
-  assert len(proc.stderr.strip().splitlines()) == 1
+  line, _ = command_error(job.train_job, config, str(workdir), estimate=False)
+  assert "different config" in line
   assert sorted(os.listdir(workdir)) == ["config.json"]
 
   blocker = tmp_path / "file"
   blocker.write_text("not a directory")
-  proc = subprocess.run(TRAIN + ["--config", "configs/regression.py:tiny",
-                                 "--workdir", str(blocker / "run")],
-                        capture_output=True, text=True, cwd=REPO)
-  assert proc.returncode == 2 and "cannot create workdir" in proc.stderr
-  assert len(proc.stderr.strip().splitlines()) == 1
+  line, _ = command_error(job.train_job, config, str(blocker / "run"), estimate=False)
+  assert "cannot create workdir" in line
 
 
 def _snapshot(directory):
@@ -164,17 +208,8 @@ def _snapshot(directory):
   return out
 
 
-@pytest.fixture(scope="module")
-def finished_tiny(tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp("finished") / "tiny")
-  train.train(regression_configs.get_config("tiny"), workdir, show_progress=False)
-  return workdir
-
-
-def test_a_damaged_latest_checkpoint_is_skipped_and_rewritten(finished_tiny, tmp_path, capsys):
-  import shutil  # pylint: disable=import-outside-toplevel
-  workdir = str(tmp_path / "run")
-  shutil.copytree(finished_tiny, workdir)
+def test_a_damaged_latest_checkpoint_is_skipped_and_rewritten(tiny_run, run_copy, capsys):
+  workdir = run_copy(tiny_run)
   os.unlink(os.path.join(workdir, "done"))
   steps = checkpoints.list_steps(os.path.join(workdir, "checkpoints"))
   latest, previous = steps[-1], steps[-2]
@@ -187,7 +222,7 @@ def test_a_damaged_latest_checkpoint_is_skipped_and_rewritten(finished_tiny, tmp
   assert result.status == "finished"
   assert f"checkpoint at step {latest} could not be read, resuming from step {previous}" in out
   assert os.path.isdir(os.path.join(workdir, "damaged-checkpoints", str(latest)))  # kept aside
-  a_metrics, a_outputs, a_params = _run_files(finished_tiny)
+  a_metrics, a_outputs, a_params = _run_files(tiny_run)
   b_metrics, b_outputs, b_params = _run_files(workdir)
   assert a_metrics == b_metrics
   np.testing.assert_array_equal(a_outputs, b_outputs)
@@ -205,18 +240,15 @@ def test_a_damaged_latest_checkpoint_is_skipped_and_rewritten(finished_tiny, tmp
     (lambda w: open(os.path.join(w, "ed_outputs", "outputs.npy"), "r+b").truncate(200),
      "outputs.npy is damaged"),
 ], ids=["metrics-line", "metrics-nul-tail", "config", "ed-probe"])
-def test_a_damaged_run_file_is_one_line_naming_it(finished_tiny, tmp_path, damage, message):
-  import shutil  # pylint: disable=import-outside-toplevel
-  workdir = str(tmp_path / "run")
-  shutil.copytree(finished_tiny, workdir)
+def test_a_damaged_run_file_is_one_line_naming_it(tiny_run, run_copy, command_error, damage,
+                                                  message):
+  workdir = run_copy(tiny_run)
   os.unlink(os.path.join(workdir, "done"))  # an unfinished run: resuming reads every file
   damage(workdir)
   before = _snapshot(workdir)
-  proc = subprocess.run(TRAIN + ["--config", "configs/regression.py:tiny", "--workdir", workdir],
-                        capture_output=True, text=True, cwd=REPO)
-  lines = proc.stderr.strip().splitlines()
-  assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
-  assert lines[0].startswith("error: ") and message in lines[0] and workdir in lines[0]
+  line, _ = command_error(job.train_job, regression_configs.get_config("tiny"), workdir,
+                          estimate=False)
+  assert message in line and workdir in line
   assert _snapshot(workdir) == before
 
 

@@ -1,4 +1,5 @@
-"""Essential dynamics: PCA of the functional trajectory and its smoothing (SPEC §5).
+"""Essential dynamics: PCA of the functional trajectory and its smoothing (docs/methods.md,
+"Essential dynamics").
 
 The trajectory is the ED probe: model outputs on fixed inputs at T training steps, flattened to
 [T, D]. PCA centres over time and diagonalises the T × T Gram matrix, which is cheap for D ≫ T.
@@ -55,6 +56,41 @@ def paper_sigma_schedule(num_steps: int) -> np.ndarray:
   return np.interp(index, [0, 40, 200], [1.0, 1.0, 60.0])
 
 
+PAPER_SIGMA_KINKS = (40, 200)  # indices where the paper's LR schedule changes slope
+
+
+def _rounded_ramp(num_steps: int, start: float, stop: float, low: float, high: float,
+                  rounding: float) -> np.ndarray:
+  """low until ``start``, linear to ``high`` at ``stop``, then high; both corners rounded by
+  ρ(u) = r log(1 + e^{u/r}) (a rounded max(u, 0), r = ``rounding`` indices)."""
+  index = np.arange(num_steps, dtype=np.float64)
+  ramp = lambda u: rounding * np.logaddexp(0.0, u / rounding)
+  return low + (high - low) / (stop - start) * (ramp(index - start) - ramp(index - stop))
+
+
+def smooth_paper_sigma_schedule(num_steps: int, rounding: float = 10.0) -> np.ndarray:
+  """The paper's LR schedule with its two corners rounded: infinitely differentiable in the index.
+
+  σ_t = 1 + (59/160) [ρ(t − 40) − ρ(t − 200)] with ρ(u) = r log(1 + e^{u/r}) (a rounded max(u, 0),
+  r = ``rounding`` indices). It differs from :func:`paper_sigma_schedule` by at most
+  r log 2 × 59/160 ≈ 2.6 (at indices 40 and 200) and by < 0.01 further than 5r from them. Where σ_t changes slope
+  abruptly the smoothed curve gets a corner: its velocity has a term σ_t σ'_t ∂²f (the Gaussian blur
+  widening with t), which jumps with σ'. Rounding spreads that change over ≈ ±3r indices, so no
+  single index carries it.
+  """
+  return _rounded_ramp(num_steps, 40.0, 200.0, 1.0, 60.0, rounding)
+
+
+def smooth_scaled_sigma_schedule(num_steps: int, reference: int = 5001,
+                                 rounding: float = 10.0) -> np.ndarray:
+  """:func:`scaled_sigma_schedule` with its corners rounded as in
+  :func:`smooth_paper_sigma_schedule` (``rounding`` in the reference's indices, scaled too; at
+  least one index)."""
+  scale = num_steps / reference
+  return _rounded_ramp(num_steps, 40 * scale, 200 * scale, 1.0, max(60.0 * scale, 1.0),
+                       max(rounding * scale, 1.0))
+
+
 def lm_sigma_schedule(num_steps: int) -> np.ndarray:
   """The paper's LM smoothing σ: linspace(1, 50) over the checkpoints."""
   return np.linspace(1.0, 50.0, num_steps)
@@ -95,6 +131,22 @@ def smooth(scores, sigma, *, truncate: float = 9.0) -> np.ndarray:
     w = np.exp(-0.5 * ((index[lo:hi] - t) / s) ** 2)
     out[t] = w @ flat[lo:hi] / w.sum()
   return out.reshape(scores.shape)
+
+
+def smoothing_variance_factor(sigma, num_steps: int, *, truncate: float = 9.0) -> np.ndarray:
+  """Σ_s w_s² / (Σ_s w_s)² of :func:`smooth`'s weights at each index [T] (same truncation and
+  renormalisation at the ends): the variance of a smoothed point per unit variance of independent
+  noise on the raw points. About 1 / (2√π σ_t) away from the ends.
+  """
+  sigma = np.broadcast_to(np.asarray(sigma, np.float64), (num_steps,))
+  index = np.arange(num_steps)
+  out = np.empty(num_steps)
+  for t in range(num_steps):
+    s = max(sigma[t], 1e-6)
+    lo, hi = max(0, int(t - truncate * s)), min(num_steps, int(t + truncate * s) + 1)
+    w = np.exp(-0.5 * ((index[lo:hi] - t) / s) ** 2)
+    out[t] = np.sum(w ** 2) / np.sum(w) ** 2
+  return out
 
 
 def benchmark_ed(num_steps: int = 5000, dim: int = 20000, seed: int = 0) -> dict:

@@ -49,9 +49,16 @@ def load_ed(workdir: str):
   return rundir.RunDir(workdir).ed_probe()
 
 
+SIGMA_SCHEDULES = {"paper": ed.paper_sigma_schedule, "lm": ed.lm_sigma_schedule,
+                   "scaled": ed.scaled_sigma_schedule,
+                   "paper_smooth": ed.smooth_paper_sigma_schedule,
+                   "scaled_smooth": ed.smooth_scaled_sigma_schedule}
+
+
 def _sigma_schedule(name: str, num_steps: int):
-  return {"paper": ed.paper_sigma_schedule, "lm": ed.lm_sigma_schedule,
-          "scaled": ed.scaled_sigma_schedule}[name](num_steps)
+  if name not in SIGMA_SCHEDULES:
+    raise errors.UserError(f"unknown sigma_schedule {name!r} ({', '.join(SIGMA_SCHEDULES)}, auto)")
+  return SIGMA_SCHEDULES[name](num_steps)
 
 
 def _task(run) -> str | None:
@@ -123,36 +130,86 @@ def stages_record(analysis, sweep: str, excluded: list) -> dict:
   return dict(sweep=sweep, **analysis.to_dict(), excluded=excluded)
 
 
+FORM_DETECTORS = ("vertices", "turns")
+
+
+def _form_nulls(scores, sigma, smoothed, detect, *, dim, num_nulls, seed):
+  """{kind: NullReport} of the turn detector on the run's null models (:mod:`nulls`)."""
+  from jaxdev.analysis import nulls  # pylint: disable=import-outside-toplevel
+  speed = nulls.speed_profile(smoothed)
+  reports = {}
+  for kind in nulls.NULL_KINDS:
+    model = nulls.null_model(kind, len(scores), dim, speed=speed,
+                             num_components=scores.shape[1])
+    reports[kind] = nulls.run_nulls({"turns": detect}, model, num_nulls, seed=seed,
+                                    kind=kind)["turns"]
+  return reports
+
+
 def forms_from_scores(steps, scores, explained_variance, *, task=None, sigma_schedule="auto",
-                      ed_max_step="auto", construction="all") -> dict:
+                      ed_max_step="auto", construction="all", detector="vertices",
+                      null_dim=None, num_nulls: int = 0, null_seed: int = 0) -> dict:
   """Forms of essential dynamics from the PC scores of a trajectory.
 
   Everything after the PCA depends only on the scores, so this reproduces a run's forms from its
   published scores. Args: ``steps`` [T], ``scores`` [T, k] (unsmoothed), ``explained_variance``
   [k] (ratios, recorded only), the run's ``task`` ("regression", "language" or None) and
-  ``analyze_run``'s options. Returns {"smoothed": [T, k], "search": the form search, "record":
+  ``analyze_run``'s options. ``detector``: "vertices" (:func:`geometry.search_forms`: curvature
+  extrema whose circles coincide; with ``construction`` "authors", the authors' procedure,
+  :func:`geometry.search_forms_authors`) or "turns" (:func:`geometry.detect_forms`, the
+  detector calibrated on null paths; "auto" σ then takes the schedule with rounded corners). With
+  ``num_nulls`` > 0 (and "turns"), that many null paths of each model of :mod:`nulls` with the
+  run's T and ``null_dim`` = D give every candidate a p-value (the larger of the two models') and
+  the record the null reports. Returns {"smoothed": [T, k], "search": the form search, "record":
   the JSON record of ``forms.json``}.
   """
   steps = np.asarray(steps)
+  scores = np.asarray(scores, np.float64)
+  if detector not in FORM_DETECTORS:
+    raise errors.UserError(f"unknown form detector {detector!r} ({', '.join(FORM_DETECTORS)})")
   if sigma_schedule == "auto":
     sigma_schedule = ("lm" if task == "language" else "paper" if len(steps) >= 1000
                       else "scaled")
+    if detector == "turns" and sigma_schedule != "lm":
+      sigma_schedule += "_smooth"
   ed_max_step = _ed_max_step(ed_max_step, task, steps)
   max_index = None if ed_max_step is None else int(np.searchsorted(steps, ed_max_step, "right"))
   sigma = _sigma_schedule(sigma_schedule, len(steps))
   smoothed = ed.smooth(scores, sigma)
-  search = geometry.search_forms(smoothed, sigma=sigma, construction=construction,
-                                 max_index=max_index)
-  explained = [float(v) for v in explained_variance]
-  record = dict({"sigma_schedule": sigma_schedule, "ed_max_step": ed_max_step,
-                 "construction": construction, "explained_variance": explained},
-                **search.to_dict(steps))
+  record = {"sigma_schedule": sigma_schedule, "ed_max_step": ed_max_step,
+            "construction": construction, "explained_variance": [float(v) for v in
+                                                                 explained_variance]}
+  if detector == "turns":
+    record["detector"] = detector
+    options = {"construction": construction, "max_index": max_index}
+    null_strengths, reports = None, {}
+    if num_nulls > 0:
+      if null_dim is None:
+        raise errors.UserError("null paths need the probe's width (null_dim)")
+      detect = lambda raw: geometry.detect_forms(raw, sigma, **options)
+      reports = _form_nulls(scores, sigma, smoothed, detect, dim=int(null_dim),
+                            num_nulls=num_nulls, seed=null_seed)
+    search = geometry.detect_forms(scores, sigma, smoothed=smoothed, **options)
+    for form in search.candidates:
+      if reports:
+        form.p_value = max(geometry.p_value(form.strength, r.strengths) for r in reports.values())
+    record.update(search.to_dict(steps))
+    if reports:
+      record["nulls"] = {kind: dict(r.to_dict(), dim=int(null_dim)) for kind, r in reports.items()}
+  elif construction == "authors":
+    search = geometry.search_forms_authors(smoothed, sigma=sigma, max_index=max_index)
+    record.update(search.to_dict(steps))
+  else:
+    search = geometry.search_forms(smoothed, sigma=sigma, construction=construction,
+                                   max_index=max_index)
+    record.update(search.to_dict(steps))
   return {"smoothed": smoothed, "search": search, "record": record}
 
 
 def analyze_run(workdir: str, *, sweep: str = "default", num_components: int = 4,
                 sigma_schedule: str = "auto", ed_max_step="auto",
-                form_construction: str = "all") -> dict:
+                form_construction: str = "all", form_detector: str = "vertices",
+                form_nulls: int = 0) -> dict:
   """Detects stages from the LLC curve and forms from the ED probe; draws the figures.
 
   Args:
@@ -165,7 +222,13 @@ def analyze_run(workdir: str, *, sweep: str = "default", num_components: int = 4
     ed_max_step: analyse forms only at steps ≤ this (int or digits); "auto": 200,000 for a
       regression run that goes past it (the authors' window), else the whole run; None or
       "none": the whole run.
-    form_construction: "all" PC pairs must agree, or "pc1" (the authors': planes (PC1, PCj)).
+    form_construction: "all" PC pairs must agree, "pc1" (the authors' planes (PC1, PCj)), or
+      "authors" (the authors' procedure, :func:`geometry.search_forms_authors`; "vertices" only).
+    form_detector: "vertices" (curvature extrema whose osculating circles coincide) or "turns"
+      (sharp turns judged against the curve's noise, calibrated on null paths; see
+      :func:`forms_from_scores`).
+    form_nulls: with "turns", null paths per null model for the forms' p-values (0: none; about
+      3 s each at the paper's 5,001 probes).
 
   Returns:
     A summary dict: stages, forms, explained variance, figure paths and notes.
@@ -203,7 +266,10 @@ def analyze_run(workdir: str, *, sweep: str = "default", num_components: int = 4
     result = ed.pca(outputs, num_components)
     found = forms_from_scores(steps, result.scores, result.explained_variance_ratio,
                               task=_task(run), sigma_schedule=sigma_schedule,
-                              ed_max_step=ed_max_step, construction=form_construction)
+                              ed_max_step=ed_max_step, construction=form_construction,
+                              detector=form_detector,
+                              null_dim=int(np.prod(np.shape(outputs)[1:])),
+                              num_nulls=form_nulls)
     forms, smoothed = found["search"].forms, found["smoothed"]
     summary["explained_variance"] = found["record"]["explained_variance"]
     summary["forms"] = [f.to_dict(steps) for f in forms]

@@ -1,4 +1,5 @@
-"""Developmental stages from an LLC curve (SPEC §4), decided by statistical significance.
+"""Developmental stages from an LLC curve, decided by statistical significance (docs/methods.md,
+"Stage detection").
 
 A Gaussian process is fitted to (x = ln(step + 1), y = λ̂): kernel Constant(1, (1e-3, 1e3)) ×
 RBF(3, (0.5, 1e3)), hyperparameters by maximum marginal likelihood (scikit-learn, 10 restarts).
@@ -237,7 +238,7 @@ def independent_noise(steps, llc, llc_se=None, *, window: int = 11) -> np.ndarra
 
 def fit_gp(steps, llc, llc_se=None, *, num_grid: int = 500, window: int = 11,
            random_state: int = 0) -> GPFit:
-  """Fits the GP of SPEC §4 and returns its posterior (LLC and slope) on a grid.
+  """Fits the GP (docs/methods.md, "Stage detection"); returns its posterior (LLC, slope) on a grid.
 
   The observation noise of checkpoint i starts as ``independent_noise`` (fixed, not fitted); the
   kernel Constant(1, (1e-3, 1e3)) × RBF(3, (0.5, 1e3)) is fitted by marginal likelihood on the

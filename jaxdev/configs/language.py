@@ -1,4 +1,4 @@
-"""Language-model training configurations (SPEC §2, §5).
+"""Language-model training configurations (docs/methods.md, "The settings", "Essential dynamics").
 
 Variants, chosen as ``--config configs/language.py:VARIANT`` on the command line or as
 ``jaxdev.configs.language.get_config(VARIANT)`` in Python:
@@ -73,7 +73,7 @@ def get_config(arg: str = "paper") -> ml_collections.ConfigDict:
   config.eval.seed = 1_000  # unused while the evaluation rows are the first test rows
 
   config.ed = ml_collections.ConfigDict()
-  config.ed.every = 100  # essential-dynamics probe interval in steps (501 probes, SPEC §5)
+  config.ed.every = 100  # essential-dynamics probe interval in steps (501 probes)
   config.ed.num_sequences = 10_000  # fixed test rows; each contributes one true-next-token logit
   config.ed.seed = 2_000  # seed of the one random position chosen per probe row
 
@@ -104,11 +104,10 @@ def get_config(arg: str = "paper") -> ml_collections.ConfigDict:
     config.data.num_epochs = 5
     config.data.shuffle_seed = 0
     # Width 64 with 8 heads of 8: the paper's 8 heads per layer (the per-head indicators keep
-    # their meaning) at a quarter of its width; 174 k parameters, ~0.25-0.3 s per AdamW step
-    # at batch 32 on a 2-core CPU.
+    # their meaning) at a quarter of its width; 174 k parameters.
     config.model.embed_dim = 64
     config.model.head_dim = 8
-    # Batch 32 × 128 tokens and 1,500 steps take about 7-8 minutes. 3× the paper's learning
+    # Batch 32 × 128 tokens and 1,500 steps: a short CPU run. 3× the paper's learning
     # rate (a width-64 model takes it without instability) brings the bigram stage forward.
     # Measured with this config: test loss 7.18 (step 0) -> 3.45 (473) -> 3.28 (695) -> 2.93
     # (1,500), against a corpus bigram entropy of 3.32 nats (in sample) and 3.42 for the best
@@ -124,7 +123,7 @@ def get_config(arg: str = "paper") -> ml_collections.ConfigDict:
     config.checkpoint.num_log = 20
     config.checkpoint.num_linear = 20
     config.eval.num_sequences = 384  # most of the ~500 test rows
-    # 101 probes of 192 rows: about 0.3 s of forward passes each, ~10 % of training time, and
+    # 101 probes of 192 rows: a small part of training time (docs/performance.md), and
     # 101 points are enough for smoothing and curvature.
     config.ed.every = 15
     config.ed.num_sequences = 192

@@ -1,4 +1,4 @@
-"""LLC sweep configurations (SPEC §3).
+"""LLC sweep configurations (docs/methods.md, "The estimator" and "Sampler options").
 
 Variants, chosen as ``--config configs/llc.py:VARIANT`` on the command line or as
 ``jaxdev.configs.llc.get_config(VARIANT)`` in Python:
@@ -41,6 +41,23 @@ def get_config(arg: str = "paper") -> ml_collections.ConfigDict:
   config.sgld.sampling_seed = 3_000  # seed of the sampling dataset
   config.sgld.num_init_loss_batches = 0  # batches for L_n(w*); 0 = the whole sampling dataset
   config.sgld.seed = 0  # seed of the chain keys, shared by every checkpoint
+  # A checkpoint is estimated only when more than this fraction of its chains survive (finite
+  # loss throughout); otherwise its status is "failed" and it has no estimate.
+  config.sgld.min_good_fraction = 0.5
+  # The sampler's options (jaxdev.sgld.estimate_llc); the defaults are plain SGLD on every weight.
+  config.sgld.weight_decay = 0.0  # λ_wd: Gaussian prior centred at 0, adds λ_wd·w to the drift
+  # The weights the chains move, by parameter path ("block_0/attn/qkv/kernel"): shell-style globs
+  # separated by commas, e.g. "*attn*" (every attention weight); "" = every weight. The others
+  # stay at the checkpoint's values (the weight-restricted LLC); a glob matching nothing is an error.
+  config.sgld.mask = ""
+  config.sgld.preconditioner = "none"  # "none" (plain SGLD) or "rmsprop" (RMSProp-SGLD)
+  config.sgld.rmsprop_alpha = 0.99  # RMSProp: decay of the running mean V of squared gradients
+  config.sgld.rmsprop_eps = 0.1  # RMSProp: the step's scale is 1 / (√V + eps), at most 1 / eps
+  config.sgld.bounding_box = 0.0  # b > 0 clips each step to |w − w*| ≤ b coordinatewise; 0 = none
+  # MALA acceptance probability of the SGLD moves, recorded per chain as mala_acceptance:
+  # "none", "consecutive" (free: each move from the chain's own losses and gradients) or
+  # "same_batch" (one extra gradient per draw: both ends on the same minibatch).
+  config.sgld.compute_mala = "none"
 
   config.sweep = ml_collections.ConfigDict()
   config.sweep.name = "default"  # results go to WORKDIR/llc/NAME
@@ -49,8 +66,8 @@ def get_config(arg: str = "paper") -> ml_collections.ConfigDict:
   if arg == "paper":
     pass
   elif arg == "quick":
-    # Sized so that the 38 checkpoints of the quick run take about four minutes on a 2-core
-    # CPU (~110 chain-steps/s at batch 64): 4 chains × 160 draws. ε, nβ and γ are the paper's;
+    # Sized for a CPU: the 38 checkpoints of the quick run × 4 chains × 160 draws are about
+    # 24k chain-steps at batch 64 (docs/performance.md). ε, nβ and γ are the paper's;
     # at batch 64 the chains settle within ~100 draws on trained checkpoints of this model.
     config.sgld.num_chains = 4
     config.sgld.num_draws = 160
@@ -59,23 +76,21 @@ def get_config(arg: str = "paper") -> ml_collections.ConfigDict:
     config.sgld.num_init_loss_batches = 0
     config.sweep.checkpoints_per_batch = 8
   elif arg in ("paper_cpu", "paper_cpu_long", "paper_cpu_5k"):
-    # The paper's ε, nβ, γ and sampling set, reduced to fit a 2-core CPU: all 190 checkpoints
-    # of the paper run in about 380k chain-steps at batch 64 (≈ 30-50 min at the 125-280
-    # chain-steps/s that `scripts/benchmark.py sgld --batch 64` gives on such machines; 76 min
-    # on a slower one where the default job's sweep ran at 83 chain-steps/s). Chosen
-    # on the paper run's step-40,293 checkpoint (seed 0): at batch 64 the running mean of
-    # 4 chains × 2,000 draws reads 165.5 after 300 draws, 169.8 after 500 and 172.8 after 2,000,
-    # so 500 draws sit within 2% of the 2,000-draw value (the authors' 10 × 5,000 at batch 1,024:
+    # The paper's ε, nβ, γ and sampling set, reduced to fit a 2-core CPU: all 190 checkpoints of the
+    # paper run in about 380k chain-steps at batch 64 (docs/performance.md times it). Its length was
+    # chosen on the paper run's step-40,293 checkpoint (seed 0): at batch 64 the running mean of 4
+    # chains × 2,000 draws reads 165.5 after 300 draws, 169.8 after 500 and 172.8 after 2,000, so
+    # 500 draws sit within 2% of the 2,000-draw value (the authors' 10 × 5,000 at batch 1,024:
     # 169.6). Later checkpoints settle more slowly: past step ~50k 500 draws read far low (see
-    # paper_cpu_long, paper_cpu_5k and docs/reproduction.md). L_n(w*) on the first 1,024
-    # batches (65,536 sequences): its error, ×nβ, is ≈ 0.1.
+    # paper_cpu_long, paper_cpu_5k and docs/reproduction.md). L_n(w*) on the first 1,024 batches
+    # (65,536 sequences): its error, ×nβ, is ≈ 0.1.
     config.sgld.num_chains = 4
     config.sgld.num_draws = 500
     config.sgld.batch_size = 64
     config.sgld.num_init_loss_batches = 1024
     config.sweep.name = "paper_cpu"
-    # One checkpoint per call: on one CPU device `scripts/benchmark.py sweep --chains 4 --batch 64`
-    # ran 121 chain-steps/s with 1 checkpoint per call and 108 with 8 (side by side).
+    # One checkpoint per call: on one CPU device it samples faster than 8 per call
+    # (`scripts/benchmark.py sweep --checkpoints 1` against 8, docs/performance.md).
     config.sweep.checkpoints_per_batch = 1
     if arg == "paper_cpu_long":
       # paper_cpu with 2,000 draws per chain, for a subset of checkpoints (``--steps``): the same
@@ -107,9 +122,9 @@ def get_config(arg: str = "paper") -> ml_collections.ConfigDict:
     config.sgld.num_sampling_examples = 256
     config.sweep.checkpoints_per_batch = 4
   elif arg == "language":
-    # SPEC §3. ε and γ are the values of the authors' follow-up on the same architecture
+    # ε and γ are the values of the authors' follow-up on the same architecture
     # (ε 1e-3, γ 100); run scripts/calibrate.py on a checkpoint of your run to confirm them
-    # (README, "The language-model setting").
+    # (docs/language.md, "Choosing ε and γ").
     config.sgld.step_size = 1e-3
     config.sgld.gamma = 100.0
     config.sgld.nbeta = 0  # 100 / ln 100 = 21.71
@@ -120,14 +135,14 @@ def get_config(arg: str = "paper") -> ml_collections.ConfigDict:
     config.sgld.num_init_loss_batches = 100  # L_n(w*) on 10,000 rows
     config.sweep.checkpoints_per_batch = 4
   elif arg == "language_quick":
-    # Chosen with scripts/calibrate.py on the final checkpoint of the quick LM run (README,
-    # "Language-model setting"): with nβ fixed at the paper's 21.71, ε ∈ {3e-4, 1e-3, 3e-3,
+    # Chosen with scripts/calibrate.py on the quick LM run's last checkpoint (docs/language.md,
+    # "Choosing ε and γ"): with nβ fixed at the paper's 21.71, ε ∈ {3e-4, 1e-3, 3e-3,
     # 1e-2} × γ ∈ {30, 100, 300}. No chain diverged; at ε ≤ 1e-3 the traces had not settled
     # within 100-150 draws, so 3e-3 is the smallest (least biased) step that settles; at 1e-2
     # the estimate rose by a fifth (step-size bias, which the paper's selection rule does not
     # see: it picks 1e-2 and γ 30). γ = 100, as in the paper-scale config, gives chains ten
     # times closer than γ = 30. Batch 8 rows (1,024 tokens) and 2 chains × 120 draws keep the
-    # sweep of ~38 checkpoints near five minutes on a 2-core CPU.
+    # sweep of ~38 checkpoints short on a CPU (about 9k chain-steps).
     config.sgld.step_size = 3e-3
     config.sgld.gamma = 100.0
     config.sgld.nbeta = 21.71

@@ -1,4 +1,4 @@
-"""In-context linear regression training configurations (SPEC §1).
+"""In-context linear regression training configurations (docs/methods.md, "The settings").
 
 Variants, chosen as ``--config configs/regression.py:VARIANT`` on the command line or as
 ``jaxdev.configs.regression.get_config(VARIANT)`` in Python:
@@ -61,7 +61,7 @@ def get_config(arg: str = "paper") -> ml_collections.ConfigDict:
   if arg == "paper":
     pass
   elif arg == "quick":
-    # Batch 64 and 5,000 steps take about 1.5 minutes on a 2-core CPU. With the same one-cycle
+    # Batch 64 and 5,000 steps keep the run short on a CPU. With the same one-cycle
     # schedule the model first learns to predict ~0 (the task-prior mean: loss ≈ E[y²] = 4.1 at
     # every position), then learns in context: by the end the position-8 loss is far below the
     # position-1 loss, which stays near the prior level. The peak lr is the paper's.

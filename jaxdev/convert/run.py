@@ -41,7 +41,6 @@ import re
 
 import jax
 import ml_collections
-import numpy as np
 
 from jaxdev import checkpoints
 from jaxdev import rundir
@@ -226,14 +225,8 @@ def import_run(checkpoint_dir: str, workdir: str, train_config, *, model_config:
   rundir.check_writable(workdir)
   run.prepare(json.loads(config.to_json()))
 
-  if evaluate:
-    task = tasks_lib.make_task(config)
-    init = task.init
-  else:
-    task = None
-    init = (tasks_lib.language_model_fns(config)[0] if kind == "language"
-            else tasks_lib.regression_task(config).init)
-  abstract = jax.eval_shape(init, jax.random.PRNGKey(0))
+  task = tasks_lib.make_task(config) if evaluate else None
+  abstract = jax.eval_shape(tasks_lib.model_for(config).init, jax.random.PRNGKey(0))
   optimizer = train.make_optimizer(config.optim)
   saved = set(checkpoints.list_steps(run.checkpoints))
   if evaluate:
@@ -252,10 +245,8 @@ def import_run(checkpoint_dir: str, workdir: str, train_config, *, model_config:
       if step not in saved:
         checkpoints.save(manager, step, params, optimizer.init(params))
       if evaluate:
-        record = jax.device_get(evaluate_fn(params))
-        metrics.write({"step": step, "split": "eval", **{
-            k: (np.asarray(v).tolist() if np.ndim(v) else float(v)) for k, v in record.items()}})
-        probe.write(step, jax.device_get(probe_fn(params)))
+        train.record_step(step, params, evaluate=evaluate_fn, probe=probe_fn, metrics=metrics,
+                          probe_store=probe)
         probe.commit(step)
     manager.wait_until_finished()
   finally:

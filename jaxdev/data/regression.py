@@ -1,8 +1,9 @@
-"""In-context linear regression data (SPEC §1).
+"""In-context linear regression data (docs/methods.md, "The settings").
 
 A sequence holds K examples (x_k, y_k) of one task t: x_k ~ N(0, I_D), y_k = t·x_k + N(0, σ²).
 Tasks are fresh draws t ~ N(0, I_D) (infinite task diversity, ``num_tasks=0``) or picked uniformly
-from a pool of M tasks drawn once (Raventós et al. 2023).
+from a pool of M tasks drawn once (Raventós et al. 2023). A run's :class:`Distribution` (sizes,
+noise, pool) comes from :func:`distribution`, the one place its pool is drawn.
 
 Shapes: xs [B, K, D], ys [B, K], tasks [B, D]; tokens [B, 2K, D+1]; predictions [B, K].
 The prediction for y_k is made from the first k-1 examples and x_k.
@@ -46,8 +47,59 @@ def task_pool(key, num_tasks: int, dim: int = DIM) -> jax.Array:
   return jax.random.normal(key, (num_tasks, dim))
 
 
+class Distribution(NamedTuple):
+  """The sequence distribution of a regression run: sizes, label noise and task pool.
+
+  Attributes:
+    dim: D.
+    num_examples: K.
+    noise_variance: σ².
+    tasks: the finite task pool [M, D], or None for a fresh Gaussian task per sequence (M = ∞).
+  """
+
+  dim: int = DIM
+  num_examples: int = NUM_EXAMPLES
+  noise_variance: float = NOISE_VARIANCE
+  tasks: jax.Array | None = None
+
+  def sample(self, key, batch_size: int, *, input_gain: float = 1.0,
+             task_gain: float = 1.0) -> Batch:
+    """:func:`sample_batch` from this distribution (gains as there)."""
+    return sample_batch(key, batch_size, dim=self.dim, num_examples=self.num_examples,
+                        noise_variance=self.noise_variance, tasks=self.tasks,
+                        input_gain=input_gain, task_gain=task_gain)
+
+  def fixed(self, seed: int, num_sequences: int) -> Batch:
+    """:func:`fixed_dataset` of ``num_sequences`` sequences from this distribution."""
+    return fixed_dataset(seed, num_sequences, dim=self.dim, num_examples=self.num_examples,
+                         noise_variance=self.noise_variance, tasks=self.tasks)
+
+
+POOL_STREAM = 7  # the run key ``key(config.seed)`` is folded with this to draw the task pool
+
+
+def distribution(config) -> Distribution:
+  """The training distribution of a regression config (``configs/regression.py``).
+
+  The one place a run's finite task pool is drawn: ``task_pool(fold_in(key(config.seed), 7),
+  config.data.num_tasks, config.data.dim)``; no pool for ``num_tasks = 0``. Training batches,
+  the evaluation, probe and sampling sets and the indicators' inputs all come from it.
+
+  Raises:
+    ConfigError: the data section cannot describe a distribution.
+  """
+  d = config.data
+  check_config(d)
+  pool = None
+  if d.num_tasks > 0:
+    pool = task_pool(jax.random.fold_in(jax.random.key(config.seed), POOL_STREAM), d.num_tasks,
+                     d.dim)
+  return Distribution(d.dim, d.num_examples, d.noise_variance, pool)
+
+
 def sample_batch(key, batch_size: int, *, dim: int = DIM, num_examples: int = NUM_EXAMPLES,
-                 noise_variance: float = NOISE_VARIANCE, tasks: jax.Array | None = None) -> Batch:
+                 noise_variance: float = NOISE_VARIANCE, tasks: jax.Array | None = None,
+                 input_gain: float = 1.0, task_gain: float = 1.0) -> Batch:
   """Samples ``batch_size`` sequences.
 
   Args:
@@ -58,6 +110,9 @@ def sample_batch(key, batch_size: int, *, dim: int = DIM, num_examples: int = NU
     noise_variance: σ², the variance of the label noise.
     tasks: optional finite task pool [M, D]; each sequence picks one uniformly. None means a fresh
       Gaussian task per sequence (M = ∞).
+    input_gain, task_gain: g_x, g_t: the sequences hold inputs g_x·x and tasks g_t·t with the
+      noise unchanged (the out-of-distribution sets of the indicators, paper eqs. 34–35). The
+      draws do not depend on the gains, so gains of 1 give the training distribution bit for bit.
 
   Returns:
     A :class:`Batch` with xs [B, K, D] and ys [B, K].
@@ -67,9 +122,9 @@ def sample_batch(key, batch_size: int, *, dim: int = DIM, num_examples: int = NU
     t = jax.random.normal(task_key, (batch_size, dim))  # (B, D)
   else:
     t = tasks[jax.random.randint(task_key, (batch_size,), 0, tasks.shape[0])]  # (B, D)
-  xs = jax.random.normal(x_key, (batch_size, num_examples, dim))  # (B, K, D)
+  xs = input_gain * jax.random.normal(x_key, (batch_size, num_examples, dim))  # (B, K, D)
   noise = jnp.sqrt(noise_variance) * jax.random.normal(noise_key, (batch_size, num_examples))
-  ys = jnp.einsum("bkd,bd->bk", xs, t) + noise  # (B, K)
+  ys = jnp.einsum("bkd,bd->bk", xs, task_gain * t) + noise  # (B, K)
   return Batch(xs, ys)
 
 

@@ -1,11 +1,11 @@
-"""Documents to fixed-length token rows, each beginning with BOS (SPEC §2).
+"""Documents to fixed-length token rows, each beginning with BOS (docs/methods.md, "The settings").
 
 Documents -> token ids (:mod:`jaxdev.data.tokenizer`) -> one stream per split, documents
 separated by ``<|endoftext|>`` -> rows, as TransformerLens' ``tokenize_and_concatenate(...,
 add_bos_token=True)`` does: a row is BOS followed by the next ``row_length - 1`` tokens of the
 stream, and the tail shorter than a row is dropped.
 
-Row length: the paper's rows are 1,024 tokens (SPEC §2); a model with context n_ctx reads
+Row length: the paper's rows are 1,024 tokens; a model with context n_ctx reads
 ``rows[:, :-1]`` and predicts ``rows[:, 1:]``, so 1,024-token rows train 1,023 positions exactly as
 TransformerLens' loss does, and ``row_length = n_ctx + 1`` trains all n_ctx positions.
 """

@@ -1,4 +1,4 @@
-"""Tokenizers for the language-model setting (SPEC §2).
+"""Tokenizers for the language-model setting (docs/methods.md, "The settings").
 
 The paper's tokenizer is GPT-2's byte-level BPE truncated to 5,000 ids. :func:`gpt2_tokenizer`
 builds it offline with the ``tokenizers`` library from GPT-2's own ``encoder.json`` and
@@ -10,7 +10,7 @@ CPU-sized configurations.
 BOS and document separator. As in TransformerLens (``tokenize_and_concatenate(...,
 add_bos_token=True)`` with a GPT-2 tokenizer), one token, ``<|endoftext|>``, both begins every row
 and separates documents. GPT-2 gives it id 50256, outside a 5,000-id vocabulary, and the model's
-vocabulary must stay exactly 5,000 (SPEC §2 parameter counts). So a truncated GPT-2 tokenizer of
+vocabulary must stay exactly 5,000 (the paper's parameter counts). So a truncated GPT-2 tokenizer of
 size V keeps the 256 byte tokens and the first V - 257 merges (ids 0 .. V-2, each with GPT-2's own
 id) and puts ``<|endoftext|>`` at id V - 1. For V = 5,000 this gives up GPT-2's merge 4,744
 (id 4999, " confirmed"), which then splits into " confirm" + "ed"; every other pre-token whose GPT-2

@@ -1,4 +1,5 @@
-"""Indicators of the attention-only language model (SPEC §6; paper appendix C).
+"""Indicators of the attention-only language model (docs/methods.md, "Indicators"; paper
+appendix C).
 
 ``language_inputs(...)`` builds the fixed inputs once on the host (evaluation rows, the sparse
 empirical bigram distribution at their positions, common n-grams, the synthetic sequences of the
@@ -14,7 +15,6 @@ predicting row token i + 1 from tokens 0..i (row token 0 is BOS), so "the loss a
 
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple
 
 import jax
@@ -276,9 +276,3 @@ def indicators(model, params, inputs: LanguageInputs) -> dict:
   """All language indicators (the cheap set: forward passes and weight products only)."""
   return {**loss_indicators(model, params, inputs), **head_indicators(model, params, inputs),
           **regression_indicators.layernorm_statistics(params)}
-
-
-@functools.lru_cache(maxsize=None)
-def rows_loss_fn(model):
-  """(params, rows [B, L]) -> mean next-token loss: the training loss for the Hessian."""
-  return lambda params, rows: attention_model.next_token_loss(params, model, rows)

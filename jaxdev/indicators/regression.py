@@ -1,6 +1,8 @@
-"""Indicators of the in-context regression transformer (SPEC §6; paper appendix D).
+"""Indicators of the in-context regression transformer (docs/methods.md, "Indicators"; paper
+appendix D).
 
-``regression_inputs(config)`` draws the fixed inputs once; ``behaviour(model, params, inputs)``
+``regression_inputs(distribution)`` draws the fixed inputs once from the run's training
+distribution (its task pool included); ``behaviour(model, params, inputs)``
 and ``structure(model, params, inputs)`` are pure functions of (params, inputs) that jit and vmap
 over stacked parameters. Column names follow the authors' ``evals.csv`` and ``layernorm.csv``
 where they computed the same quantity (``loss``, ``loss_position_k``, ``prediction_norm``,
@@ -20,6 +22,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxdev import tasks as tasks_lib
 from jaxdev.data import regression as regression_data
 from jaxdev.indicators import attention as attention_lib
 from jaxdev.models import regression as regression_model
@@ -50,25 +53,6 @@ class RegressionInputs(NamedTuple):
   attention_tokens: jax.Array
 
 
-def scaled_batch(key, batch_size: int, *, input_gain: float = 1.0, task_gain: float = 1.0,
-                 dim: int = regression_data.DIM, num_examples: int = regression_data.NUM_EXAMPLES,
-                 noise_variance: float = regression_data.NOISE_VARIANCE, tasks=None):
-  """Sequences with inputs g_x·x and tasks g_t·t (paper eqs. 34–35), noise unchanged.
-
-  Draws exactly what :func:`jaxdev.data.regression.sample_batch` draws from the same key, so
-  with both gains 1 it returns the same batch.
-  """
-  task_key, x_key, noise_key = jax.random.split(key, 3)
-  if tasks is None:
-    t = jax.random.normal(task_key, (batch_size, dim))  # (B, D)
-  else:
-    t = tasks[jax.random.randint(task_key, (batch_size,), 0, tasks.shape[0])]  # (B, D)
-  xs = input_gain * jax.random.normal(x_key, (batch_size, num_examples, dim))  # (B, K, D)
-  noise = jnp.sqrt(noise_variance) * jax.random.normal(noise_key, (batch_size, num_examples))
-  ys = jnp.einsum("bkd,bd->bk", xs, task_gain * t) + noise  # (B, K)
-  return regression_data.Batch(xs, ys)
-
-
 def baseline_predictions(xs, ys, noise_variance: float, tasks=None) -> dict:
   """Ridge and OLS predictions, and for a finite pool dMMSE and the task-prior prediction x·W̄."""
   out = {"ridge": regression_data.ridge_predictions(xs, ys, noise_variance),
@@ -79,52 +63,47 @@ def baseline_predictions(xs, ys, noise_variance: float, tasks=None) -> dict:
   return out
 
 
-def regression_inputs(config, *, num_sequences: int = 4096, num_attention_sequences: int = 256,
-                      seed: int = 5_000, gains=OOD_GAINS) -> RegressionInputs:
-  """Fixed inputs for a regression training config (``configs/regression.py``).
+def regression_inputs(distribution: regression_data.Distribution, *, num_sequences: int = 4096,
+                      num_attention_sequences: int = 256, seed: int = 5_000,
+                      gains=OOD_GAINS) -> RegressionInputs:
+  """Fixed inputs for a run whose training distribution is ``distribution``.
 
-  The finite task pool, if any, is the run's own (drawn from ``config.seed`` as in
-  :func:`jaxdev.tasks.regression_task`). Every set has its own key from ``seed``.
+  Pass the run's own distribution (``jaxdev.tasks.data_for(config).distribution``, or
+  :func:`jaxdev.data.regression.distribution`), so that a finite task pool is the one the run
+  trained on. Every set has its own key from ``seed``: ``fold_in(key(seed), 0)`` the evaluation
+  set (and, rescaled, the OOD sets), ``1`` the true-distribution set, ``2`` the attention set.
   """
-  d = config.data
-  kwargs = dict(dim=d.dim, num_examples=d.num_examples, noise_variance=d.noise_variance)
-  tasks = None
-  if d.num_tasks > 0:
-    tasks = regression_data.task_pool(
-        jax.random.fold_in(jax.random.PRNGKey(config.seed), 7), d.num_tasks, d.dim)
+  tasks = distribution.tasks
+  noise_variance = distribution.noise_variance
   key = jax.random.PRNGKey(seed)
-  batch = scaled_batch(jax.random.fold_in(key, 0), num_sequences, tasks=tasks, **kwargs)
-  baselines = baseline_predictions(batch.xs, batch.ys, d.noise_variance, tasks)
+  batch = distribution.sample(jax.random.fold_in(key, 0), num_sequences)
+  baselines = baseline_predictions(batch.xs, batch.ys, noise_variance, tasks)
   true_xs = true_ys = None
   true_baselines = {}
   if tasks is not None:
-    true = scaled_batch(jax.random.fold_in(key, 1), num_sequences, **kwargs)
+    true = distribution._replace(tasks=None).sample(jax.random.fold_in(key, 1), num_sequences)
     true_xs, true_ys = true.xs, true.ys
-    true_baselines = baseline_predictions(true.xs, true.ys, d.noise_variance, tasks)
+    true_baselines = baseline_predictions(true.xs, true.ys, noise_variance, tasks)
   ood = {}
   for g in gains:
     # The draws of the evaluation set, rescaled: at g = 1 both OOD sets are the evaluation set,
     # and the curves over g differ only by the gain.
     ood_key = jax.random.fold_in(key, 0)
-    ood[f"inputs_x{g:g}"] = tuple(scaled_batch(ood_key, num_sequences, input_gain=g, tasks=tasks,
-                                               **kwargs))
-    ood[f"tasks_x{g:g}"] = tuple(scaled_batch(ood_key, num_sequences, task_gain=g, tasks=tasks,
-                                              **kwargs))
-  attention = scaled_batch(jax.random.fold_in(key, 2), num_attention_sequences, tasks=tasks, **kwargs)
+    ood[f"inputs_x{g:g}"] = tuple(distribution.sample(ood_key, num_sequences, input_gain=g))
+    ood[f"tasks_x{g:g}"] = tuple(distribution.sample(ood_key, num_sequences, task_gain=g))
+  attention = distribution.sample(jax.random.fold_in(key, 2), num_attention_sequences)
   return RegressionInputs(batch.xs, batch.ys, baselines, true_xs, true_ys, true_baselines, ood,
                           regression_data.tokenize(attention.xs, attention.ys))
 
 
 def build_model(config) -> regression_model.RegressionTransformer:
-  """The run's model (the same as :func:`jaxdev.tasks.regression_task` builds)."""
-  return regression_model.build_model(config.model, max_len=2 * config.data.num_examples,
-                                      token_dim=config.data.dim + 1)
+  """The run's flax module (``jaxdev.tasks.model_for(config).module``)."""
+  return tasks_lib.model_for(config).module
 
 
 def init(config, key):
-  """Parameters of the run's model from ``key`` (as :func:`jaxdev.tasks.regression_task`)."""
-  tokens = jnp.zeros((1, 2 * config.data.num_examples, config.data.dim + 1))
-  return build_model(config).init(key, tokens)["params"]
+  """Parameters of the run's model from ``key`` (``jaxdev.tasks.model_for(config).init``)."""
+  return tasks_lib.model_for(config).init(key)
 
 
 def predict(model, params, xs, ys):
@@ -309,14 +288,8 @@ def indicators(model, params, inputs: RegressionInputs) -> dict:
 
 def hessian_batch(config, num_sequences: int = 1024, seed: int = 3_000):
   """The fixed training-distribution batch the Hessian is taken on (1,024 sequences as the
-  authors)."""
-  d = config.data
-  tasks = None
-  if d.num_tasks > 0:
-    tasks = regression_data.task_pool(
-        jax.random.fold_in(jax.random.PRNGKey(config.seed), 7), d.num_tasks, d.dim)
-  return regression_data.fixed_dataset(seed, num_sequences, dim=d.dim, num_examples=d.num_examples,
-                                       noise_variance=d.noise_variance, tasks=tasks)
+  authors): the run's sampling set of that seed and size (``data_for(config).sampling_data``)."""
+  return regression_data.distribution(config).fixed(seed, num_sequences)
 
 
 @functools.lru_cache(maxsize=None)

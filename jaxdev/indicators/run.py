@@ -1,11 +1,12 @@
 """evaluate_run(workdir): the indicators at every checkpoint of a run, records, summary, panels.
 
-Checkpoints are read in groups, stacked on a leading axis and split over a one-axis ("ckpt")
-device mesh with ``shard_map``: each device evaluates its block of checkpoints (one after another,
-so memory is that of one checkpoint). Each checkpoint's record is written atomically as one
-``.npz`` as soon as its group finishes, so a killed evaluation resumes with the missing
-checkpoints and ends with the same records. The Hessian set (``which="all"``) is driven from the
-host (Lanczos), one checkpoint at a time, with the same one-record-per-checkpoint rule.
+Each set is a client of :func:`jaxdev.engine.map_checkpoints`: checkpoints are read in groups,
+stacked on a leading axis and split over a one-axis ("ckpt") device mesh with ``shard_map``; each
+device evaluates its block of checkpoints (one after another, so memory is that of one
+checkpoint). Each checkpoint's record is written atomically as one ``.npz`` as soon as its group
+finishes, so a killed evaluation resumes with the missing checkpoints and ends with the same
+records. The Hessian set (``which="all"``) is driven from the host (Lanczos), one checkpoint at a
+time, with the same one-record-per-checkpoint rule.
 
 Sets: ``cheap`` — behaviour and structure (forward passes, weight statistics); ``all`` — cheap
 plus curvature (Hutchinson trace and top eigenvalues from Hessian-vector products).
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import functools
 import io
 import json
 import os
@@ -23,10 +23,10 @@ from typing import Sequence
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, PartitionSpec as P
 
-from jaxdev import checkpoints
 from jaxdev import distributed
+from jaxdev import engine
 from jaxdev import errors
 from jaxdev import rundir
 from jaxdev import tasks as tasks_lib
@@ -81,58 +81,40 @@ class IndicatorResult:
   figures: list = dataclasses.field(default_factory=list)
 
 
-# ----------------------------------------------------------------------------- run-directory files
-
-
-def _check_settings(records: rundir.RecordDir, record: dict) -> None:
-  existing = records.settings()
-  if existing is None:
-    records.write_settings(record)
-  elif existing != record:
-    changed = sorted(k for k in set(existing) | set(record) if existing.get(k) != record.get(k))
-    raise IndicatorError(f"{records.path} was written with other settings ({', '.join(changed)} "
-                         "differ); remove it to start again")
-
-
 # ----------------------------------------------------------------------------- settings → functions
 
 
 def _language_setting(config, settings: IndicatorSettings):
   # pylint: disable=import-outside-toplevel
-  from jaxdev.data import batches as batches_lib, bigrams as bigrams_lib, text_rows
+  from jaxdev.data import batches as batches_lib, text_rows
   from jaxdev.data import tokenizer as tokenizer_lib
   from jaxdev.indicators import language as language_lib
-  from jaxdev.models import attention as attention_model
 
-  builder = text_rows.dataset_from_config(config.data)
-  train_rows = text_rows.row_source(builder, "train")
-  test_rows = (text_rows.row_source(builder, "test") if "test" in builder.info.splits
-               else train_rows)
+  builder, train_rows, test_rows = tasks_lib.text_splits(config)
   rows = batches_lib.read_rows(test_rows, range(min(settings.num_rows, len(test_rows))))
-  count = min(settings.num_baseline_rows, len(train_rows))
-  bigrams = bigrams_lib.bigram_table(
-      (batches_lib.read_rows(train_rows, range(s, min(s + 8192, count))) for s in range(0, count, 8192)),
-      config.data.vocab_size)
+  bigrams = tasks_lib.language_bigrams(train_rows, settings.num_baseline_rows,
+                                       config.data.vocab_size)
   tokenizer = text_rows.dataset_tokenizer(builder)
   inputs, constants = language_lib.language_inputs(
       rows, bigrams.counts, tokenizer, tokenizer_lib.gpt2_tokenizer(None),
       context_length=config.model.context_length, num_synthetic=settings.num_synthetic,
       seed=settings.seed)
-  model = attention_model.build_model(config.model)
+  model = tasks_lib.model_for(config)
   hessian_rows = batches_lib.read_rows(
       train_rows, range(min(settings.hessian_sequences, len(train_rows))))
-  return (lambda params: language_lib.indicators(model, params, inputs), constants,
-          language_lib.rows_loss_fn(model), jax.numpy.asarray(hessian_rows), "language")
+  return (lambda params: language_lib.indicators(model.module, params, inputs), constants,
+          model.loss_fn, jax.numpy.asarray(hessian_rows), "language")
 
 
 def _regression_setting(config, settings: IndicatorSettings):
-  model = regression_lib.build_model(config)
+  model, data = tasks_lib.model_for(config), tasks_lib.data_for(config)
+  # The run's own draws: its task pool, and its sampling set of the Hessian's seed and size.
   inputs = regression_lib.regression_inputs(
-      config, num_sequences=settings.num_sequences,
+      data.distribution, num_sequences=settings.num_sequences,
       num_attention_sequences=settings.num_attention_sequences, seed=settings.seed)
-  batch = regression_lib.hessian_batch(config, settings.hessian_sequences, settings.hessian_seed)
-  return (lambda params: regression_lib.indicators(model, params, inputs), {},
-          regression_lib.loss_fn(model), batch, "regression")
+  batch = data.sampling_data(settings.hessian_seed, settings.hessian_sequences)
+  return (lambda params: regression_lib.indicators(model.module, params, inputs), {},
+          regression_lib.loss_fn(model.module), batch, "regression")
 
 
 def setting(config, settings: IndicatorSettings):
@@ -155,54 +137,6 @@ def build_evaluator(fn, mesh):
 # ----------------------------------------------------------------------------- evaluation
 
 
-def _host_record(step, tree, index=None) -> dict:
-  record = {"step": np.int64(step)}
-  for name, value in tree.items():
-    value = np.asarray(value if index is None else value[index])
-    record[name] = value.astype(np.float64) if value.dtype.kind == "f" else value
-  return record
-
-
-def _evaluate_cheap(fn, reader, todo, records, mesh, group_size, failed, done):
-  evaluate = build_evaluator(fn, mesh)
-  queue = list(todo)
-  while queue:
-    group, params = [], []
-    while queue and len(group) < group_size:
-      step = queue.pop(0)
-      try:
-        params.append(jax.device_get(reader.read(step)))
-        group.append(step)
-      except errors.CheckpointError as err:
-        failed[step] = str(err)
-    if not group:
-      continue
-    padded = params + [params[-1]] * (group_size - len(params))
-    stacked = jax.tree.map(lambda *leaves: np.stack(leaves), *padded)
-    stacked = jax.tree.map(
-        lambda x: distributed.global_array(x, NamedSharding(mesh, P("ckpt"))), stacked)
-    out = jax.device_get(evaluate(stacked))
-    for i, step in enumerate(group):
-      if distributed.is_main_process():
-        records.write(step, _host_record(step, out, i))
-      done.append(step)
-
-
-def _evaluate_hessian(loss_fn, batch, reader, todo, records, settings, failed, done):
-  key = jax.random.PRNGKey(settings.hessian_seed)
-  for step in todo:
-    try:
-      params = reader.read(step)
-    except errors.CheckpointError as err:
-      failed[step] = str(err)
-      continue
-    result = hessian_lib.curvature(loss_fn, params, batch, key, num_probes=settings.num_probes,
-                                   num_eigenvalues=settings.num_eigenvalues)
-    if distributed.is_main_process():
-      records.write(step, _host_record(step, hessian_lib.curvature_record(result)))
-    done.append(step)
-
-
 def evaluate_run(workdir: str, *, which: str = "cheap", steps: Sequence[int] | None = None,
                  settings: IndicatorSettings | None = None, checkpoints_per_batch: int = 8,
                  mesh=None, plot: bool = True, verbose: bool = False) -> IndicatorResult:
@@ -222,11 +156,14 @@ def evaluate_run(workdir: str, *, which: str = "cheap", steps: Sequence[int] | N
     checkpoints_per_batch: checkpoints per compiled call (rounded up to the device count).
     mesh: a one-axis ("ckpt") mesh; default all devices.
     plot: draw the panels.
-    verbose: print the account of the evaluation (:func:`format_result`) on process 0.
+    verbose: draw progress bars and print the account of the evaluation
+      (:func:`format_result`) on process 0.
 
   Raises:
-    IndicatorError: unknown ``which``, or records written with other settings.
-    jaxdev.errors.SweepError: no such run or no checkpoints.
+    IndicatorError: unknown ``which`` or steps that are not whole numbers.
+    jaxdev.engine.SettingsConflictError: records written with other settings.
+    jaxdev.errors.SweepError: no checkpoints.
+    jaxdev.errors.RunDirError: no such run.
   """
   if which not in SETS:
     raise IndicatorError(f"--which must be one of {', '.join(SETS)}, got {which!r}")
@@ -234,11 +171,8 @@ def evaluate_run(workdir: str, *, which: str = "cheap", steps: Sequence[int] | N
   run_dir = rundir.RunDir(workdir)
   run_dir.require_run()
   config = run_dir.config
-  available = checkpoints.list_steps(run_dir.checkpoints)
-  if not available:
-    raise IndicatorError(f"{workdir} holds no checkpoints")
   try:
-    wanted = available if steps is None else sorted(set(int(s) for s in steps))
+    wanted = None if steps is None else [int(s) for s in steps]
   except (TypeError, ValueError):
     raise IndicatorError(f"steps must be whole numbers, got {','.join(map(str, steps))}") from None
   task = config.task
@@ -248,32 +182,26 @@ def evaluate_run(workdir: str, *, which: str = "cheap", steps: Sequence[int] | N
       "cheap": {"task": task, **{k: v for k, v in fields.items() if k not in curvature_fields}},
       "hessian": {"task": task, **{k: fields[k] for k in curvature_fields}}}
   sets = ["cheap"] + (["hessian"] if which == "all" else [])
-  if distributed.is_main_process():  # before any work: a conflict is one line, at once
-    for name in sets:
-      _check_settings(run_dir.indicators(name), json.loads(json.dumps(set_records[name])))
+  plans = {name: engine.plan(run_dir, run_dir.indicators(name), settings_record=set_records[name],
+                             steps=wanted)
+           for name in sets}  # before any work: a conflict is one line, at once
   cheap, constants, loss_fn, batch, task = setting(config, settings)
   result = IndicatorResult({}, {}, {})
   mesh = mesh or Mesh(np.array(jax.devices()), ("ckpt",))
-  group_size = -(-max(checkpoints_per_batch, 1) // mesh.shape["ckpt"]) * mesh.shape["ckpt"]
-  init = (tasks_lib.language_model_fns(config)[0] if task == "language"
-          else functools.partial(regression_lib.init, config))
-  abstract = jax.eval_shape(init, jax.random.PRNGKey(0))
-  with checkpoints.ParamsReader(run_dir.checkpoints, abstract) as reader:
-    for name in sets:
-      records = run_dir.indicators(name)
-      damaged = records.damaged(wanted)
-      todo = [s for s in wanted if not records.has(s) or s in damaged]
-      result.skipped[name] = [s for s in wanted if s not in set(todo)]
-      missing = [s for s in todo if s not in set(available)]
-      result.failed.update({s: "no checkpoint at this step" for s in missing})
-      todo = [s for s in todo if s not in set(missing)]
-      result.done[name] = []
-      if name == "cheap":
-        _evaluate_cheap(cheap, reader, todo, records, mesh, group_size, result.failed,
-                        result.done[name])
-      else:
-        _evaluate_hessian(loss_fn, batch, reader, todo, records, settings, result.failed,
-                          result.done[name])
+  abstract = jax.eval_shape(tasks_lib.model_for(config).init, jax.random.PRNGKey(0))
+  key = jax.random.PRNGKey(settings.hessian_seed)
+  builders = {  # the compiled function of a group (cheap) or of one checkpoint (hessian, Lanczos)
+      "cheap": lambda: build_evaluator(cheap, mesh),
+      "hessian": lambda: lambda params: hessian_lib.curvature_record(hessian_lib.curvature(
+          loss_fn, params, batch, key, num_probes=settings.num_probes,
+          num_eigenvalues=settings.num_eigenvalues))}
+  for name, plan in plans.items():
+    done = engine.map_checkpoints(plan, builders[name], abstract_params=abstract, mesh=mesh,
+                                  checkpoints_per_batch=checkpoints_per_batch,
+                                  host_driven=name == "hessian", desc=f"indicators[{name}]",
+                                  show_progress=verbose)
+    result.done[name], result.skipped[name] = done.done, done.skipped
+    result.failed.update(done.failed)
   if distributed.is_main_process():
     summary = load_summary(workdir)
     result.summary_csv = write_summary(workdir, summary, constants)

@@ -18,7 +18,7 @@ from jaxdev.measure import costs
 from jaxdev.measure import timing
 from jaxdev.measure.timing import machine
 
-COMMANDS = ("train", "sgld", "sweep", "ed", "hessian", "devinterp", "compare")
+COMMANDS = ("train", "sgld", "sweep", "ed", "hessian", "devinterp", "compare", "forms")
 
 
 def time_compiled(fn, args, repeats: int) -> tuple[float, float]:
@@ -31,12 +31,13 @@ def _language_task(config):
   """A language task on random token rows of the configured shape: no corpus is needed, since
   the model's cost does not depend on the token values."""
   from jaxdev import tasks  # pylint: disable=import-outside-toplevel
-  init, loss_fn = tasks.language_model_fns(config)
+  model = tasks.model_for(config)
   rows = np.asarray(jax.random.randint(jax.random.key(1), (config.optim.batch_size,
                                                             config.data.row_length), 0,
                                        config.data.vocab_size, dtype=np.int32))
-  return tasks.Task(init=init, train_batch=None, loss_fn=loss_fn, evaluate=None, probe=None,
-                    probe_shape=(), sampling_data=None, baselines={}, host_batch=lambda step: rows)
+  return tasks.Task(init=model.init, train_batch=None, loss_fn=model.loss_fn, evaluate=None,
+                    probe=None, probe_shape=(), sampling_data=None, baselines={},
+                    host_batch=lambda step: rows, model=model)
 
 
 def train_throughput(config, *, num_steps: int = 16, repeats: int = 5, devices=None) -> dict:
@@ -105,14 +106,14 @@ def sgld_throughput(config, *, batch_size: int, num_chains: int, num_draws: int,
 def sweep_throughput(config, *, num_checkpoints: int, batch_size: int, num_chains: int,
                      num_draws: int, repeats: int = 3) -> dict:
   """Chain-steps/s of the sweep's sharded program for K checkpoints × C chains on all devices."""
-  from jaxdev import distributed, llc  # pylint: disable=import-outside-toplevel
+  from jaxdev import distributed, engine, llc  # pylint: disable=import-outside-toplevel
   task, params, data = _regression_sampling(config, max(8 * batch_size, 8192))
   settings = llc.SweepSettings(step_size=3e-4, nbeta=66.67, gamma=6.67, num_chains=num_chains,
                                num_draws=num_draws, batch_size=batch_size,
                                num_sampling_examples=max(8 * batch_size, 8192), sampling_seed=0,
                                num_init_loss_batches=1).resolved()
   mesh = distributed.sweep_mesh(num_chains)
-  group = llc.group_size(num_checkpoints, mesh)
+  group = engine.group_size(num_checkpoints, mesh)
   call = costs.sweep_call(task, settings, mesh, num_checkpoints=group,
                           num_examples=settings.num_sampling_examples, params=params)
   seconds = timing.median_seconds(call, repeats)
@@ -142,8 +143,12 @@ def compare_with_devinterp(config, *, batch_size: int, num_chains: int, num_draw
 
 def run(command: str, config, *, batch_size: int, num_chains: int, num_draws: int,
         num_checkpoints: int, chain_map: str, train_steps: int, repeats: int,
-        ed_steps: int, ed_dim: int, hessian_sequences: int = 1024, hessian_probes: int = 100) -> dict:
-  """The benchmark ``command`` (one of :data:`COMMANDS`) with the command line's sizes."""
+        ed_steps: int, ed_dim: int, hessian_sequences: int = 1024, hessian_probes: int = 100,
+        num_nulls: int = 20, ed_scores: str | None = None):
+  """The benchmark ``command`` (one of :data:`COMMANDS`) with the command line's sizes (a dict;
+  for "forms", a list of them)."""
+  if command == "forms":
+    return forms_benchmark(config, ed_scores, num_nulls=num_nulls)
   sizes = dict(batch_size=batch_size, num_chains=num_chains, num_draws=num_draws)
   if command == "train":
     return train_throughput(config, num_steps=train_steps, repeats=repeats)
@@ -162,3 +167,84 @@ def run(command: str, config, *, batch_size: int, num_chains: int, num_draws: in
                                                    num_probes=hessian_probes), **machine()}
   from jaxdev.analysis import ed  # pylint: disable=import-outside-toplevel
   return ed.benchmark_ed(num_steps=ed_steps, dim=ed_dim)
+
+
+PAPER_FORM_INDICES = (25, 345, 1061, 1689)  # the paper's LR forms (steps 2.5k … 168.9k)
+
+
+def forms_benchmark(config, scores_path: str, *, num_nulls: int, num_trials: int | None = None,
+                    turn_deg: float = 90.0, max_step: int = 200_000, seed: int = 0) -> list:
+  """False-positive rate and recall of the form detectors at a run's T and its probe's D.
+
+  From a run's published PC scores (``ed_scores.csv``: step, pc_1 … pc_k) and its training
+  ``config`` (the probe's D = ed.num_sequences × 2K × (D_in + 1) for regression), for each
+  detector (the calibrated one on all PC planes, on (PC1, PCj) planes, and the authors'
+  procedure, all up to ``max_step``) and each null model of :mod:`jaxdev.analysis.nulls`:
+  ``num_nulls`` null paths (the same paths for every detector), the fraction with a form and its
+  95% upper bound; and ``num_trials`` planted ``turn_deg`` hairpins (the run's speed, a Brownian
+  background at the run's noise level) at each of :data:`PAPER_FORM_INDICES`, the fraction found
+  within ±2σ of the index. For the calibrated detectors, the ROC over the turn threshold from the
+  same paths. Returns one dict per (detector, null model).
+  """
+  # pylint: disable=import-outside-toplevel
+  import time
+  from scipy import stats
+  from jaxdev.analysis import ed, geometry, nulls
+  from jaxdev.report import files
+  table = files.read_csv(scores_path)
+  names = sorted((n for n in table if n.startswith("pc_")), key=lambda n: int(n[3:]))
+  scores = np.stack([table[n].astype(np.float64) for n in names], axis=1)
+  steps = np.asarray(table["step"])
+  num_steps, k = scores.shape
+  dim = int(config.ed.num_sequences * 2 * config.data.num_examples * (config.data.dim + 1))
+  num_trials = num_nulls if num_trials is None else num_trials
+  smooth_sigma = (ed.smooth_paper_sigma_schedule(num_steps) if num_steps >= 1000
+                  else ed.smooth_scaled_sigma_schedule(num_steps))
+  paper_sigma = (ed.paper_sigma_schedule(num_steps) if num_steps >= 1000
+                 else ed.scaled_sigma_schedule(num_steps))
+  max_index = int(np.searchsorted(steps, max_step, "right"))
+  speed = nulls.speed_profile(ed.smooth(scores, smooth_sigma))
+  noise = nulls.noise_steps(scores, smooth_sigma)
+  detectors = {
+      "turns": nulls.turn_detector(smooth_sigma, max_index=max_index, min_turn_deg=0.0),
+      "turns_pc1": nulls.turn_detector(smooth_sigma, max_index=max_index, min_turn_deg=0.0,
+                                       construction="pc1"),
+      "authors": nulls.authors_detector(paper_sigma, max_index=max_index)}
+  thresholds = {"turns": geometry.MIN_TURN_DEG, "turns_pc1": geometry.MIN_TURN_DEG}
+  recall = {name: {} for name in detectors}
+  planted = {name: [] for name in detectors}
+  trial_seconds = dict.fromkeys(detectors, 0.0)
+  for index in PAPER_FORM_INDICES:
+    if index >= max_index:
+      continue
+    within = max(1.0, 2 * smooth_sigma[index])
+    for name, detect in detectors.items():
+      start = time.perf_counter()
+      report = nulls.planted_recall(detect, num_steps, index, num_trials, turn_deg=turn_deg,
+                                    speed=speed, noise=noise, sigma=smooth_sigma, seed=seed,
+                                    num_components=k, within=within,
+                                    threshold=thresholds.get(name))
+      trial_seconds[name] += time.perf_counter() - start
+      recall[name][str(index)] = report.recall
+      planted[name].extend(report.strengths)
+  lines = []
+  for kind in nulls.NULL_KINDS:
+    model = nulls.null_model(kind, num_steps, dim, speed=speed, num_components=k)
+    reports = nulls.run_nulls(detectors, model, num_nulls, seed=seed, kind=kind)
+    for name, report in reports.items():
+      line = {"benchmark": "forms", "detector": name, "null": kind, "num_steps": num_steps,
+              "dim": dim, "max_index": max_index, "num_paths": num_nulls}
+      if name in thresholds:
+        hits = int(np.sum(report.strengths >= thresholds[name]))
+        line.update(threshold_deg=thresholds[name], num_with_form=hits,
+                    false_positive_rate=hits / max(num_nulls, 1),
+                    roc=nulls.roc(report.strengths, planted[name], [30, 45, 60, 75, 90, 120]))
+      else:
+        hits = report.num_with_form
+        line.update(num_with_form=hits, false_positive_rate=report.false_positive_rate)
+      line["false_positive_rate_upper_95"] = (
+          1.0 if hits >= num_nulls else float(stats.beta.ppf(0.95, hits + 1, num_nulls - hits)))
+      line.update(turn_deg=turn_deg, num_trials=num_trials, recall=recall[name],
+                  null_seconds=report.seconds, trial_seconds=trial_seconds[name], **machine())
+      lines.append(line)
+  return lines

@@ -7,7 +7,7 @@ devices it will use, runs it once untimed, then times a few calls and scales up:
 * training: seconds per optimizer step (median of the timed steps) × the run's steps;
 * sweep: seconds per draw of one checkpoint group × draws × groups, where a group is what
   :func:`jaxdev.llc.sweep` samples in one call
-  (:func:`jaxdev.llc.group_size`).
+  (:func:`jaxdev.engine.group_size`).
 
 Wall hours exclude compilation and checkpoint I/O; device-hours are wall hours × the number of
 devices the job occupies (what accelerator pricing charges for). Sizes and settings come from
@@ -77,10 +77,10 @@ def sweep_call(task, settings, mesh, *, num_checkpoints: int, num_examples: int,
   """One call of the sweep's sharded program (:func:`jaxdev.llc.build_estimator`) on
   ``num_checkpoints`` copies of ``params`` (default: the task's initialisation at seed 0), with
   the chain keys, sampling data and layout that :func:`jaxdev.llc.sweep` uses."""
-  from jaxdev import llc  # pylint: disable=import-outside-toplevel
+  from jaxdev import engine, llc  # pylint: disable=import-outside-toplevel
   if params is None:
     params = task.init(jax.random.key(0))
-  stacked = llc.stack_group([jax.device_get(params)], num_checkpoints, mesh)
+  stacked = engine.stack_group([jax.device_get(params)], num_checkpoints, mesh)
   data = llc.sampling_data(task, settings, mesh, num_examples)
   keys = llc.chain_keys(settings, mesh)
   estimate = llc.build_estimator(task.loss_fn, settings, mesh)
@@ -135,10 +135,10 @@ def sweep_estimate(train_config, settings, *, num_checkpoints: int, checkpoints_
     warmup_draws: draws per chain in the timed call (the time scales linearly with draws).
     repeats: timed calls (median).
   """
-  from jaxdev import distributed, llc, tasks  # pylint: disable=import-outside-toplevel
+  from jaxdev import distributed, engine, tasks  # pylint: disable=import-outside-toplevel
   settings = settings.resolved()
   mesh = distributed.sweep_mesh(settings.num_chains) if mesh is None else mesh
-  group_size = llc.group_size(checkpoints_per_batch, mesh)
+  group_size = engine.group_size(checkpoints_per_batch, mesh)
   num_groups = -(-num_checkpoints // group_size)
   draws = min(max(warmup_draws, 1), settings.num_draws)
   short = dataclasses.replace(settings, num_draws=draws, num_burnin=0, num_init_loss_batches=1)

@@ -1,4 +1,5 @@
-"""The attention-only language model (SPEC §2), with TransformerLens conventions.
+"""The attention-only language model (docs/methods.md, "The settings"), with TransformerLens
+conventions.
 
 ``AttnOnlyTransformer`` is TransformerLens' ``HookedTransformer`` with ``attn_only=True``,
 ``normalization_type="LN"`` and ``positional_embedding_type="shortformer"``:
@@ -188,7 +189,7 @@ def next_token_loss(params, model: AttnOnlyTransformer, rows):
 
 
 def true_next_token_logits(params, model: AttnOnlyTransformer, rows, positions):
-  """The essential-dynamics functional proxy for the LM (SPEC §5).
+  """The essential-dynamics functional proxy for the LM (docs/methods.md, "Essential dynamics").
 
   Args:
     params: model parameters.

@@ -1,4 +1,4 @@
-"""The in-context linear regression transformer (SPEC §1).
+"""The in-context linear regression transformer (docs/methods.md, "The settings").
 
 A NanoGPT-style pre-LayerNorm transformer without dropout. The defaults are the paper's model:
 2 blocks, 4 heads of size 16, width 64, 16 positions, 5-wide tokens — exactly 51,717 parameters.

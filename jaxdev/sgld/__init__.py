@@ -4,15 +4,17 @@ Entry point: ``from jaxdev import sgld`` gives everything. The package, one conc
 
   kernel.py         SGLDState, SGLDInfo, init, build_kernel: the update rule, written once
   precondition.py   identity and RMSProp as init/update pairs
+  masks.py          weight masks from descriptions (parameter-path globs; extensible selectors)
   mala.py           MALA acceptance probability of a move
-  chains.py         run_chains (lax.scan over the kernel), minibatches, init_loss = L_n(w*)
+  chains.py         run_chains (lax.scan over the kernel), minibatches, init_loss = L_n(w*),
+                    sample_chains: the one program (hyperparameters traced) every caller runs
   summary.py        LLCResult and summarize: failed, escaped and unsettled chains (numpy)
   estimate.py       estimate_llc: one jitted program, then the summary
   calibration.py    calibrate over an ε × nβ × γ grid, and the selection rule
   plots.py          plot_trace, plot_calibration (matplotlib)
   checks.py         argument checks at the API boundary
 
-Target (SPEC §3). Around a point w* (a checkpoint) the sampler draws from
+Target (docs/methods.md, "The estimator"). Around a point w* (a checkpoint) the sampler draws from
 
     p(w) ∝ exp( −nβ·L_n(w) − (γ/2)‖w − w*‖² − (λ_wd/2)‖w‖² )
 
@@ -47,10 +49,14 @@ Conventions:
     jittable (chains ``vmap``-ed or ``lax.map``-ped, draws under ``lax.scan``);
     :func:`estimate_llc` and :func:`calibrate` run one jitted program each and summarise on the
     host (:func:`summarize`, numpy).
-  * Bad arguments (ε ≤ 0, nβ ≤ 0, γ < 0, no chains or draws, burn-in ≥ draws, an empty grid)
-    raise :class:`jaxdev.errors.ConfigError` (a ``ValueError``) before any computation.
+  * Hyperparameters (ε, nβ, γ, noise level, λ_wd, the mask's values, the box) are arguments of
+    the compiled program, not constants: new values do not recompile (:func:`sample_chains`).
+  * Bad arguments (ε ≤ 0, nβ ≤ 0, γ < 0, no chains or draws, burn-in ≥ draws, an empty grid, an
+    unknown preconditioner, a mask selector that selects nothing) raise
+    :class:`jaxdev.errors.ConfigError` (a ``ValueError``) before any computation.
 
-Accuracy against analytic learning coefficients: README and ``tests/test_sgld.py``.
+Accuracy against analytic learning coefficients: docs/methods.md, "The estimator", and
+``tests/test_sgld.py``.
 """
 
 from __future__ import annotations
@@ -59,8 +65,10 @@ from jaxdev.sgld.calibration import CalibrationResult
 from jaxdev.sgld.calibration import Recommendation
 from jaxdev.sgld.calibration import calibrate
 from jaxdev.sgld.chains import ChainTrace
+from jaxdev.sgld.chains import hyperparameters
 from jaxdev.sgld.chains import init_loss
 from jaxdev.sgld.chains import run_chains
+from jaxdev.sgld.chains import sample_chains
 from jaxdev.sgld.estimate import estimate_llc
 from jaxdev.sgld.kernel import LossFn
 from jaxdev.sgld.kernel import PyTree
@@ -70,6 +78,8 @@ from jaxdev.sgld.kernel import build_kernel
 from jaxdev.sgld.kernel import default_nbeta
 from jaxdev.sgld.kernel import init
 from jaxdev.sgld.mala import mala_acceptance_probability
+from jaxdev.sgld.masks import parameter_paths
+from jaxdev.sgld.masks import resolve_mask
 from jaxdev.sgld.plots import plot_calibration
 from jaxdev.sgld.plots import plot_trace
 from jaxdev.sgld.precondition import RMSProp
@@ -81,6 +91,7 @@ from jaxdev.sgld.summary import summarize
 __all__ = [
     "RMSProp", "SGLDState", "SGLDInfo", "ChainTrace", "LLCResult", "CalibrationResult",
     "Recommendation", "LLCWarning", "LossFn", "PyTree", "default_nbeta", "init", "build_kernel",
-    "mala_acceptance_probability", "run_chains", "init_loss", "resolve_preconditioner",
+    "mala_acceptance_probability", "run_chains", "sample_chains", "hyperparameters", "init_loss",
+    "resolve_preconditioner", "resolve_mask", "parameter_paths",
     "summarize", "estimate_llc", "calibrate", "plot_trace", "plot_calibration",
 ]

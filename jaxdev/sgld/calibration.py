@@ -207,7 +207,7 @@ class CalibrationResult:
 
 def check_calibration(*, step_sizes, nbetas, gammas, num_chains, num_draws, batch_size,
                       num_burnin=0, thin=1, noise_level=1.0, weight_decay=0.0,
-                      bounding_box=None) -> tuple:
+                      bounding_box=None, compute_mala=False) -> tuple:
   """Checks the arguments of :func:`calibrate` without running anything.
 
   The grid axes may be numbers or strings (``"1e-4"``, as a command line gives them).
@@ -223,7 +223,7 @@ def check_calibration(*, step_sizes, nbetas, gammas, num_chains, num_draws, batc
   checks.check_estimate(step_size=axes[0], nbeta=axes[1], gamma=axes[2], num_chains=num_chains,
                         num_draws=num_draws, batch_size=batch_size, num_burnin=num_burnin,
                         thin=thin, noise_level=noise_level, weight_decay=weight_decay,
-                        bounding_box=bounding_box)
+                        bounding_box=bounding_box, compute_mala=compute_mala)
   return axes
 
 
@@ -271,7 +271,8 @@ def calibrate(loss_fn: LossFn, params: PyTree, data: PyTree, key: jax.Array, *,
   step_sizes, nbetas, gammas = check_calibration(
       step_sizes=step_sizes, nbetas=nbetas, gammas=gammas, num_chains=num_chains,
       num_draws=num_draws, batch_size=batch_size, num_burnin=num_burnin, thin=thin,
-      noise_level=noise_level, weight_decay=weight_decay, bounding_box=bounding_box)
+      noise_level=noise_level, weight_decay=weight_decay, bounding_box=bounding_box,
+      compute_mala=compute_mala)
   grid = np.meshgrid(step_sizes, nbetas, gammas, indexing="ij")
   shape = grid[0].shape
   flat = [g.reshape(-1) for g in grid]
@@ -281,8 +282,8 @@ def calibrate(loss_fn: LossFn, params: PyTree, data: PyTree, key: jax.Array, *,
   trace, loss0 = sample(
       params, data, chain_keys, hyper, mask, bounding_box, loss_fn=loss_fn, num_draws=num_draws,
       batch_size=batch_size, num_init_loss_batches=num_init_loss_batches,
-      preconditioner=resolve_preconditioner(preconditioner), compute_mala=compute_mala,
-      chain_map=chain_map, grid_map=grid_map)
+      preconditioner=resolve_preconditioner(preconditioner),
+      compute_mala=checks.check_compute_mala(compute_mala), chain_map=chain_map, grid_map=grid_map)
   trace = jax.device_get(trace)
   loss0 = float(loss0)
   results = np.empty(len(flat[0]), dtype=object)

@@ -110,11 +110,7 @@ def run_chains(loss_fn: LossFn, params: PyTree, data: PyTree, chain_keys: jax.Ar
   checks.check_count("num_draws", num_draws)
   if chain_map not in ("vmap", "map"):
     raise ConfigError(f"chain_map must be 'vmap' or 'map', got {chain_map!r}")
-  if compute_mala is True:
-    compute_mala = "consecutive"
-  if compute_mala not in (False, "consecutive", "same_batch"):
-    raise ConfigError(f"compute_mala must be False, True, 'consecutive' or 'same_batch', got "
-                      f"{compute_mala!r}")
+  compute_mala = checks.check_compute_mala(compute_mala)
   kernel = build_kernel(loss_fn, step_size=step_size, nbeta=nbeta, gamma=gamma,
                         noise_level=noise_level, weight_decay=weight_decay, mask=mask,
                         preconditioner=preconditioner, bounding_box=bounding_box)
@@ -199,14 +195,20 @@ _STATIC = ("loss_fn", "num_draws", "batch_size", "num_init_loss_batches", "preco
            "compute_mala", "chain_map", "grid_map")
 
 
-@functools.partial(jax.jit, static_argnames=_STATIC)
-def sample(params, data, chain_keys, hyper, mask, bounding_box, *, loss_fn, num_draws,
-           batch_size, num_init_loss_batches, preconditioner, compute_mala, chain_map,
-           grid_map=None):
-  """Chains (over a grid of hyperparameters when ``grid_map`` is set) and L_n(w*), one program.
+def sample_chains(params, data, chain_keys, hyper, mask, bounding_box, *, loss_fn, num_draws,
+                  batch_size, num_init_loss_batches, preconditioner, compute_mala,
+                  chain_map="vmap", grid_map=None):
+  """Chains (over a grid of hyperparameters when ``grid_map`` is set) and L_n(w*) (pure).
 
-  ``hyper`` is a dict from :func:`hyperparameters` (with a leading grid axis when ``grid_map``
-  is ``"vmap"`` or ``"map"``). Returns ``(ChainTrace, L_n(w*))``.
+  The one program behind :func:`jaxdev.sgld.estimate_llc`, :func:`jaxdev.sgld.calibrate` and
+  the LLC sweep (:func:`jaxdev.llc.build_estimator`, which maps it over checkpoints): the
+  hyperparameters ``hyper`` (a dict from :func:`hyperparameters`, with a leading grid axis when
+  ``grid_map`` is ``"vmap"`` or ``"map"``), ``mask`` and ``bounding_box`` are arguments, not
+  constants, so a jitted caller does not recompile for new values of them; the keyword
+  arguments are the static ones.
+
+  Returns:
+    ``(ChainTrace, L_n(w*))``.
   """
   def chains(h):
     return run_chains(loss_fn, params, data, chain_keys, **h, num_draws=num_draws,
@@ -222,3 +224,8 @@ def sample(params, data, chain_keys, hyper, mask, bounding_box, *, loss_fn, num_
   loss0 = init_loss(loss_fn, params, data, batch_size=batch_size,
                     num_batches=num_init_loss_batches)
   return trace, loss0
+
+
+#: :func:`sample_chains` jitted; the compiled program is cached per ``loss_fn`` object and
+#: static settings.
+sample = jax.jit(sample_chains, static_argnames=_STATIC)

@@ -80,7 +80,9 @@ def estimate_llc(loss_fn: LossFn, params: PyTree, data: PyTree, key: jax.Array, 
   checks.check_estimate(step_size=step_size, nbeta=1.0 if nbeta is None else nbeta, gamma=gamma,
                         num_chains=num_chains, num_draws=num_draws, batch_size=batch_size,
                         num_burnin=num_burnin, thin=thin, noise_level=noise_level,
-                        weight_decay=weight_decay, bounding_box=bounding_box)
+                        weight_decay=weight_decay, bounding_box=bounding_box,
+                        compute_mala=compute_mala)
+  preconditioner = resolve_preconditioner(preconditioner)
   nbeta = default_nbeta(batch_size) if nbeta is None else float(nbeta)
   chain_keys = jax.random.split(key, num_chains)
   trace, loss0 = sample(
@@ -88,7 +90,7 @@ def estimate_llc(loss_fn: LossFn, params: PyTree, data: PyTree, key: jax.Array, 
                                                 weight_decay), mask,
       bounding_box, loss_fn=loss_fn, num_draws=num_draws, batch_size=batch_size,
       num_init_loss_batches=num_init_loss_batches,
-      preconditioner=resolve_preconditioner(preconditioner), compute_mala=compute_mala,
+      preconditioner=preconditioner, compute_mala=checks.check_compute_mala(compute_mala),
       chain_map=chain_map)
   result = summarize(jax.device_get(trace), float(loss0), nbeta=nbeta, num_burnin=num_burnin,
                      thin=thin)

@@ -129,6 +129,7 @@ def build_kernel(loss_fn: LossFn, *, step_size: Scalar, nbeta: Scalar, gamma: Sc
     weight_decay: λ_wd of a Gaussian prior centred at zero (adds λ_wd·w to the drift).
     mask: None, or a pytree (a prefix of params is fine) of bools / bool arrays broadcastable to
       the parameters: False coordinates never move (weight-restricted LLC).
+      :func:`jaxdev.sgld.resolve_mask` makes one from parameter-path globs.
     preconditioner: None, ``"rmsprop"`` or an :class:`RMSProp`; the state must come from
       :func:`init` with the same choice.
     bounding_box: None, or b > 0: after each step w is clipped to [w* − b, w* + b].

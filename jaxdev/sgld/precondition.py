@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdev.errors import ConfigError
+from jaxdev.sgld import checks
 
 PyTree = Any
 
@@ -51,23 +52,24 @@ def resolve_preconditioner(preconditioner) -> Optional[RMSProp]:
   """Normalises a preconditioner argument.
 
   Args:
-    preconditioner: None or ``"identity"`` (plain SGLD), ``"rmsprop"`` (default settings) or an
-      :class:`RMSProp`.
+    preconditioner: None, ``"none"`` or ``"identity"`` (plain SGLD), ``"rmsprop"`` (default
+      settings) or an :class:`RMSProp` (0 ≤ alpha < 1, eps > 0).
 
   Returns:
     None or an :class:`RMSProp` (hashable: usable as a static jit argument).
 
   Raises:
-    ConfigError: any other value.
+    ConfigError: any other value, or RMSProp settings out of range.
   """
-  if preconditioner is None or (isinstance(preconditioner, str) and preconditioner == "identity"):
+  if preconditioner is None or (isinstance(preconditioner, str)
+                                and preconditioner in ("none", "identity")):
     return None
-  if isinstance(preconditioner, RMSProp):
-    return preconditioner
   if isinstance(preconditioner, str) and preconditioner == "rmsprop":
     return RMSProp()
-  raise ConfigError(f"preconditioner must be None, 'identity', 'rmsprop' or an RMSProp(...), "
-                    f"got {preconditioner!r}")
+  if not isinstance(preconditioner, RMSProp):
+    raise ConfigError(f"preconditioner must be 'none', 'rmsprop' or an RMSProp(...), got "
+                      f"{preconditioner!r}")
+  return RMSProp(*checks.check_rmsprop(preconditioner.alpha, preconditioner.eps))
 
 
 def identity() -> Preconditioner:
