@@ -289,7 +289,7 @@ def main_job(train_config, sweep_config, workdir: str = DEFAULT_WORKDIR, *,
       train_lib.validate_config(config)
     if settings.mask is not None:  # a mask must select weights of this model, before training
       model = tasks_lib.model_for(config)
-      settings.resolved(jax.eval_shape(model.init, jax.random.key(0)))
+      settings.resolved(jax.eval_shape(model.init, jax.random.key(0)), model.mask_selectors)
   estimates = []
   if estimate or estimate_only:
     estimates = estimate_costs(runs, to_train, settings, sweep_config, steps)

@@ -115,7 +115,7 @@ class SweepSettings:
   bounding_box: float | None = None
   compute_mala: bool | str = False
 
-  def resolved(self, params=None) -> "SweepSettings":
+  def resolved(self, params=None, selectors=None) -> "SweepSettings":
     """A checked copy in canonical form: nβ filled in, the mask a tuple of selectors (or
     None), the preconditioner ``"none"`` or ``"rmsprop"``, ``compute_mala`` False or a pairing.
 
@@ -125,6 +125,8 @@ class SweepSettings:
     Args:
       params: the model's parameters or their structure (``jax.eval_shape`` of its init): when
         given, the mask is also resolved against them (every selector must select something).
+      selectors: the model's selector kinds (``tasks.model_for(config).mask_selectors``), for
+        a mask with ``KIND:ARGUMENT`` selectors such as ``head:1.0``.
 
     Raises:
       ConfigError: a value out of range (the message names the ``sgld.`` config field).
@@ -170,7 +172,7 @@ class SweepSettings:
         bounding_box=None if self.bounding_box is None else float(self.bounding_box),
         compute_mala=sgld_checks.check_compute_mala(self.compute_mala, where))
     if params is not None:
-      out.weight_mask(params)
+      out.weight_mask(params, selectors)
     return out
 
   def sampler_preconditioner(self) -> "sgld.RMSProp | None":
@@ -329,7 +331,7 @@ def _estimate_groups(params, chain_keys, data, hyper, mask, bounding_box, *, los
   return mapped(params, chain_keys, data, hyper, mask, bounding_box)
 
 
-def build_estimator(loss_fn: Callable, settings: SweepSettings, mesh):
+def build_estimator(loss_fn: Callable, settings: SweepSettings, mesh, selectors=None):
   """The sweep's estimator: (stacked params [G, ...], chain keys [C, 2], data) ->
   (init_loss [G], :class:`jaxdev.sgld.ChainTrace` with leaves [G, C, draws]).
 
@@ -339,7 +341,8 @@ def build_estimator(loss_fn: Callable, settings: SweepSettings, mesh):
   replicated. ε, γ, nβ, the noise level, λ_wd, the bounding box and the mask's values are
   arguments of one compiled program (cached per ``loss_fn`` object, mesh and static settings),
   so an estimator built for other values of them does not recompile. The mask is resolved
-  against the parameters' structure at the first call.
+  against the parameters' structure at the first call, with the model's selector kinds
+  ``selectors`` (``model.mask_selectors``; needed for a mask such as ``head:1.0``).
   """
   settings = settings.resolved()
   replicated = NamedSharding(mesh, P())
@@ -361,7 +364,7 @@ def build_estimator(loss_fn: Callable, settings: SweepSettings, mesh):
     structure = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), params)
     signature = (jax.tree.structure(structure), tuple(x.shape for x in jax.tree.leaves(structure)))
     if signature not in masks:
-      masks[signature] = put(settings.weight_mask(structure))
+      masks[signature] = put(settings.weight_mask(structure, selectors))
     return _estimate_groups(params, chain_keys, data, hyper, masks[signature], box, **static)
 
   return estimate
@@ -423,7 +426,8 @@ def sweep(workdir: str, settings: SweepSettings, *, steps: Sequence[int] | None 
   config = load_run_config(workdir)
   task = tasks_lib.make_task(config)
   abstract = jax.eval_shape(task.init, jax.random.key(0))
-  settings = settings.resolved(abstract)  # the mask is checked against the model before any file
+  selectors = task.model.mask_selectors if task.model is not None else None
+  settings = settings.resolved(abstract, selectors)  # the mask is checked before any file
   plan = engine.plan(run, run.llc(name), settings_record=dataclasses.asdict(settings),
                      settings_defaults=_settings_defaults(), steps=steps, required=RECORD_KEYS,
                      what="SGLD settings",
@@ -432,7 +436,7 @@ def sweep(workdir: str, settings: SweepSettings, *, steps: Sequence[int] | None 
 
   def build():
     data, keys = sampling_data(task, settings, mesh), chain_keys(settings, mesh)
-    estimate = build_estimator(task.loss_fn, settings, mesh)
+    estimate = build_estimator(task.loss_fn, settings, mesh, selectors)
     return lambda stacked: estimate(stacked, keys, data)
 
   def to_record(step, output):

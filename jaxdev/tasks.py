@@ -14,7 +14,8 @@ parameters' shapes or the loss (the indicators, the converters, the benchmarks) 
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+import types
+from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +24,7 @@ import numpy as np
 from jaxdev import errors
 from jaxdev.data import regression as regression_data
 from jaxdev.models import regression as regression_model
+from jaxdev.sgld import masks as sgld_masks
 
 TASKS = ("regression", "language")
 
@@ -42,6 +44,10 @@ class Model(NamedTuple):
     module: the flax module itself (for the collections it sows, e.g. attention patterns).
     predict: regression only (None for language): (params, xs [B, K, D], ys [B, K]) -> ŷ [B, K],
       the prediction of each y_k from the examples before it and x_k.
+    mask_selectors: the model's weight-mask selector kinds, ``{kind: (argument, params) ->
+      boolean pytree}`` (the ``selectors`` of :func:`jaxdev.sgld.resolve_mask`). Both settings
+      give ``"head"`` (``head:L.H``: head H of layer L, 0-based; the models' ``head_mask``) and
+      ``"layer"`` (``layer:L``: every attention weight of layer L; ``layer_mask``).
   """
 
   init: Callable[[jax.Array], Any]
@@ -49,6 +55,21 @@ class Model(NamedTuple):
   loss_fn: Callable[[Any, Any], jax.Array]
   module: Any
   predict: Callable[[Any, jax.Array, jax.Array], jax.Array] | None = None
+  mask_selectors: Mapping[str, Callable[[str, Any], Any]] = types.MappingProxyType({})
+
+
+def _mask_selectors(model_config, model_module) -> Mapping[str, Callable[[str, Any], Any]]:
+  """``head`` and ``layer`` selector kinds from a model module's ``head_mask`` and
+  ``layer_mask``."""
+  def head(argument, params):
+    return model_module.head_mask(model_config, params,
+                                  *sgld_masks.index_argument(argument, ("LAYER", "HEAD")))
+
+  def layer(argument, params):
+    return model_module.layer_mask(model_config, params,
+                                   *sgld_masks.index_argument(argument, ("LAYER",)))
+
+  return types.MappingProxyType({"head": head, "layer": layer})
 
 
 class Data(NamedTuple):
@@ -136,7 +157,8 @@ def _regression_model(config) -> Model:
   def loss_fn(params, batch):
     return jnp.mean((predict(params, batch.xs, batch.ys) - batch.ys) ** 2)
 
-  return Model(init, apply, loss_fn, module, predict)
+  return Model(init, apply, loss_fn, module, predict,
+               _mask_selectors(config.model, regression_model))
 
 
 def _regression_data(config) -> Data:
@@ -204,7 +226,8 @@ def _language_model(config) -> Model:
   def loss_fn(params, rows):
     return attention_model.next_token_loss(params, module, rows)
 
-  return Model(init, apply, loss_fn, module)
+  return Model(init, apply, loss_fn, module,
+               mask_selectors=_mask_selectors(config.model, attention_model))
 
 
 def language_model_fns(config):

@@ -169,7 +169,8 @@ def test_masked_out_weights_never_move(tiny_run):
     # Found against the model's parameters, still before the sweep's settings are recorded.
     (dict(mask="*attention*"), "sgld.mask selector '*attention*' selects no parameter"),
     (dict(mask="*attn*,heads/*"), "sgld.mask selector 'heads/*' selects no parameter"),
-    (dict(mask="head:0"), "sgld.mask selector 'head:0': unknown kind 'head'"),
+    (dict(mask="neuron:0"), "sgld.mask selector 'neuron:0': unknown kind 'neuron'"),
+    (dict(mask="head:0.9"), "head 9 is out of range"),
 ])
 def test_bad_settings_are_one_config_error_before_any_file(tiny_run, tmp_path, change, message):
   run = _copy_run(tiny_run, tmp_path)

@@ -83,7 +83,8 @@ def sweep_call(task, settings, mesh, *, num_checkpoints: int, num_examples: int,
   stacked = engine.stack_group([jax.device_get(params)], num_checkpoints, mesh)
   data = llc.sampling_data(task, settings, mesh, num_examples)
   keys = llc.chain_keys(settings, mesh)
-  estimate = llc.build_estimator(task.loss_fn, settings, mesh)
+  selectors = task.model.mask_selectors if task.model is not None else None
+  estimate = llc.build_estimator(task.loss_fn, settings, mesh, selectors)
   return lambda: estimate(stacked, keys, data)
 
 

@@ -38,6 +38,7 @@ import math
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxdev import errors
 from jaxdev.models.layers import dense
@@ -204,6 +205,71 @@ def true_next_token_logits(params, model: AttnOnlyTransformer, rows, positions):
   at_position = jnp.take_along_axis(logits, positions[:, None, None], axis=1)[:, 0]  # (N, V)
   targets = jnp.take_along_axis(rows, positions[:, None] + 1, axis=1)  # (N, 1)
   return jnp.take_along_axis(at_position, targets, axis=1)[:, 0]  # (N,)
+
+
+def _check_layer(model_config, layer: int) -> None:
+  if not 0 <= layer < model_config.num_layers:
+    raise errors.ConfigError(f"layer {layer} is out of range: the model has "
+                             f"{model_config.num_layers} layer(s), 0 to "
+                             f"{model_config.num_layers - 1}")
+
+
+def _leaf_masks(params, chosen: dict):
+  """A mask like ``params``: ``chosen[path]`` at the paths (tuples of keys) it names, a scalar
+  False at every other leaf."""
+  def leaf(path, x):
+    key = tuple(str(getattr(entry, "key", entry)) for entry in path)
+    return chosen.pop(key) if key in chosen else np.bool_(False)
+  out = jax.tree_util.tree_map_with_path(leaf, params)
+  if chosen:
+    raise errors.ConfigError(f"the parameters have no {'/'.join(next(iter(chosen)))}")
+  return out
+
+
+def head_mask(model_config, params, layer: int, head: int):
+  """The weights of attention head ``head`` of layer ``layer`` (both 0-based), as a mask.
+
+  Head h owns the slices ``[h]`` of ``attn_l/W_Q``, ``W_K``, ``W_V`` [H, D, d_head], ``W_O``
+  [H, d_head, D] and ``b_Q``, ``b_K``, ``b_V`` [H, d_head]: 4·D·d_head weights and 3·d_head
+  biases. The output bias ``b_O`` [D] is shared by the layer's heads and belongs to none.
+
+  Args:
+    model_config: the model section the model was built from (num_layers, num_heads,
+      embed_dim, head_dim).
+    params: the parameters, or their structure (``jax.eval_shape`` of the init).
+    layer, head: the layer and the head.
+
+  Returns:
+    A pytree like ``params``: boolean arrays of the seven parameters' shapes, scalar False
+    elsewhere (the ``mask`` of :func:`jaxdev.sgld.estimate_llc`).
+
+  Raises:
+    ConfigError: no such layer or head.
+  """
+  _check_layer(model_config, layer)
+  num_heads, width, head_dim = model_config.num_heads, model_config.embed_dim, model_config.head_dim
+  if not 0 <= head < num_heads:
+    raise errors.ConfigError(f"head {head} is out of range: each layer has {num_heads} "
+                             f"head(s), 0 to {num_heads - 1}")
+  ours = np.arange(num_heads) == head  # (H,)
+  shapes = {"W_Q": (width, head_dim), "W_K": (width, head_dim), "W_V": (width, head_dim),
+            "W_O": (head_dim, width), "b_Q": (head_dim,), "b_K": (head_dim,), "b_V": (head_dim,)}
+  return _leaf_masks(params, {
+      (f"attn_{layer}", name): np.broadcast_to(ours.reshape(-1, *[1] * len(shape)),
+                                               (num_heads, *shape)).copy()
+      for name, shape in shapes.items()})
+
+
+def layer_mask(model_config, params, layer: int):
+  """Every attention weight of layer ``layer``: the parameters of its heads (:func:`head_mask`)
+  and its output bias ``b_O``, as a mask like ``params``.
+
+  Raises:
+    ConfigError: no such layer.
+  """
+  _check_layer(model_config, layer)
+  names = ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O")
+  return _leaf_masks(params, {(f"attn_{layer}", name): np.bool_(True) for name in names})
 
 
 def count_params(params) -> int:

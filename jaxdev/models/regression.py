@@ -20,6 +20,7 @@ import math
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxdev import errors
 from jaxdev.models.layers import dense
@@ -198,6 +199,71 @@ def build_model(model_config, *, max_len: int = 16, token_dim: int = 5) -> Regre
       token_dim=token_dim,
       double_residual=bool(model_config.get("double_residual", False)),
   )
+
+
+def _check_layer(model_config, layer: int) -> None:
+  if not 0 <= layer < model_config.num_layers:
+    raise errors.ConfigError(f"layer {layer} is out of range: the model has "
+                             f"{model_config.num_layers} layer(s), 0 to "
+                             f"{model_config.num_layers - 1}")
+
+
+def _leaf_masks(params, chosen: dict):
+  """A mask like ``params``: ``chosen[path]`` at the paths (tuples of keys) it names, a scalar
+  False at every other leaf."""
+  def leaf(path, x):
+    key = tuple(str(getattr(entry, "key", entry)) for entry in path)
+    return chosen.pop(key) if key in chosen else np.bool_(False)
+  out = jax.tree_util.tree_map_with_path(leaf, params)
+  if chosen:
+    raise errors.ConfigError(f"the parameters have no {'/'.join(next(iter(chosen)))}")
+  return out
+
+
+def head_mask(model_config, params, layer: int, head: int):
+  """The weights of attention head ``head`` of block ``layer`` (both 0-based), as a mask.
+
+  The fused ``block_l/attn/qkv/kernel`` [C, 3C] gives head h the columns ``s·C + h·d_h + j``
+  (s = 0, 1, 2 for its query, key and value; j < d_h = C / num_heads), and
+  ``block_l/attn/proj/kernel`` [C, C] reads head h's output from the rows ``h·d_h + j``: 4·C·d_h
+  weights in all (the model has no attention biases).
+
+  Args:
+    model_config: the model section the model was built from (num_layers, num_heads).
+    params: the parameters, or their structure (``jax.eval_shape`` of the init).
+    layer, head: the block and the head.
+
+  Returns:
+    A pytree like ``params``: boolean arrays of the two kernels' shapes, scalar False elsewhere
+    (the ``mask`` of :func:`jaxdev.sgld.estimate_llc`).
+
+  Raises:
+    ConfigError: no such layer or head.
+  """
+  _check_layer(model_config, layer)
+  num_heads = model_config.num_heads
+  if not 0 <= head < num_heads:
+    raise errors.ConfigError(f"head {head} is out of range: each layer has {num_heads} "
+                             f"head(s), 0 to {num_heads - 1}")
+  width = model_config.embed_dim
+  head_dim = width // num_heads
+  owner = lambda index: (index % width) // head_dim == head  # noqa: E731  # index -> its head
+  qkv = np.broadcast_to(owner(np.arange(3 * width))[None, :], (width, 3 * width)).copy()
+  proj = np.broadcast_to(owner(np.arange(width))[:, None], (width, width)).copy()
+  return _leaf_masks(params, {(f"block_{layer}", "attn", "qkv", "kernel"): qkv,
+                              (f"block_{layer}", "attn", "proj", "kernel"): proj})
+
+
+def layer_mask(model_config, params, layer: int):
+  """Every attention weight of block ``layer`` (its qkv and proj kernels), as a mask like
+  :func:`head_mask`'s: the union of the masks of its heads.
+
+  Raises:
+    ConfigError: no such layer.
+  """
+  _check_layer(model_config, layer)
+  return _leaf_masks(params, {(f"block_{layer}", "attn", "qkv", "kernel"): np.bool_(True),
+                              (f"block_{layer}", "attn", "proj", "kernel"): np.bool_(True)})
 
 
 def count_params(params) -> int:

@@ -12,6 +12,8 @@ coordinate is sampled when any selector selects it. A selector is
   :func:`resolve_mask`. A kind is a function ``(argument, params) -> mask`` that may select parts
   of a parameter (for example one attention head of one layer, which only the model knows how
   to find), returning a pytree like ``params`` of boolean arrays broadcastable to each leaf.
+  The settings' models give ``head:L.H`` (head H of layer L, 0-based) and ``layer:L`` (every
+  attention weight of layer L) as ``jaxdev.tasks.model_for(config).mask_selectors``.
 
 Every selector must select something (a typo should not silently sample nothing). Example::
 
@@ -86,6 +88,22 @@ def glob_selector(pattern: str, params: PyTree) -> PyTree:
 SELECTORS: Mapping[str, Selector] = {"glob": glob_selector}
 
 
+def index_argument(argument: str, names: Sequence[str]) -> tuple:
+  """The non-negative integers of a selector argument written ``I.J...``, one per name.
+
+  For example ``index_argument("1.0", ("LAYER", "HEAD")) == (1, 0)`` (the argument of
+  ``head:1.0``). Whether the indices exist is for the selector kind to check.
+
+  Raises:
+    ConfigError: not exactly ``len(names)`` non-negative integers separated by dots.
+  """
+  parts = argument.strip().split(".")
+  if len(parts) != len(names) or not all(part.isascii() and part.isdigit() for part in parts):
+    raise ConfigError(f"expected {'.'.join(names)} (non-negative integers separated by dots), "
+                      f"got {argument!r}")
+  return tuple(int(part) for part in parts)
+
+
 def resolve_mask(spec: MaskSpec, params: PyTree,
                  selectors: Optional[Mapping[str, Selector]] = None) -> Optional[PyTree]:
   """The boolean mask a spec describes, for the parameters ``params``.
@@ -102,8 +120,8 @@ def resolve_mask(spec: MaskSpec, params: PyTree,
     to its parameter: True where the chains move, the ``mask`` argument of the sampler.
 
   Raises:
-    ConfigError: an unknown selector kind, or a selector that selects nothing (every message
-      starts with "mask").
+    ConfigError: an unknown selector kind, a selector its kind refuses (e.g. a head the model
+      does not have), or a selector that selects nothing (every message starts with "mask").
   """
   selectors_ = parse_mask(spec)
   if selectors_ is None:
@@ -119,7 +137,10 @@ def resolve_mask(spec: MaskSpec, params: PyTree,
     if kind not in kinds:
       raise ConfigError(f"mask selector {selector!r}: unknown kind {kind!r} (known: "
                         f"{', '.join(sorted(kinds))})")
-    chosen = kinds[kind](argument, params)
+    try:
+      chosen = kinds[kind](argument, params)
+    except ConfigError as err:  # e.g. a head the model does not have
+      raise ConfigError(f"mask selector {selector!r}: {err}") from None
     try:
       leaves = treedef.flatten_up_to(chosen)
     except (ValueError, TypeError):
