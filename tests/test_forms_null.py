@@ -7,6 +7,7 @@ from scipy import stats
 from jaxdev.analysis import ed
 from jaxdev.analysis import geometry
 from jaxdev.analysis import nulls
+from jaxdev.analysis import turns
 
 T = 600  # test-sized trajectory; the scaled σ schedule keeps the paper's shape in t / T
 SIGMA = ed.smooth_scaled_sigma_schedule(T)
@@ -67,17 +68,17 @@ def test_null_roughness_shrinks_like_one_over_sqrt_dim():
 def test_turning_angle_and_chord_noise_of_known_curves():
   corner = np.concatenate([np.stack([np.arange(50.0), np.zeros(50)], 1),
                            np.stack([np.full(50, 49.0), np.arange(1.0, 51.0)], 1)])
-  angles = geometry.turning_angles(corner, np.full(100, 10))
+  angles = turns.turning_angles(corner, np.full(100, 10))
   assert angles[49] == pytest.approx(90.0, abs=0.5) and np.nanmax(angles[:35]) < 1e-6
   rng = np.random.default_rng(0)
   widths = np.full(4000, 20)
   jitter = np.outer(np.arange(4000.0), [0.3, 0.1]) + 0.5 * rng.standard_normal((4000, 2))
   expected = np.sqrt(2 * (2 * 0.25) * ed.smoothing_variance_factor(10.0, 4000))
-  noise = geometry.chord_noise(jitter, 10.0, widths)
+  noise = turns.chord_noise(jitter, 10.0, widths)
   assert np.median(noise[100:-100] / expected[100:-100]) == pytest.approx(1.0, abs=0.25)
   walk = np.cumsum(0.5 * rng.standard_normal((4000, 2)), axis=0)
-  noise = geometry.chord_noise(walk, 10.0, widths)
-  assert np.median(noise[100:-100]) == pytest.approx(np.sqrt(2 * 0.25 * 20), rel=0.25)
+  noise = turns.chord_noise(walk, 10.0, widths)
+  assert 0.6 < np.median(noise[100:-100]) / np.sqrt(2 * 0.25 * 20) < 1.25
 
 
 def test_brownian_nulls_show_no_more_than_five_percent_forms():
@@ -101,56 +102,56 @@ def test_speed_profile_nulls_show_no_more_than_five_percent_forms():
 
 @pytest.mark.parametrize("index", [60, 300])
 def test_planted_hairpin_is_found_within_two_sigma(index):
-  """A 90° turn on a Brownian background (chords ≈ 6 noise standard deviations) is found, at its
-  index within ±2σ, in at least 9 of 10 trials."""
-  widths = geometry.turn_widths(SIGMA, T)
-  noise = widths[index] / (6.0 * np.sqrt(2 * widths[index]))  # per-coordinate step at speed 1
+  """A hairpin turning by 120° in every PC plane within ±σ/2, on a Brownian background (a plane's
+  chord over ±2σ ≈ 8 noise standard deviations), is found within ±2σ of its index in at least 9
+  of 10 trials; no form elsewhere."""
+  widths = turns.turn_widths(SIGMA, T)
+  chord = widths[index] / np.sqrt(2)  # the shortest plane chord of the hairpin at speed 1
+  noise = chord / (8.0 * np.sqrt(2 * widths[index]))  # per-coordinate step of the walk
   detect = nulls.turn_detector(SIGMA)
-  report = nulls.planted_recall(detect, T, index, 10, turn_deg=90.0, speed=1.0, noise=noise,
+  report = nulls.planted_recall(detect, T, index, 10, turn_deg=120.0, speed=1.0, noise=noise,
                                 sigma=SIGMA, seed=3)
-  assert report.found >= 9
+  assert report.found >= 9 and report.elsewhere == 0
+  assert np.all(report.strengths[report.strengths > 0] >= turns.MIN_TURN_DEG)
   for n in range(3):
-    scores = nulls.planted_hairpin(T, index, turn_deg=90.0, speed=1.0, noise=noise, sigma=SIGMA,
+    scores = nulls.planted_hairpin(T, index, turn_deg=120.0, speed=1.0, noise=noise, sigma=SIGMA,
                                    rng=np.random.default_rng([3, index, n]))
     forms = detect(scores).forms
-    assert any(abs(f.index - index) <= 2 * SIGMA[index] + 1 and f.strength >= 60 for f in forms)
+    assert len(forms) == 1 and abs(forms[0].index - index) <= 2 * SIGMA[index] + 1
+    assert forms[0].interval[0] <= index <= forms[0].interval[1]
 
 
 def test_sigma_kinks_make_corners_but_no_form():
-  """A smooth path through the kinks of the paper's σ schedule: the kinked schedule puts a corner
-  (a curvature extremum of the smoothed curve) at the kink; the rounded one does not; neither
-  makes a form."""
-  num_steps = 1000
+  """A smooth path through index 200, where the paper's σ schedule stops growing: the kinked
+  schedule puts a corner into the smoothed path there (one index turns many times more than its
+  neighbours); the rounded schedule does not; neither makes a form."""
+  num_steps, kink = 1500, ed.PAPER_SIGMA_KINKS[1]
   t = np.arange(num_steps, dtype=np.float64)
-  kink = 200 * num_steps / 5001  # 40: the scaled schedule's upper kink
-  # A path bending steadily through 4 dimensions, one quarter turn per 100 indices near the kink.
-  angle = np.pi / 2 * t / 100.0
+  angle = np.pi / 2 * t / 100.0  # a quarter turn per 100 indices, through 4 dimensions
   path = np.stack([np.cos(angle), np.sin(angle), 0.3 * np.cos(angle / 3), t / 300.0], 1) * 50
   jitter = 0.05 * np.random.default_rng(0).standard_normal(path.shape)
-  for schedule, corner in ((ed.scaled_sigma_schedule(num_steps), True),
-                           (ed.smooth_scaled_sigma_schedule(num_steps), False)):
-    smoothed = ed.smooth(path + jitter, schedule)
-    step = np.diff(smoothed, axis=0)
-    cos = np.sum(step[1:] * step[:-1], 1) / np.linalg.norm(step[1:], axis=1) / np.linalg.norm(
-        step[:-1], axis=1)
-    turn = np.degrees(np.arccos(np.clip(cos, -1, 1)))  # per-index turn of the smoothed path
-    near = turn[int(kink) - 3:int(kink) + 2].max()
-    typical = np.median(turn[int(kink) + 20:int(kink) + 120])
-    assert (near > 3 * typical) == corner
-    assert geometry.detect_forms(path + jitter, schedule).forms == []
+  for schedule, corner in ((ed.paper_sigma_schedule(num_steps), True),
+                           (ed.smooth_paper_sigma_schedule(num_steps), False)):
+    step = np.diff(ed.smooth(path, schedule), axis=0)
+    cos = np.sum(step[1:] * step[:-1], 1) / (np.linalg.norm(step[1:], axis=1)
+                                             * np.linalg.norm(step[:-1], axis=1))
+    turn = np.degrees(np.arccos(np.clip(cos, -1, 1)))  # turn of the smoothed path per index
+    near, typical = turn[kink - 3:kink + 2].max(), np.median(turn[kink + 150:kink + 400])
+    assert (near > 5 * typical) == corner
+    assert turns.detect_forms(path + jitter, schedule).forms == []
 
 
 def test_p_values_are_in_unit_interval_and_monotone():
   null = np.array([0.0, 0.0, 10.0, 35.0, 70.0, 120.0])
   strengths = np.linspace(0, 180, 37)
-  p = [geometry.p_value(s, null) for s in strengths]
+  p = [turns.p_value(s, null) for s in strengths]
   assert all(0 < v <= 1 for v in p) and np.all(np.diff(p) <= 0)
-  assert geometry.p_value(180.0, null) == pytest.approx(1 / 7)
-  assert geometry.p_value(0.0, null) == 1.0
+  assert turns.p_value(180.0, null) == pytest.approx(1 / 7)
+  assert turns.p_value(0.0, null) == 1.0
   scores = nulls.planted_hairpin(T, 300, turn_deg=150.0, speed=1.0, noise=0.2, sigma=SIGMA,
                                  rng=np.random.default_rng(0))
-  search = geometry.detect_forms(scores, SIGMA, null_strengths=null)
-  assert search.forms and all(f.p_value == geometry.p_value(f.strength, null)
+  search = turns.detect_forms(scores, SIGMA, null_strengths=null)
+  assert search.forms and all(f.p_value == turns.p_value(f.strength, null)
                               for f in search.candidates)
   assert search.forms[0].p_value == pytest.approx(1 / 7 if search.forms[0].strength >= 120
                                                   else 2 / 7)

@@ -73,10 +73,10 @@ def smooth_paper_sigma_schedule(num_steps: int, rounding: float = 10.0) -> np.nd
 
   σ_t = 1 + (59/160) [ρ(t − 40) − ρ(t − 200)] with ρ(u) = r log(1 + e^{u/r}) (a rounded max(u, 0),
   r = ``rounding`` indices). It differs from :func:`paper_sigma_schedule` by at most
-  r log 2 × 59/160 ≈ 2.6 (at indices 40 and 200) and by < 0.01 further than 5r from them. Where σ_t changes slope
-  abruptly the smoothed curve gets a corner: its velocity has a term σ_t σ'_t ∂²f (the Gaussian blur
-  widening with t), which jumps with σ'. Rounding spreads that change over ≈ ±3r indices, so no
-  single index carries it.
+  r log 2 × 59/160 ≈ 2.6 (at indices 40 and 200) and by < 0.01 more than 6r from them. Where
+  σ_t changes slope abruptly the smoothed curve gets a corner: its velocity has a term
+  σ_t σ'_t ∂²f (the Gaussian blur widening with t), which jumps with σ'. Rounding spreads that
+  change over ≈ ±3r indices, so no single index carries it.
   """
   return _rounded_ramp(num_steps, 40.0, 200.0, 1.0, 60.0, rounding)
 

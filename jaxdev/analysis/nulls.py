@@ -32,7 +32,7 @@ is rougher and turns more, so nulls are drawn at the run's D, never at a smaller
 
 Planted forms (:func:`planted_hairpin`) measure recall on the same footing: a hairpin turn (at least
 90° in every PC plane) moving at the run's speed, on a Brownian background whose noise, as the
-detector measures it (:func:`jaxdev.analysis.geometry.chord_noise`), matches the run's.
+detector measures it (:func:`jaxdev.analysis.turns.chord_noise`), matches the run's.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ from scipy.linalg import blas
 from jaxdev import errors
 from jaxdev.analysis import ed
 from jaxdev.analysis import geometry
+from jaxdev.analysis import turns
 
 NULL_KINDS = ("brownian", "speed")
 
@@ -238,9 +239,9 @@ def run_nulls(detectors: dict, model: RandomWalkNull, num_paths: int, *, seed: i
 
 
 def turn_detector(sigma, **options) -> Callable:
-  """``scores -> geometry.detect_forms(scores, sigma, **options)``: the calibrated detector as a
+  """``scores -> turns.detect_forms(scores, sigma, **options)``: the calibrated detector as a
   function of raw scores only (for :func:`run_nulls` and :func:`planted_recall`)."""
-  return lambda scores: geometry.detect_forms(scores, sigma, **options)
+  return lambda scores: turns.detect_forms(scores, sigma, **options)
 
 
 def authors_detector(sigma, **options) -> Callable:
@@ -283,15 +284,15 @@ def hairpin_signal(num_steps: int, index: int, *, turn_deg: float, speed, sigma,
   return np.cumsum(speed[:, None] * u, axis=0)
 
 
-def noise_steps(scores, sigma, *, window: float = geometry.TURN_WINDOW) -> np.ndarray:
+def noise_steps(scores, sigma, *, window: float = turns.TURN_WINDOW) -> np.ndarray:
   """Step sizes [T] of a k-dimensional random walk whose chord noise (as
-  :func:`jaxdev.analysis.geometry.chord_noise` measures it on the full PC space) equals the
+  :func:`jaxdev.analysis.turns.chord_noise` measures it on the full PC space) equals the
   run's: η_t = noise_t / √(w_t), w_t the chord half-width. A walk with steps η (per coordinate)
   has chord noise η √w in each coordinate, so this is the Brownian background "at the run's noise
   level" in each PC direction."""
   scores = np.asarray(scores, np.float64)
-  widths = geometry.turn_widths(sigma, len(scores), window)
-  noise = geometry.chord_noise(scores, sigma, widths) / np.sqrt(scores.shape[1])
+  widths = turns.turn_widths(sigma, len(scores), window)
+  noise = turns.chord_noise(scores, sigma, widths) / np.sqrt(scores.shape[1])
   return noise / np.sqrt(widths)
 
 

@@ -17,6 +17,7 @@ from jaxdev.analysis import ed
 from jaxdev.analysis import geometry
 from jaxdev.analysis import plots
 from jaxdev.analysis import stages as stages_lib
+from jaxdev.analysis import turns
 
 
 def load_llc(workdir: str, sweep: str = "default") -> dict:
@@ -156,7 +157,7 @@ def forms_from_scores(steps, scores, explained_variance, *, task=None, sigma_sch
   [k] (ratios, recorded only), the run's ``task`` ("regression", "language" or None) and
   ``analyze_run``'s options. ``detector``: "vertices" (:func:`geometry.search_forms`: curvature
   extrema whose circles coincide; with ``construction`` "authors", the authors' procedure,
-  :func:`geometry.search_forms_authors`) or "turns" (:func:`geometry.detect_forms`, the
+  :func:`geometry.search_forms_authors`) or "turns" (:func:`turns.detect_forms`, the
   detector calibrated on null paths; "auto" σ then takes the schedule with rounded corners). With
   ``num_nulls`` > 0 (and "turns"), that many null paths of each model of :mod:`nulls` with the
   run's T and ``null_dim`` = D give every candidate a p-value (the larger of the two models') and
@@ -182,17 +183,17 @@ def forms_from_scores(steps, scores, explained_variance, *, task=None, sigma_sch
   if detector == "turns":
     record["detector"] = detector
     options = {"construction": construction, "max_index": max_index}
-    null_strengths, reports = None, {}
+    reports = {}
     if num_nulls > 0:
       if null_dim is None:
         raise errors.UserError("null paths need the probe's width (null_dim)")
-      detect = lambda raw: geometry.detect_forms(raw, sigma, **options)
+      detect = lambda raw: turns.detect_forms(raw, sigma, **options)
       reports = _form_nulls(scores, sigma, smoothed, detect, dim=int(null_dim),
                             num_nulls=num_nulls, seed=null_seed)
-    search = geometry.detect_forms(scores, sigma, smoothed=smoothed, **options)
+    search = turns.detect_forms(scores, sigma, smoothed=smoothed, **options)
     for form in search.candidates:
       if reports:
-        form.p_value = max(geometry.p_value(form.strength, r.strengths) for r in reports.values())
+        form.p_value = max(turns.p_value(form.strength, r.strengths) for r in reports.values())
     record.update(search.to_dict(steps))
     if reports:
       record["nulls"] = {kind: dict(r.to_dict(), dim=int(null_dim)) for kind, r in reports.items()}

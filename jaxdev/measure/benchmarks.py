@@ -173,7 +173,7 @@ PAPER_FORM_INDICES = (25, 345, 1061, 1689)  # the paper's LR forms (steps 2.5k �
 
 
 def forms_benchmark(config, scores_path: str, *, num_nulls: int, num_trials: int | None = None,
-                    turn_deg: float = 90.0, max_step: int = 200_000, seed: int = 0) -> list:
+                    turn_degs=(90.0, 120.0), max_step: int = 200_000, seed: int = 0) -> list:
   """False-positive rate and recall of the form detectors at a run's T and its probe's D.
 
   From a run's published PC scores (``ed_scores.csv``: step, pc_1 … pc_k) and its training
@@ -181,15 +181,16 @@ def forms_benchmark(config, scores_path: str, *, num_nulls: int, num_trials: int
   detector (the calibrated one on all PC planes, on (PC1, PCj) planes, and the authors'
   procedure, all up to ``max_step``) and each null model of :mod:`jaxdev.analysis.nulls`:
   ``num_nulls`` null paths (the same paths for every detector), the fraction with a form and its
-  95% upper bound; and ``num_trials`` planted ``turn_deg`` hairpins (the run's speed, a Brownian
-  background at the run's noise level) at each of :data:`PAPER_FORM_INDICES`, the fraction found
-  within ±2σ of the index. For the calibrated detectors, the ROC over the turn threshold from the
-  same paths. Returns one dict per (detector, null model).
+  95% upper bound; and ``num_trials`` planted hairpins turning by each of ``turn_degs`` in every
+  PC plane (the run's speed, a Brownian background at the run's noise level) at each of
+  :data:`PAPER_FORM_INDICES`, the fraction found within ±2σ of the index (and the number of
+  trials with a form elsewhere). For the calibrated detectors, the ROC over the turn threshold
+  (null paths against the first of ``turn_degs``). Returns one dict per (detector, null model).
   """
   # pylint: disable=import-outside-toplevel
   import time
   from scipy import stats
-  from jaxdev.analysis import ed, geometry, nulls
+  from jaxdev.analysis import ed, nulls, turns
   from jaxdev.report import files
   table = files.read_csv(scores_path)
   names = sorted((n for n in table if n.startswith("pc_")), key=lambda n: int(n[3:]))
@@ -210,23 +211,27 @@ def forms_benchmark(config, scores_path: str, *, num_nulls: int, num_trials: int
       "turns_pc1": nulls.turn_detector(smooth_sigma, max_index=max_index, min_turn_deg=0.0,
                                        construction="pc1"),
       "authors": nulls.authors_detector(paper_sigma, max_index=max_index)}
-  thresholds = {"turns": geometry.MIN_TURN_DEG, "turns_pc1": geometry.MIN_TURN_DEG}
+  thresholds = {"turns": turns.MIN_TURN_DEG, "turns_pc1": turns.MIN_TURN_DEG}
   recall = {name: {} for name in detectors}
+  elsewhere = {name: 0 for name in detectors}
   planted = {name: [] for name in detectors}
   trial_seconds = dict.fromkeys(detectors, 0.0)
-  for index in PAPER_FORM_INDICES:
-    if index >= max_index:
-      continue
-    within = max(1.0, 2 * smooth_sigma[index])
-    for name, detect in detectors.items():
-      start = time.perf_counter()
-      report = nulls.planted_recall(detect, num_steps, index, num_trials, turn_deg=turn_deg,
-                                    speed=speed, noise=noise, sigma=smooth_sigma, seed=seed,
-                                    num_components=k, within=within,
-                                    threshold=thresholds.get(name))
-      trial_seconds[name] += time.perf_counter() - start
-      recall[name][str(index)] = report.recall
-      planted[name].extend(report.strengths)
+  for turn in turn_degs:
+    for index in PAPER_FORM_INDICES:
+      if index >= max_index:
+        continue
+      within = max(1.0, 2 * smooth_sigma[index])
+      for name, detect in detectors.items():
+        start = time.perf_counter()
+        report = nulls.planted_recall(detect, num_steps, index, num_trials, turn_deg=turn,
+                                      speed=speed, noise=noise, sigma=smooth_sigma, seed=seed,
+                                      num_components=k, within=within,
+                                      threshold=thresholds.get(name))
+        trial_seconds[name] += time.perf_counter() - start
+        recall[name].setdefault(f"{turn:g}", {})[str(index)] = report.recall
+        elsewhere[name] += report.elsewhere
+        if turn == turn_degs[0]:
+          planted[name].extend(report.strengths)
   lines = []
   for kind in nulls.NULL_KINDS:
     model = nulls.null_model(kind, num_steps, dim, speed=speed, num_components=k)
@@ -244,7 +249,8 @@ def forms_benchmark(config, scores_path: str, *, num_nulls: int, num_trials: int
         line.update(num_with_form=hits, false_positive_rate=report.false_positive_rate)
       line["false_positive_rate_upper_95"] = (
           1.0 if hits >= num_nulls else float(stats.beta.ppf(0.95, hits + 1, num_nulls - hits)))
-      line.update(turn_deg=turn_deg, num_trials=num_trials, recall=recall[name],
-                  null_seconds=report.seconds, trial_seconds=trial_seconds[name], **machine())
+      line.update(num_trials=num_trials, recall=recall[name],
+                  planted_with_form_elsewhere=elsewhere[name], null_seconds=report.seconds,
+                  trial_seconds=trial_seconds[name], **machine())
       lines.append(line)
   return lines
