@@ -1,16 +1,28 @@
-"""Test set-up: eight host CPU devices, one persistent XLA compilation cache for the session, a
-tiny run trained once, and helpers for command-line errors and interrupted computations.
+"""Test set-up: eight host CPU devices, one persistent XLA compilation cache for the session, the
+tiny runs trained once, and helpers for command-line errors and interrupted computations.
 
 The environment must be set before jax is imported anywhere in the test process. The scripts
 that tests run as subprocesses inherit it, so the same small programs are compiled once per
-session rather than once per process (a tiny training run: 43 s cold, 15 s from the cache, on
-the 2-core development CPU). A cache entry is the compiled program itself: results do not
-change, only the time to the first step. A JAX_COMPILATION_CACHE_DIR already set is used as is
-(pytest-xdist workers inherit the controller's, so they share one cache).
+session rather than once per process. A cache entry is the compiled program itself: results do
+not change, only the time to the first step. A JAX_COMPILATION_CACHE_DIR already set is used as
+is; pytest-xdist workers inherit the controller's, so they share one cache.
 
-Eight devices make every sweep and training run of the tests a sharded one (a "ckpt" × "chain"
-sweep mesh, an eight-way data mesh), as on an accelerator slice; on the 2-core CPU that costs
-the suite about as much CPU time as one device does.
+Eight devices make every sweep, indicator evaluation and training run of the tests a sharded
+one (a "ckpt" × "chain" sweep mesh, an eight-way data mesh), as on an accelerator slice, and
+the device-equivalence tests compare them with one device. On a 2-core CPU they cost little
+more CPU time than one device: XLA runs the eight virtual devices on the same cores.
+
+Shared runs: ``tiny_run`` and ``tiny_language_run`` are trained once per session (per xdist
+worker) and must not be changed; ``run_copy`` gives a test its own copy.
+
+Command-line errors: the scripts are thin (flags → one library call), and ``jaxdev.cli.call``
+turns a UserError into one ``error:`` line and exit status 2. Tests check bad input in-process
+with ``command_error`` on the library call a script makes; each script keeps one subprocess
+test of its own command line.
+
+Interruptions: ``crash_at_checkpoint`` and ``crash_after_records`` stop training, a sweep or an
+indicator evaluation at a chosen point, as a kill would; one test kills a training script with
+a real SIGKILL at whatever moment it lands (``tests/test_train.py``).
 """
 
 import atexit
@@ -99,21 +111,33 @@ def run_copy(tmp_path):
 
 
 @pytest.fixture
-def command_error(capsys):
-  """``command_error(fn, *args, **kwargs)`` calls ``fn`` as a script's ``main`` runs under
-  :func:`jaxdev.cli.call` and returns ``(line, out)``: the one ``error: ...`` line it printed
-  on stderr, and what it printed on stdout. Fails unless the exit status is 2 and stderr is
-  exactly that line: what the script would do on the command line (``scripts/*.py`` have one
-  subprocess test each for that)."""
+def run_main(capsys):
+  """``run_main(fn, *args, **kwargs)`` calls ``fn`` as a script's ``main`` runs under
+  :func:`jaxdev.cli.call`; returns ``(status, out, err)``: the exit status the script would
+  have and what it printed on stdout and stderr. An exception other than a UserError (a bug: a
+  traceback on the command line) propagates."""
 
   def run(fn, *args, **kwargs):
     capsys.readouterr()
     status = cli.call(lambda argv: fn(*args, **kwargs), [])
     captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert status == 2 and len(lines) == 1 and lines[0].startswith("error: "), (
-        status, captured.err[-3000:])
-    return lines[0], captured.out
+    return status or 0, captured.out, captured.err
+
+  return run
+
+
+@pytest.fixture
+def command_error(run_main):
+  """``command_error(fn, *args, **kwargs)``: ``run_main`` that must fail as a script fails on bad
+  input, with exit status 2 and exactly one ``error: ...`` line on stderr; returns ``(line,
+  out)``, that line and what was printed on stdout. ``scripts/*.py`` have one subprocess test
+  each for the command line itself."""
+
+  def run(fn, *args, **kwargs):
+    status, out, err = run_main(fn, *args, **kwargs)
+    lines = err.strip().splitlines()
+    assert status == 2 and len(lines) == 1 and lines[0].startswith("error: "), (status, err[-3000:])
+    return lines[0], out
 
   return run
 

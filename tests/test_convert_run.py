@@ -17,6 +17,7 @@ torch = pytest.importorskip("torch", reason="importing PyTorch checkpoints needs
 from test_convert import _hooked_transformer, _their_model  # noqa: E402
 
 from jaxdev import checkpoints  # noqa: E402
+from jaxdev import job  # noqa: E402
 from jaxdev import llc  # noqa: E402
 from jaxdev import rundir  # noqa: E402
 from jaxdev import tasks  # noqa: E402
@@ -147,7 +148,6 @@ def test_import_refuses_bad_inputs(tmp_path):
     convert_run.read_model_config(os.path.join(source, "config.json"))
 
 
-@pytest.mark.slow
 def test_import_command_then_sweep_without_training(tmp_path):
   source, workdir = str(tmp_path / "torch"), str(tmp_path / "run")
   _write_regression_checkpoints(source)
@@ -157,10 +157,10 @@ def test_import_command_then_sweep_without_training(tmp_path):
   proc = subprocess.run(command, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert "imported 6 regression checkpoints" in proc.stdout
-  sweep = [sys.executable, os.path.join(REPO, "scripts", "llc_sweep.py"), "--workdir", workdir,
-           "--config", os.path.join(REPO, "configs", "llc.py:tiny"), "--notrain", "--noestimate"]
-  proc = subprocess.run(sweep, capture_output=True, text=True, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-2000:]
+  # What llc_sweep.py --workdir WORKDIR --config configs/llc.py:tiny --notrain --noestimate runs.
+  result = job.main_job(regression_configs.get_config("quick"), llc_configs.get_config("tiny"),
+                        workdir, train=False, estimate=False, verbose=False)
+  assert result.exit_status == 0 and result.runs[0].trained is None
   assert len(llc.load_results(rundir.RunDir(workdir).llc().path)["step"]) == len(STEPS)
 
   missing = command[:3] + [str(tmp_path / "absent")] + command[4:]

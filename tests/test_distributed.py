@@ -1,7 +1,6 @@
 """Distributed start-up, meshes, and a two-process sweep that matches a one-process sweep."""
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -11,9 +10,11 @@ import numpy as np
 import pytest
 
 from configs import language as language_configs
+from configs import llc as llc_configs
 from configs import regression as regression_configs
 from jaxdev import checkpoints
 from jaxdev import distributed
+from jaxdev import job
 from jaxdev import llc
 from jaxdev import rundir
 from jaxdev import train
@@ -95,16 +96,16 @@ def _assert_same_function(one, other, rtol):
 
 
 @pytest.mark.parametrize("task", ["regression", "language"])
-def test_data_parallel_training_matches_one_device(tmp_path, text_data_dir, task):
+def test_data_parallel_training_matches_one_device(tmp_path, text_data_dir, tiny_run,
+                                                   tiny_language_run, task):
   if task == "regression":
-    config = regression_configs.get_config("tiny")
+    config, eight = regression_configs.get_config("tiny"), tiny_run  # trained on every device
   else:
-    config = language_configs.get_config("tiny")
+    config, eight = language_configs.get_config("tiny"), tiny_language_run
     config.data.data_dir = text_data_dir
+  assert jax.device_count() == 8
   one = str(tmp_path / "one")
-  eight = str(tmp_path / "eight")
   train.train(config, one, show_progress=False, devices=jax.devices()[:1])
-  train.train(config, eight, show_progress=False)
   assert dict(train.data_mesh(config.optim.batch_size).shape) == {"data": 8}
   a, b = _final_params(one, config), _final_params(eight, config)
   _assert_trees_close(a, b, rtol=1e-4, atol=1e-5)
@@ -116,11 +117,10 @@ def test_data_parallel_training_matches_one_device(tmp_path, text_data_dir, task
   np.testing.assert_allclose(loss(one), loss(eight), rtol=1e-3)
 
 
-def test_two_process_training_matches_one_process(tmp_path):
+def test_two_process_training_matches_one_process(tmp_path, tiny_run):
   config = regression_configs.get_config("tiny")
-  single = str(tmp_path / "single")
+  single = tiny_run  # one process, eight devices
   shared = str(tmp_path / "shared")  # both processes train into one directory, as on a shared disk
-  train.train(config, single, show_progress=False)
   outputs = _run_two_processes([TRAIN + ["--workdir", shared]] * 2)
   assert "finished 60 steps" in outputs[0] and "finished" not in outputs[1]
   _assert_trees_close(_final_params(single, config), _final_params(shared, config),
@@ -141,16 +141,17 @@ def test_two_process_training_refuses_a_workdir_the_hosts_do_not_share(tmp_path)
   assert not os.path.exists(os.path.join(first, "checkpoints"))
 
 
-def test_two_processes_match_one(tmp_path):
-  run = str(tmp_path / "run")
-  train.train(regression_configs.get_config("tiny"), run, show_progress=False)
-  single = str(tmp_path / "single")
-  other = str(tmp_path / "other")  # process 1 reads an identical copy: it must write nothing
-  shutil.copytree(run, single)
-  shutil.copytree(run, other)
+def test_two_processes_match_one(tiny_run, run_copy):
+  run = run_copy(tiny_run, "run")
+  single = run_copy(tiny_run, "single")
+  other = run_copy(tiny_run, "other")  # process 1 reads an identical copy: it must write nothing
 
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
-  subprocess.run(SWEEP + ["--workdir", single], check=True, capture_output=True, env=env)
+  # One process with eight devices (this one) runs what the same command runs.
+  assert jax.device_count() == 8
+  sweep_config = llc_configs.get_config("tiny")
+  sweep_config.sgld.num_chains = 4
+  job.main_job(regression_configs.get_config("quick"), sweep_config, single, train=False,
+               analyze=False, estimate=False, verbose=False)
 
   outputs = _run_two_processes([SWEEP + ["--workdir", workdir] for workdir in (run, other)])
   assert "LLC sweep" in outputs[0] and "LLC sweep" not in outputs[1]

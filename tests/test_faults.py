@@ -2,43 +2,58 @@
 
 Every outcome must be a repair (the same result as the undamaged run) or one clear ``error:``
 line with a non-zero exit; never a traceback, never a different result reported as success.
+The commands are run in-process, as the scripts run them under ``jaxdev.cli`` (an exception
+other than a UserError, a traceback on the command line, fails the test).
 """
 
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
+from configs import llc as llc_configs
 from configs import regression as regression_configs
+from jaxdev import job
 from jaxdev import llc
-from jaxdev import train
 
 pytestmark = pytest.mark.slow
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LLC_CONFIG = os.path.join(REPO, "configs", "llc.py:tiny")
-TRAIN_CONFIG = os.path.join(REPO, "configs", "regression.py:tiny")
-STEPS = "0,5,20,60"
+STEPS = ["0", "5", "20", "60"]
+
+
+# The scripts' mains, as functions of the run directory: what each calls, and its exit status.
 
 
 def sweep_command(run):
-  return [sys.executable, os.path.join(REPO, "scripts", "llc_sweep.py"), "--noestimate",
-          "--workdir", run, "--notrain", "--noanalyze", "--steps", STEPS, "--config", LLC_CONFIG,
-          "--config.sgld.num_draws=30"]
+  """``llc_sweep.py --noestimate --workdir RUN --notrain --noanalyze --steps 0,5,20,60
+  --config configs/llc.py:tiny --config.sgld.num_draws=30``."""
+  sweep_config = llc_configs.get_config("tiny")
+  sweep_config.sgld.num_draws = 30
+
+  def main():
+    return job.main_job(regression_configs.get_config("quick"), sweep_config, run, steps=STEPS,
+                        train=False, analyze=False, estimate=False).exit_status
+  return main
 
 
 def analyze_command(run):
-  return [sys.executable, os.path.join(REPO, "scripts", "analyze.py"), "--workdir", run,
-          "--noindicators"]
+  """``analyze.py --workdir RUN --noindicators``."""
+
+  def main():
+    job.run_analysis(run, indicators=False)
+    return 0
+  return main
 
 
 def train_command(run):
-  return [sys.executable, os.path.join(REPO, "scripts", "train.py"), "--noestimate",
-          "--workdir", run, "--config", TRAIN_CONFIG]
+  """``train.py --noestimate --workdir RUN --config configs/regression.py:tiny``."""
+
+  def main():
+    job.train_job(regression_configs.get_config("tiny"), run, estimate=False)
+    return 0
+  return main
 
 
 def _records(run):
@@ -59,21 +74,31 @@ def _stages(run):
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
+def finished_run(tmp_path_factory, tiny_run):
   run = str(tmp_path_factory.mktemp("faults") / "tiny")
-  train.train(regression_configs.get_config("tiny"), run, show_progress=False)
-  subprocess.run(sweep_command(run), check=True, capture_output=True)
-  proc = subprocess.run(analyze_command(run), capture_output=True, text=True)
-  assert proc.returncode == 0, proc.stderr[-2000:]
+  shutil.copytree(tiny_run, run)
+  sweep_command(run)()
+  analyze_command(run)()
   return run, _records(run), _stages(run)
+
+
+@pytest.fixture
+def command(run_main):
+  """``command(fn)``: runs ``fn`` (one of the commands above) as its script would; returns
+  ``(status, stderr)``."""
+  def run(fn):
+    status, _, err = run_main(fn)
+    return status, err
+  return run
 
 
 def _check(proc, run, records, stages, *, repaired=False):
   """A clear error line, or success with the undamaged result."""
-  assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-  if proc.returncode != 0:
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, proc.stderr[-3000:]
+  status, stderr = proc
+  assert "Traceback" not in stderr, stderr[-3000:]
+  if status != 0:
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, stderr[-3000:]
     assert not repaired, f"expected a repair, got: {errors[0]}"
     return "error"
   now = _records(run)
@@ -111,7 +136,7 @@ def _copy(finished_run, tmp_path):
 
 
 @pytest.mark.parametrize("part", ["params", "_CHECKPOINT_METADATA"])
-def test_damaged_latest_checkpoint(finished_run, tmp_path, part):
+def test_damaged_latest_checkpoint(finished_run, tmp_path, command, part):
   run, records, stages = _copy(finished_run, tmp_path)
   target = os.path.join(run, "checkpoints", "60", part)
   if os.path.isdir(target):
@@ -121,22 +146,22 @@ def test_damaged_latest_checkpoint(finished_run, tmp_path, part):
   # Without its record the sweep reads the checkpoint: either it estimates step 60 again
   # (the same numbers) or reports the checkpoint, never a different record.
   os.remove(llc.result_path(os.path.join(run, "llc", "default"), 60))
-  _check(subprocess.run(sweep_command(run), capture_output=True, text=True), run, records, stages)
-  _check(subprocess.run(train_command(run), capture_output=True, text=True), run, records, stages)
+  _check(command(sweep_command(run)), run, records, stages)
+  _check(command(train_command(run)), run, records, stages)
 
 
-def test_damaged_llc_record_is_an_error_then_repaired(finished_run, tmp_path):
+def test_damaged_llc_record_is_an_error_then_repaired(finished_run, tmp_path, command):
   run, records, stages = _copy(finished_run, tmp_path)
   path = llc.result_path(os.path.join(run, "llc", "default"), 5)
   _truncate(path)
-  proc = subprocess.run(analyze_command(run), capture_output=True, text=True)
-  assert _check(proc, run, records, stages) == "error" and path in proc.stderr
-  proc = subprocess.run(sweep_command(run), capture_output=True, text=True)
+  proc = command(analyze_command(run))
+  assert _check(proc, run, records, stages) == "error" and path in proc[1]
+  proc = command(sweep_command(run))
   _check(proc, run, records, stages, repaired=True)
 
 
 @pytest.mark.parametrize("kind", ["metrics", "ed_probe"])
-def test_damaged_analysis_inputs(finished_run, tmp_path, kind):
+def test_damaged_analysis_inputs(finished_run, tmp_path, command, kind):
   run, records, stages = _copy(finished_run, tmp_path)
   if kind == "metrics":
     path = os.path.join(run, "metrics.jsonl")
@@ -146,15 +171,15 @@ def test_damaged_analysis_inputs(finished_run, tmp_path, kind):
   else:
     _truncate(os.path.join(run, "ed_outputs", "outputs.npy"))
     path = os.path.join(run, "ed_outputs")  # the probe is named by its directory
-  proc = subprocess.run(analyze_command(run), capture_output=True, text=True)
+  proc = command(analyze_command(run))
   if _check(proc, run, records, stages) == "error":
-    assert path in proc.stderr
+    assert path in proc[1]
 
 
 @pytest.mark.parametrize("name", ["config.json", "llc/default/settings.json"])
-def test_damaged_config_or_settings(finished_run, tmp_path, name):
+def test_damaged_config_or_settings(finished_run, tmp_path, command, name):
   run, records, stages = _copy(finished_run, tmp_path)
   path = os.path.join(run, *name.split("/"))
   open(path, "wb").write(b"\x00garbage{")
-  proc = subprocess.run(sweep_command(run), capture_output=True, text=True)
-  assert _check(proc, run, records, stages) == "error" and path in proc.stderr
+  proc = command(sweep_command(run))
+  assert _check(proc, run, records, stages) == "error" and path in proc[1]

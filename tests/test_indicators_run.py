@@ -1,12 +1,10 @@
-"""scripts/indicators.py on tiny runs: records, summary, panels, author column names, kill -9."""
+"""scripts/indicators.py on tiny runs: records, summary, panels, author column names, resuming."""
 
 import csv
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -14,8 +12,6 @@ import pytest
 from jaxdev import engine
 from jaxdev import rundir
 from jaxdev import train
-from jaxdev.configs import language as language_config
-from jaxdev.configs import regression as regression_config
 from jaxdev.indicators import run
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -34,9 +30,10 @@ AUTHOR_LAYERNORM = ["weight_mean", "weight_std", "weight_min", "weight_max", "we
 
 
 @pytest.fixture(scope="module")
-def regression_run(tmp_path_factory):
+def regression_run(tmp_path_factory, tiny_run):
+  """A copy of the session's tiny run, for this module's indicator records."""
   workdir = str(tmp_path_factory.mktemp("runs") / "reg")
-  train.train(regression_config.get_config("tiny"), workdir, show_progress=False)
+  shutil.copytree(tiny_run, workdir)
   return workdir
 
 
@@ -80,29 +77,26 @@ def test_command_on_a_tiny_regression_run(regression_run):
                      settings=run.IndicatorSettings(num_probes=5, hessian_sequences=32))
 
 
-def test_killed_evaluation_resumes_to_the_same_records(regression_run, tmp_path):
+def test_killed_evaluation_resumes_to_the_same_records(regression_run, tmp_path, capsys,
+                                                       crash_after_records):
   straight = _records(regression_run, "cheap") or None
   if straight is None:  # run alone: make the uninterrupted records first
-    subprocess.run(COMMAND + ["--workdir", regression_run, "--which", "all"] + SMALL, check=True,
-                   capture_output=True)
+    run.evaluate_run(regression_run, which="all", settings=SMALL_SETTINGS)
     straight = _records(regression_run, "cheap")
   straight_hessian = _records(regression_run, "hessian")
   killed = str(tmp_path / "killed")
   shutil.copytree(regression_run, killed, ignore=shutil.ignore_patterns("indicators", "figures"))
-  proc = subprocess.Popen(COMMAND + ["--workdir", killed, "--which", "all"] + SMALL,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  records = rundir.RunDir(killed).indicators("hessian")
-  deadline = time.time() + 600
-  while proc.poll() is None and not records.steps() and time.time() < deadline:
-    time.sleep(0.05)
-  proc.send_signal(signal.SIGKILL)
-  proc.wait()
-  partial = len(records.steps())
-  resumed = subprocess.run(COMMAND + ["--workdir", killed, "--which", "all"] + SMALL,
-                           capture_output=True, text=True)
-  assert resumed.returncode == 0, resumed.stderr[-2000:]
+  # What the same command runs; stopped (as killed) after every cheap record and two Hessian ones.
+  evaluate = lambda: run.evaluate_run(killed, which="all", settings=SMALL_SETTINGS,  # noqa: E731
+                                      verbose=True)
+  with pytest.raises(crash_after_records(len(straight) + 2)):
+    evaluate()
+  partial = len(rundir.RunDir(killed).indicators("hessian").steps())
+  assert partial == 2 and sorted(_records(killed, "cheap")) == sorted(straight)
+  capsys.readouterr()
+  evaluate()
   if partial < len(straight):  # killed mid-way (not after the last record)
-    assert "already done" in resumed.stdout
+    assert "already done" in capsys.readouterr().out
   for name, reference in (("cheap", straight), ("hessian", straight_hessian)):
     got = _records(killed, name)
     assert sorted(got) == sorted(reference)
@@ -113,14 +107,10 @@ def test_killed_evaluation_resumes_to_the_same_records(regression_run, tmp_path)
 
 
 @pytest.mark.slow
-def test_command_on_a_tiny_language_run(tmp_path, text_data_dir):
-  config = language_config.get_config("tiny")
-  config.data.data_dir = text_data_dir
-  workdir = str(tmp_path / "lm")
-  train.train(config, workdir, show_progress=False)
-  proc = subprocess.run(COMMAND + ["--workdir", workdir, "--which", "all"] + SMALL,
-                        capture_output=True, text=True)
-  assert proc.returncode == 0, proc.stderr[-2000:]
+def test_evaluation_of_a_tiny_language_run(tiny_language_run, run_copy):
+  workdir = run_copy(tiny_language_run, "lm")
+  # What the command (--which all --num_probes 4 --hessian_sequences 32) runs.
+  run.evaluate_run(workdir, which="all", settings=SMALL_SETTINGS, verbose=True)
   run_dir = rundir.RunDir(workdir)
   with open(run_dir.indicator_summary_path("csv")) as f:
     rows = list(csv.DictReader(f))

@@ -21,6 +21,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxdev import errors
 from jaxdev import sgld
+from jaxdev.sgld import calibration as calibration_lib
 from jaxdev.sgld import chains as chains_lib
 
 N = 1000
@@ -213,28 +214,36 @@ def _calibrate_script(tmp_path, *flags):
   return proc.returncode, proc.stderr.strip().splitlines()
 
 
-@pytest.mark.parametrize("flags,message", [
-    (["--step_sizes=-1"], "step_size must be finite and > 0, got -1"),
-    (["--step_sizes=1e-3,abc"], "step_sizes must be a list of numbers"),
-    (["--nbetas="], "nbetas must hold at least one value"),
-    (["--chains=0"], "num_chains must be positive, got 0"),
-    (["--draws=0"], "num_draws must be positive, got 0"),
-])
-def test_calibrate_script_checks_its_flags_first(tmp_path, flags, message):
+def test_calibrate_script_checks_its_flags_then_its_output_folder_first(tmp_path):
   # The workdir does not exist: a check that came after reading the run would say so instead.
-  code, lines = _calibrate_script(tmp_path, *flags)
+  code, lines = _calibrate_script(tmp_path, "--step_sizes=-1")
   assert code == 2 and len(lines) == 1, lines
-  assert lines[0].startswith("error: ") and message in lines[0], lines
+  assert lines[0].startswith("error: ") and "step_size must be finite and > 0, got -1" in lines[0], lines
   assert not (tmp_path / "missing").exists()
-
-
-def test_calibrate_script_checks_its_output_folder_before_the_grid(tmp_path):
+  # The output folder is checked before the grid runs.
   blocker = tmp_path / "file"
   blocker.write_text("")
   code, lines = _calibrate_script(tmp_path, f"--out={blocker / 'calibration'}")
   assert code == 2 and len(lines) == 1, lines
   assert lines[0].startswith("error: cannot write into") and "is not a directory" in lines[0]
   assert blocker.read_text() == ""
+
+
+# calibrate.py's flag defaults, as check_calibration receives them from the command line.
+_CALIBRATE_FLAGS = dict(step_sizes=["1e-4", "3e-4", "1e-3", "3e-3"], nbetas=["15.39", "66.67"],
+                        gammas=["6.67", "100"], num_chains=4, num_draws=200, batch_size=64)
+
+
+@pytest.mark.parametrize("flags,message", [
+    ({"step_sizes": ["-1"]}, "step_size must be finite and > 0, got -1"),  # --step_sizes=-1
+    ({"step_sizes": ["1e-3", "abc"]}, "step_sizes must be a list of numbers"),  # --step_sizes=1e-3,abc
+    ({"nbetas": []}, "nbetas must hold at least one value"),  # --nbetas=
+    ({"num_chains": 0}, "num_chains must be positive, got 0"),  # --chains=0
+    ({"num_draws": 0}, "num_draws must be positive, got 0"),  # --draws=0
+])
+def test_calibrate_flags_are_checked_in_one_line(command_error, flags, message):
+  line, _ = command_error(calibration_lib.check_calibration, **{**_CALIBRATE_FLAGS, **flags})
+  assert message in line
 
 
 def test_zero_noise_without_localization_is_gradient_descent():
