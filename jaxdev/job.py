@@ -44,6 +44,7 @@ class RunResult:
   trained: train_lib.TrainResult | None
   sweep: llc.SweepResult
   analysis: dict | None = None
+  restricted: dict = dataclasses.field(default_factory=dict)  # sweep name -> SweepResult
 
 
 @dataclasses.dataclass
@@ -62,7 +63,7 @@ def _costs():
 
 
 def run_analysis(workdir: str, *, sweep: str = "default", indicators: bool = True,
-            verbose: bool = True, **analysis_options) -> dict:
+                 verbose: bool = True, **analysis_options) -> dict:
   """Stages and forms (:func:`jaxdev.analysis.run.analyze_run`), then the cheap indicators.
 
   The indicators (:func:`jaxdev.indicators.run.evaluate_run` with ``which="cheap"``) are
@@ -93,6 +94,26 @@ def run_analysis(workdir: str, *, sweep: str = "default", indicators: bool = Tru
   if verbose:
     print(analysis_lib.format_summary(summary))
   return summary
+
+
+def restriction_sweeps(sweep_config, train_config) -> list[tuple[str, str]]:
+  """The weight-restricted sweeps of ``sweep.restrictions`` for a run of ``train_config``:
+  [(name suffix, mask)] (:func:`jaxdev.llc.restrictions`)."""
+  return llc.restrictions(sweep_config.sweep.get("restrictions", ""), train_config.model)
+
+
+def restriction_steps(workdir: str, train_config, sweep_config, steps=None) -> list[int]:
+  """The checkpoints the restricted sweeps estimate: every ``sweep.restriction_every``-th of the
+  run's checkpoint steps (and its last), within ``steps`` when given."""
+  every = int(sweep_config.sweep.get("restriction_every", 1))
+  planned = train_lib.checkpoint_steps(train_config.optim.num_steps,
+                                       train_config.checkpoint.num_log,
+                                       train_config.checkpoint.num_linear)
+  chosen = llc.every_nth(planned, every)
+  if steps is not None:
+    wanted = {int(s) for s in steps}
+    chosen = [s for s in chosen if s in wanted]
+  return chosen
 
 
 def seed_runs(train_config, workdir: str, seeds: Sequence[int] | None = None) -> list:
@@ -185,6 +206,10 @@ def estimate_costs(runs, to_train, settings: llc.SweepSettings, sweep_config,
     records = run.llc(sweep_config.sweep.name)
     wanted = set(int(s) for s in (checkpoint_steps if steps is None else steps))
     remaining += sum(not records.has(int(s)) for s in checkpoint_steps if int(s) in wanted)
+    chosen = restriction_steps(workdir, run_config, sweep_config, steps)
+    for suffix, _ in restriction_sweeps(sweep_config, run_config):
+      restricted = run.llc(f"{sweep_config.sweep.name}-{suffix}")
+      remaining += sum(not restricted.has(s) for s in chosen)
   estimates = []
   if untrained:
     # One timed program (the runs share a model) for the steps all of them still have to run.
@@ -229,16 +254,25 @@ def run_one(workdir: str, train_config, sweep_config, *, train: bool, steps=None
   result = llc.sweep(workdir, settings, steps=steps, name=name,
                      checkpoints_per_batch=sweep_config.sweep.checkpoints_per_batch,
                      show_progress=verbose)
-  out = RunResult(workdir, trained, result)
+  restricted = {}
+  for suffix, mask in restriction_sweeps(sweep_config, train_config):
+    restricted[f"{name}-{suffix}"] = llc.sweep(
+        workdir, dataclasses.replace(settings, mask=mask),
+        steps=restriction_steps(workdir, train_config, sweep_config, steps),
+        name=f"{name}-{suffix}", checkpoints_per_batch=sweep_config.sweep.checkpoints_per_batch,
+        show_progress=verbose)
+  out = RunResult(workdir, trained, result, restricted=restricted)
   if not is_main:
     return out
   if show:
-    print(f"{workdir}: LLC sweep {name!r}: {len(result.steps_done)} checkpoints "
-          f"estimated, {len(result.steps_skipped)} already done "
-          f"({result.chain_steps_per_second:.0f} chain-steps/s)")
+    for sweep_name, swept in {name: result, **restricted}.items():
+      print(f"{workdir}: LLC sweep {sweep_name!r}: {len(swept.steps_done)} checkpoints "
+            f"estimated, {len(swept.steps_skipped)} already done "
+            f"({swept.chain_steps_per_second:.0f} chain-steps/s)")
     print(llc.format_table(workdir, name))
   if analyze:
-    out.analysis = run_analysis(workdir, sweep=name, indicators=indicators, verbose=show)
+    out.analysis = run_analysis(workdir, sweep=name, indicators=indicators, verbose=show,
+                                restricted=tuple(restricted))
   if show:
     for step, reason in sorted(result.failed.items()):
       print(f"error: checkpoint {step} skipped: {reason}", file=sys.stderr)
@@ -287,9 +321,14 @@ def main_job(train_config, sweep_config, workdir: str = DEFAULT_WORKDIR, *,
   for (_, config), todo in zip(runs, to_train):
     if todo:
       train_lib.validate_config(config)
-    if settings.mask is not None:  # a mask must select weights of this model, before training
+    masks = [settings.mask] if settings.mask is not None else []
+    masks += [mask for _, mask in restriction_sweeps(sweep_config, config)]
+    llc.every_nth([], int(sweep_config.sweep.get("restriction_every", 1)))
+    if masks:  # every mask must select weights of this model, before training
       model = tasks_lib.model_for(config)
-      settings.resolved(jax.eval_shape(model.init, jax.random.key(0)), model.mask_selectors)
+      abstract = jax.eval_shape(model.init, jax.random.key(0))
+      for mask in masks:
+        dataclasses.replace(settings, mask=mask).resolved(abstract, model.mask_selectors)
   estimates = []
   if estimate or estimate_only:
     estimates = estimate_costs(runs, to_train, settings, sweep_config, steps)
@@ -299,7 +338,7 @@ def main_job(train_config, sweep_config, workdir: str = DEFAULT_WORKDIR, *,
       return JobResult(estimates, [])
   results = [run_one(w, c, sweep_config, train=todo, steps=steps, analyze=analyze,
                      indicators=indicators, verbose=verbose) for (w, c), todo in zip(runs, to_train)]
-  failed = any(r.sweep.failed for r in results)
+  failed = any(r.sweep.failed or any(s.failed for s in r.restricted.values()) for r in results)
   return JobResult(estimates, results, 3 if failed and distributed.is_main_process() else 0)
 
 

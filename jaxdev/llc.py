@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 from typing import Callable, Sequence
 
 import jax
@@ -456,6 +457,56 @@ def sweep(workdir: str, settings: SweepSettings, *, steps: Sequence[int] | None 
       desc=f"llc[{name}]", show_progress=show_progress, rate=("chain_steps_per_s", chain_steps))
   return SweepResult(result.out_dir, result.done, result.skipped, result.failed, result.seconds,
                      len(result.done) * chain_steps / max(result.seconds, 1e-9), result.damaged)
+
+
+def restrictions(spec: str, model_config) -> list[tuple[str, str]]:
+  """The weight restrictions a sweep config names, as (sweep-name suffix, mask) pairs.
+
+  Args:
+    spec: ``""`` (none), ``"heads"`` (each attention head of each layer: ``head:L.H``),
+      ``"layers"`` (each layer: ``layer:L``), or masks separated by semicolons (each a mask of
+      :class:`SweepSettings`, e.g. ``"head:1.2;layer:0;*W_E*"``).
+    model_config: the run's model section (``num_layers``, ``num_heads``), for "heads" and "layers".
+
+  Returns:
+    ``[(suffix, mask)]`` in order; the suffix names the sweep ``NAME-SUFFIX`` (letters, digits,
+    ``.``, ``_`` and ``+`` only; e.g. ``head1.2`` for ``head:1.2``).
+
+  Raises:
+    ConfigError: an empty mask between semicolons, or two restrictions with one suffix.
+  """
+  spec = (spec or "").strip()
+  if not spec:
+    return []
+  if spec == "heads":
+    masks = [f"head:{l}.{h}" for l in range(model_config.num_layers)
+             for h in range(model_config.num_heads)]
+  elif spec == "layers":
+    masks = [f"layer:{l}" for l in range(model_config.num_layers)]
+  else:
+    masks = [m.strip() for m in spec.split(";")]
+    if not all(masks):
+      raise ConfigError(f"sweep.restrictions: an empty mask in {spec!r} (masks are separated by "
+                        "';')")
+  out = []
+  for mask in masks:
+    suffix = re.sub(r"[^A-Za-z0-9._+]", "", mask.replace(",", "+").replace("*", "_"))
+    if any(suffix == s for s, _ in out) or not suffix:
+      raise ConfigError(f"sweep.restrictions: {mask!r} gives the sweep name suffix {suffix!r} "
+                        "twice or empty; name the restrictions apart")
+    out.append((suffix, mask))
+  return out
+
+
+def every_nth(steps: Sequence[int], every: int) -> list[int]:
+  """Every ``every``-th of the sorted ``steps`` from the first, and the last one."""
+  steps = sorted(int(s) for s in steps)
+  if every < 1:
+    raise ConfigError(f"sweep.restriction_every must be >= 1, got {every}")
+  chosen = steps[::every]
+  if steps and chosen[-1] != steps[-1]:
+    chosen.append(steps[-1])
+  return chosen
 
 
 def result_record(step: int, summary: "sgld.LLCResult", trace,

@@ -306,16 +306,13 @@ def _language_data(config, num_baseline_rows: int) -> Data:
 
 def _language_task(config, model: Model, data: Data) -> Task:
   from jaxdev.models import attention as attention_model  # pylint: disable=import-outside-toplevel
-  num_inputs = config.data.row_length - 1
   eval_rows = data.eval_set
-  early = slice(int(0.04 * num_inputs), max(int(0.06 * num_inputs), int(0.04 * num_inputs) + 1))
-  late = slice(int(0.44 * num_inputs), max(int(0.54 * num_inputs), int(0.44 * num_inputs) + 1))
 
   def evaluate(params):
     logits = model.apply(params, eval_rows[:, :-1])
     per_position = attention_model.next_token_losses(logits, eval_rows[:, 1:]).mean(axis=0)
     return {"loss": per_position.mean(), "loss_per_position": per_position,
-            "icl_score": per_position[late].mean() - per_position[early].mean()}
+            "icl_score": attention_model.icl_score(per_position)}
 
   probe_tokens, probe_positions = data.probe_inputs
 

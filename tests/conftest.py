@@ -30,9 +30,9 @@ import os
 import shutil
 import tempfile
 
-os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
-).strip()
+_EIGHT_DEVICES = "--xla_force_host_platform_device_count=8"
+if not os.environ.get("XLA_FLAGS", "").endswith(_EIGHT_DEVICES):  # xdist workers inherit it
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _EIGHT_DEVICES).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   _CACHE = tempfile.mkdtemp(prefix="jaxdev-tests-xla-cache-")

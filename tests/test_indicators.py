@@ -375,3 +375,30 @@ def test_paper_model_curvature_benchmark_runs_at_a_tiny_size():
   assert out["model_params"] == out["num_params"] == 51_717
   assert out["num_examples"] == 4 and len(out["eigenvalues"]) == 3
   assert out["seconds_per_paper_run"] == pytest.approx(190 * out["seconds_per_checkpoint"])
+
+
+def test_uniform_attention_scores_one_over_the_number_of_keys():
+  """A head attending uniformly to the k + 1 keys of query k gives the key of the prefix-matching
+  score 1/(q + 1) and the previous token 1/length: the scores' chance levels."""
+  (tokens, lengths), (ptokens, query, key) = _synthetic_inputs(context=64, vocab=4000)
+  length = ptokens.shape[1]
+  uniform = np.tril(np.ones((length, length), np.float32))
+  uniform = jnp.asarray(np.broadcast_to(uniform / uniform.sum(1, keepdims=True),
+                                        (len(ptokens), 1, length, length)))
+  prefix = attention_lib.attention_at(uniform, jnp.asarray(query), jnp.asarray(key))
+  np.testing.assert_allclose(prefix, np.mean(1.0 / (query + 1)), rtol=1e-6)
+  previous = attention_lib.attention_at(uniform[: len(tokens)], jnp.asarray(lengths - 1),
+                                        jnp.asarray(lengths - 2))
+  np.testing.assert_allclose(previous, np.mean(1.0 / lengths), rtol=1e-6)
+
+
+def test_icl_score_is_late_window_minus_early_window():
+  # 128 inputs: early = positions 5..6 (4 %..6 %), late = 56..68 (44 %..54 %).
+  early, late = attention_model.icl_windows(128)
+  assert (early.start, early.stop, late.start, late.stop) == (5, 7, 56, 69)
+  ramp = jnp.arange(128, dtype=jnp.float32)  # loss = position: late − early = 62 − 5.5
+  assert float(attention_model.icl_score(ramp)) == pytest.approx(62.0 - 5.5)
+  assert float(attention_model.icl_score(jnp.full(128, 3.0))) == 0.0
+  # The paper's 1,024-token rows: windows around tokens 50 and 500.
+  early, late = attention_model.icl_windows(1023)
+  assert early.start <= 49 < early.stop and late.start <= 499 < late.stop

@@ -5,6 +5,7 @@ the command-line script itself: the job end to end, and an error line.
 """
 
 import ast
+import dataclasses
 import os
 import pathlib
 import shutil
@@ -99,18 +100,40 @@ def test_main_job_in_process_every_seed(tmp_path, capsys):
       first["llc_mean"])
 
 
-def test_main_job_on_a_tiny_language_run(tmp_path, text_data_dir, capsys):
+def test_main_job_on_the_ci_sized_cpu_language_run(tmp_path, text_data_dir, capsys):
+  """configs/language.py:cpu_ci with configs/llc.py:language_cpu_ci: training, the LLC sweep,
+  one weight-restricted sweep per head at every third checkpoint, stages, ED and figures."""
   workdir = str(tmp_path / "lm")
-  train_config = language_configs.get_config("tiny")
+  train_config = language_configs.get_config("cpu_ci")
   train_config.data.data_dir = text_data_dir
-  result = job.main_job(train_config, llc_configs.get_config("language_tiny"), workdir,
-                        train=True)
+  sweep_config = llc_configs.get_config("language_cpu_ci")
+  result = job.main_job(train_config, sweep_config, workdir, train=True)
   out = capsys.readouterr().out
   assert result.exit_status == 0
   assert out.startswith("estimate (train): ")
-  steps = train.checkpoint_steps(40, 4, 4).tolist()
+  steps = train.checkpoint_steps(40, 4, 5).tolist()
   results = llc.load_results(os.path.join(workdir, "llc", "default"))
   assert results["step"].tolist() == steps
+  # One restricted sweep per head (2 layers × 2 heads), at every third checkpoint and the last.
+  every_third = steps[::3] + ([steps[-1]] if (len(steps) - 1) % 3 else [])
+  heads = ["head0.0", "head0.1", "head1.0", "head1.1"]
+  assert sorted(result.runs[0].restricted) == [f"default-{h}" for h in heads]
+  for head in heads:
+    restricted = llc.load_results(os.path.join(workdir, "llc", f"default-{head}"))
+    assert restricted["step"].tolist() == every_third
+    assert np.all(np.isfinite(restricted["llc_mean"]))
+    # One head's weights moving give a smaller LLC than all of them, at the trained checkpoint.
+    assert restricted["llc_mean"][-1] < results["llc_mean"][-1]
+  # A restricted sweep is the sweep with that mask: the same records (to float rounding: there
+  # the checkpoint is sampled in a group of four, here alone).
+  settings = llc.SweepSettings.from_config(sweep_config.sgld)
+  llc.sweep(workdir, dataclasses.replace(settings, mask="head:1.0"), steps=[steps[-1]],
+            name="check", show_progress=False)
+  direct = rundir.RecordDir(os.path.join(workdir, "llc", "check")).read(steps[-1], ("llc_per_chain",))
+  via_job = rundir.RecordDir(os.path.join(workdir, "llc", "default-head1.0")).read(
+      steps[-1], ("llc_per_chain",))
+  np.testing.assert_allclose(direct["llc_per_chain"], via_job["llc_per_chain"], rtol=1e-4)
+  assert os.path.getsize(os.path.join(workdir, "figures", "llc_restricted.png")) > 10_000
   assert np.all(np.isfinite(results["llc_mean"]))
   # L_n(w*) on the training rows tracks the test loss of the same checkpoint; untrained, both sit
   # a little above ln(vocab) (random logits of std ≈ 0.8).

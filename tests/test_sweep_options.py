@@ -7,6 +7,7 @@ import os
 import shutil
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 from absl import flags
@@ -279,3 +280,21 @@ def test_a_sweep_recorded_before_the_options_resumes(tiny_run, tmp_path):
                  dict(compute_mala=True), dict(bounding_box=1.0)):
     with pytest.raises(errors.SweepError, match=next(iter(change))):
       llc.sweep(run, dataclasses.replace(BASE, **change), steps=[0], show_progress=False)
+
+
+def test_restrictions_name_each_head_layer_or_mask():
+  model = ml_collections.ConfigDict({"num_layers": 2, "num_heads": 3})
+  assert llc.restrictions("", model) == []
+  assert llc.restrictions("heads", model) == [
+      (f"head{l}.{h}", f"head:{l}.{h}") for l in range(2) for h in range(3)]
+  assert llc.restrictions("layers", model) == [("layer0", "layer:0"), ("layer1", "layer:1")]
+  assert llc.restrictions("head:1.2; layer:0,*W_E*", model) == [
+      ("head1.2", "head:1.2"), ("layer0+_W_E_", "layer:0,*W_E*")]
+  with pytest.raises(errors.ConfigError, match="empty mask"):
+    llc.restrictions("head:0.0;;layer:1", model)
+  with pytest.raises(errors.ConfigError, match="twice"):
+    llc.restrictions("head:0.0;head:0.0", model)
+  assert llc.every_nth([9, 0, 3, 6, 12], 2) == [0, 6, 12]
+  assert llc.every_nth([0, 3, 6, 9], 2) == [0, 6, 9]  # the last checkpoint is always kept
+  with pytest.raises(errors.ConfigError, match="restriction_every"):
+    llc.every_nth([0, 1], 0)

@@ -100,7 +100,7 @@ def language_panels(summary: dict, constants: dict) -> list:
       ("n-gram scores", _lines(summary, _matching(summary, "ngram_score_")), {}),
       ("loss by position, positional embedding ablated",
        {**_lines(summary, at[::3]), **ablated}, {}),
-      ("ICL score (token 500 − token 50)", _lines(summary, ["icl_score"]), {}),
+      ("ICL score (late − early positions)", _lines(summary, ["icl_score", "icl_score_tokens"]), {}),
       ("previous-token score", _lines(summary, _matching(summary, "previous_token_score_B")), {}),
       ("prefix-matching score", _lines(summary, _matching(summary, "prefix_matching_score_B")), {}),
       ("K-composition (layer 1 → layer 2)", _lines(summary, _matching(summary, "k_composition_B")), {}),

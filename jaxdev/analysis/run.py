@@ -7,7 +7,9 @@ figures. Missing parts (no LLC sweep yet, no ED probe) are skipped and reported.
 from __future__ import annotations
 
 import os
+import re
 import warnings
+from typing import Sequence
 
 import numpy as np
 
@@ -210,7 +212,7 @@ def forms_from_scores(steps, scores, explained_variance, *, task=None, sigma_sch
 def analyze_run(workdir: str, *, sweep: str = "default", num_components: int = 4,
                 sigma_schedule: str = "auto", ed_max_step="auto",
                 form_construction: str = "all", form_detector: str = "vertices",
-                form_nulls: int = 0) -> dict:
+                form_nulls: int = 0, restricted: Sequence[str] = ()) -> dict:
   """Detects stages from the LLC curve and forms from the ED probe; draws the figures.
 
   Args:
@@ -230,6 +232,8 @@ def analyze_run(workdir: str, *, sweep: str = "default", num_components: int = 4
       :func:`forms_from_scores`).
     form_nulls: with "turns", null paths per null model for the forms' p-values (0: none; about
       3 s each at the paper's 5,001 probes).
+    restricted: names of weight-restricted sweeps of the run (``NAME-head1.2``, ...), drawn
+      together with the stages of ``sweep`` in ``figures/llc_restricted.png``.
 
   Returns:
     A summary dict: stages, forms, explained variance, figure paths and notes.
@@ -262,6 +266,19 @@ def analyze_run(workdir: str, *, sweep: str = "default", num_components: int = 4
                          title=f"LLC over training ({os.path.basename(os.path.normpath(workdir))})")
     _save(fig, run.figure("llc.png"), summary)
 
+  curves = {}
+  for name in restricted:
+    records = load_llc(workdir, name)
+    if records:
+      label = restriction_label(name[len(sweep) + 1:] if name.startswith(f"{sweep}-") else name)
+      curves[label] = (records["step"], records["llc_mean"], records["llc_std"])
+  if curves:
+    fig = plots.plot_restricted(curves, stages=analysis.stages if analysis is not None else (),
+                                full=(llc["step"], llc["llc_mean"]) if llc else None,
+                                title=f"Weight-restricted LLCs "
+                                      f"({os.path.basename(os.path.normpath(workdir))})")
+    _save(fig, run.figure("llc_restricted.png"), summary)
+
   steps, outputs = load_ed(workdir)
   if steps is not None and len(steps) >= 10:
     result = ed.pca(outputs, num_components)
@@ -286,6 +303,13 @@ def analyze_run(workdir: str, *, sweep: str = "default", num_components: int = 4
   else:
     summary["notes"].append("no ED probe (or fewer than 10 rows): essential dynamics skipped")
   return summary
+
+
+def restriction_label(suffix: str) -> str:
+  """The mask a restricted sweep's name suffix stands for where it is a head or a layer
+  (``head1.2`` -> ``head:1.2``, ``layer0`` -> ``layer:0``); other suffixes as they are."""
+  match = re.fullmatch(r"(head|layer)(\d+(?:\.\d+)?)", suffix)
+  return f"{match.group(1)}:{match.group(2)}" if match else suffix
 
 
 def _save(fig, path, summary):

@@ -15,6 +15,9 @@ Variants, chosen as ``--config configs/llc.py:VARIANT`` on the command line or a
   language: the paper's LM sweep (20 chains × 200 draws, batch 100, nβ = 100/ln 100); ε and γ
          were not published for it (see below).
   language_quick: CPU-sized settings for the quick LM run (configs/language.py:quick).
+  language_cpu: the CPU-scale LM run (configs/language.py:cpu): the whole-model sweep and one
+         weight-restricted sweep per attention head (at every third checkpoint).
+  language_cpu_ci: language_cpu shrunk to seconds (with configs/language.py:cpu_ci), for tests.
   language_tiny: seconds-long LM settings for tests.
 """
 
@@ -25,7 +28,7 @@ import ml_collections
 
 def get_config(arg: str = "paper") -> ml_collections.ConfigDict:
   """Returns the sweep config for variant ``arg`` (paper | paper_cpu | paper_cpu_long |
-  paper_cpu_5k | paper_check | quick | tiny | language[_quick|_tiny])."""
+  paper_cpu_5k | paper_check | quick | tiny | language[_quick|_cpu|_cpu_ci|_tiny])."""
   config = ml_collections.ConfigDict()
   config.sgld = ml_collections.ConfigDict()
   config.sgld.step_size = 3e-4  # ε
@@ -62,6 +65,11 @@ def get_config(arg: str = "paper") -> ml_collections.ConfigDict:
   config.sweep = ml_collections.ConfigDict()
   config.sweep.name = "default"  # results go to WORKDIR/llc/NAME
   config.sweep.checkpoints_per_batch = 8  # checkpoints sampled together in one call
+  # Weight-restricted sweeps run after the main one, each into WORKDIR/llc/NAME-SUFFIX with the
+  # same settings but only the restriction's weights moving: "" (none), "heads" (every attention
+  # head, head:L.H), "layers" (layer:L) or masks separated by ';' (jaxdev.llc.restrictions).
+  config.sweep.restrictions = ""
+  config.sweep.restriction_every = 1  # restricted sweeps at every n-th checkpoint (and the last)
 
   if arg == "paper":
     pass
@@ -152,6 +160,28 @@ def get_config(arg: str = "paper") -> ml_collections.ConfigDict:
     config.sgld.num_sampling_examples = 2 ** 14  # every training row of the demo corpus
     config.sgld.num_init_loss_batches = 64
     config.sweep.checkpoints_per_batch = 8
+  elif arg in ("language_cpu", "language_cpu_ci"):
+    # Checked with scripts/calibrate.py on the run's last checkpoint (docs/language.md, "A
+    # CPU-scale run"). γ 100 and nβ 21.71 as for the quick run; 2 chains × 150 draws of 8 rows.
+    config.sgld.step_size = 3e-3
+    config.sgld.gamma = 100.0
+    config.sgld.nbeta = 21.71
+    config.sgld.num_chains = 2
+    config.sgld.num_draws = 150
+    config.sgld.batch_size = 8
+    config.sgld.num_sampling_examples = 2 ** 14  # every training row of the demo corpus
+    config.sgld.num_init_loss_batches = 64
+    config.sweep.checkpoints_per_batch = 8
+    # The per-head LLCs of the follow-up paper on this architecture (Wang et al. 2024): each
+    # head's weights alone move, the rest stay at w*; every third checkpoint (and the last).
+    config.sweep.restrictions = "heads"
+    config.sweep.restriction_every = 3
+    if arg == "language_cpu_ci":
+      config.sgld.num_draws = 10
+      config.sgld.batch_size = 4
+      config.sgld.num_sampling_examples = 256
+      config.sgld.num_init_loss_batches = 4
+      config.sweep.checkpoints_per_batch = 4
   elif arg == "language_tiny":
     config.sgld.step_size = 1e-3
     config.sgld.gamma = 100.0
@@ -165,5 +195,5 @@ def get_config(arg: str = "paper") -> ml_collections.ConfigDict:
   else:
     raise ValueError(f"unknown config variant {arg!r} for llc (choose paper, paper_cpu, "
                      "paper_cpu_long, paper_cpu_5k, paper_check, quick, tiny, language, "
-                     "language_quick, language_tiny)")
+                     "language_quick, language_cpu, language_cpu_ci, language_tiny)")
   return config

@@ -10,7 +10,10 @@ Conventions (nats; positions 0-based unless said): ``loss_per_position[i]`` is t
 predicting row token i + 1 from tokens 0..i (row token 0 is BOS), so "the loss at token k"
 (1-based, as the paper counts) is ``loss_per_position[k - 1]``. The paper's positions belong to
 1,024-token rows; for a shorter row of L tokens they are scaled by L / 1,024 and rounded
-(``scaled_position``), so the ICL score of the CPU configs compares the same relative places.
+(``scaled_position``). ``icl_score`` is the loss over a window of positions around the paper's
+token 500 minus that around its token 50 (:func:`jaxdev.models.attention.icl_score`, the same
+number training logs); ``icl_score_tokens`` is the paper's single-position difference at the
+scaled tokens, whose noise on a few hundred short rows is as large as the effect.
 """
 
 from __future__ import annotations
@@ -229,7 +232,8 @@ def loss_indicators(model, params, inputs: LanguageInputs) -> dict:
   late, early = scaled_position(500, row_length), scaled_position(50, row_length)
   out = {"loss": per_position.mean(), "loss_per_position": per_position,
          "loss_per_position_pos_ablated": ablated, "loss_pos_ablated": ablated.mean(),
-         "icl_score": per_position[late - 1] - per_position[early - 1],
+         "icl_score": attention_model.icl_score(per_position),
+         "icl_score_tokens": per_position[late - 1] - per_position[early - 1],
          "bigram_score": bigram_score(logprobs, inputs)}
   for k in sorted({scaled_position(k, row_length) for k in PAPER_LOSS_POSITIONS}):
     if k <= num_inputs:

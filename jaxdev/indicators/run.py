@@ -60,7 +60,7 @@ class IndicatorSettings:
 
   num_sequences: int = 4096
   num_attention_sequences: int = 256
-  num_rows: int = 64
+  num_rows: int = 384
   num_baseline_rows: int = 50_000
   num_synthetic: int = 2_000
   seed: int = 5_000
