@@ -241,3 +241,34 @@ def test_analyze_run_without_llc_or_ed(tmp_path):
   (tmp_path / "empty").mkdir()
   summary = analysis_run.analyze_run(str(tmp_path / "empty"))
   assert summary["stages"] == [] and len(summary["notes"]) == 2
+
+
+def test_induction_milestones_from_indicator_curves():
+  from jaxdev.analysis import circuits
+  from jaxdev.analysis import stages as stages_lib
+  steps = np.array([0, 10, 20, 30, 40, 50, 60, 80, 100])
+  flat = np.full(9, 0.02)
+  summary = {
+      "step": steps,
+      "previous_token_score_B1H1": np.array([.05, .06, .2, .45, .6, .7, .7, .7, .7]),
+      "previous_token_score_B1H2": flat,
+      "prefix_matching_score_B2H1": np.array([.01, .01, .02, .05, .08, .25, .5, .6, .6]),
+      "prefix_matching_score_B2H2": np.array([.3, .3, .3, .3, .3, .3, .3, .3, .3]),  # never below
+      "icl_score": np.array([.1, .1, .1, .1, .08, -.1, -.3, -.3, -.3]),
+  }
+  stage = lambda start, end: stages_lib.Stage(start=start, end=end, kind="A", llc_change=1.0)
+  found = circuits.induction_milestones(summary, [stage(0, 25), stage(25, 55), stage(55, 100)])
+  assert [f["name"] for f in found["previous_token"]] == ["previous_token_score_B1H1"]
+  prev = found["previous_token"][0]
+  assert (prev["start"], prev["end"], prev["steepest"]) == (10, 30, 30)
+  (ind,) = found["induction"]
+  assert (ind["start"], ind["end"], ind["steepest"]) == (40, 60, 60)
+  assert ind["before"] == pytest.approx(0.08) and ind["after"] == pytest.approx(0.6)
+  assert found["icl"]["change"] == pytest.approx(-0.38)
+  assert found["order"] is True
+  assert found["boundaries"] == [{"head": "prefix_matching_score_B2H1", "boundary": 55,
+                                  "inside": True}]
+  assert "B2H1" in circuits.format_milestones(found)
+  # A score that never rises from below `low` to `high` is no formation.
+  assert circuits.formation(steps, flat) is None
+  assert circuits.formation(steps, np.array([.5, .05, .1, .2, .29, .2, .1, .05, .0])) is None

@@ -79,6 +79,7 @@ class IndicatorResult:
   failed: dict
   summary_csv: str | None = None
   figures: list = dataclasses.field(default_factory=list)
+  circuits: dict | None = None  # language runs: jaxdev.analysis.circuits.induction_milestones
 
 
 # ----------------------------------------------------------------------------- settings → functions
@@ -205,6 +206,8 @@ def evaluate_run(workdir: str, *, which: str = "cheap", steps: Sequence[int] | N
   if distributed.is_main_process():
     summary = load_summary(workdir)
     result.summary_csv = write_summary(workdir, summary, constants)
+    if task == "language" and summary:
+      result.circuits = write_circuits(workdir, summary)
     if plot and summary:
       result.figures.append(plot_run(workdir, summary, constants, task))
   if verbose and distributed.is_main_process():
@@ -268,6 +271,18 @@ def write_summary(workdir: str, summary: dict, constants: dict) -> str | None:
   return path
 
 
+def write_circuits(workdir: str, summary: dict) -> dict:
+  """Previous-token and induction-head formations of a language run
+  (:func:`jaxdev.analysis.circuits.induction_milestones`, placed among the run's stages),
+  written to ``indicators/circuits.json``; returns them."""
+  from jaxdev.analysis import circuits  # pylint: disable=import-outside-toplevel
+  found = circuits.induction_milestones(summary, load_stages(workdir))
+  path = os.path.join(os.path.dirname(rundir.RunDir(workdir).indicator_summary_path("csv")),
+                      "circuits.json")
+  rundir.atomic_write_json(path, found)
+  return found
+
+
 def load_stages(workdir: str) -> list:
   """The stages of ``stages.json`` as Stage objects ([] if the run has none yet)."""
   from jaxdev.analysis import stages as stages_lib  # pylint: disable=import-outside-toplevel
@@ -298,5 +313,8 @@ def format_result(result: IndicatorResult) -> str:
   lines += [f"warning: step {s}: {why}" for s, why in sorted(result.failed.items())]
   if result.summary_csv:
     lines.append(f"summary: {result.summary_csv}")
+  if result.circuits is not None:
+    from jaxdev.analysis import circuits  # pylint: disable=import-outside-toplevel
+    lines.append(circuits.format_milestones(result.circuits))
   lines += [f"figure: {p}" for p in result.figures]
   return "\n".join(lines)
