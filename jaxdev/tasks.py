@@ -269,9 +269,38 @@ def language_bigrams(train_rows, num_rows: int, vocab_size: int):
        for start in range(0, count, 8192)), vocab_size)
 
 
+def block_pool(bigrams, bos_id: int) -> np.ndarray:
+  """The token ids that occur in the counted training rows, BOS excepted: what repeated blocks
+  (``data.repeat_fraction``) are drawn from."""
+  counts = np.asarray(bigrams.counts.sum(axis=0)).ravel() + np.asarray(
+      bigrams.counts.sum(axis=1)).ravel()
+  return np.setdiff1d(np.flatnonzero(counts), [bos_id])
+
+
+def with_repeated_blocks(config, rows: np.ndarray, stream: tuple, pool: np.ndarray) -> np.ndarray:
+  """``rows`` with the config's repeated blocks (``data.repeat_fraction`` of them carry a random
+  block repeated twice, :func:`jaxdev.data.rows.repeated_blocks`), drawn from the generator
+  seeded by (``data.repeat_seed``, ``*stream``); the rows themselves when the fraction is 0.
+
+  Streams: (0, step) a training batch, (1,) the evaluation rows, (2,) the probe rows,
+  (3, seed) the SGLD sampling set, (4,) the indicators' rows.
+  """
+  fraction = float(config.data.get("repeat_fraction", 0.0))
+  if not fraction:
+    return rows
+  from jaxdev.data import rows as rows_lib  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng([int(config.data.get("repeat_seed", 0)), *map(int, stream)])
+  return rows_lib.repeated_blocks(rows, fraction=fraction, pool=pool, rng=rng)
+
+
 def _language_data(config, num_baseline_rows: int) -> Data:
-  from jaxdev.data import batches as batches_lib  # pylint: disable=import-outside-toplevel
-  _, train_rows, test_rows = text_splits(config)
+  # pylint: disable=import-outside-toplevel
+  from jaxdev.data import batches as batches_lib, text_rows
+  builder, train_rows, test_rows = text_splits(config)
+  num_baseline = min(num_baseline_rows, len(train_rows))
+  bigrams = language_bigrams(train_rows, num_baseline, config.data.vocab_size)
+  pool = block_pool(bigrams, text_rows.dataset_tokenizer(builder).bos_id)
+  blocks = lambda rows, *stream: with_repeated_blocks(config, rows, stream, pool)
   batches = batches_lib.TokenBatches(train_rows, config.optim.batch_size,
                                      num_epochs=config.data.num_epochs,
                                      shuffle_seed=config.data.get("shuffle_seed"))
@@ -280,20 +309,20 @@ def _language_data(config, num_baseline_rows: int) -> Data:
         f"the training split gives {len(batches)} batches of {config.optim.batch_size} rows over "
         f"{config.data.num_epochs} epoch(s), fewer than config.optim.num_steps "
         f"({config.optim.num_steps})")
-  eval_rows = jnp.asarray(batches_lib.probe_rows(test_rows, config.eval.num_sequences, 0)[0])
+  eval_rows = jnp.asarray(blocks(
+      batches_lib.probe_rows(test_rows, config.eval.num_sequences, 0)[0], 1))
   probe_tokens, probe_positions = batches_lib.probe_rows(test_rows, config.ed.num_sequences,
                                                        config.ed.seed)
+  probe_tokens = blocks(probe_tokens, 2)
 
   def sampling_data(seed, num_examples):
     count = min(num_examples, len(train_rows))
     index = np.sort(np.random.default_rng(seed).choice(len(train_rows), count, replace=False))
-    return batches_lib.read_rows(train_rows, index)
+    return blocks(batches_lib.read_rows(train_rows, index), 3, seed)
 
   def host_batch(step):
-    return batches[int(step)]
+    return blocks(batches[int(step)], 0, step)
 
-  num_baseline = min(num_baseline_rows, len(train_rows))
-  bigrams = language_bigrams(train_rows, num_baseline, config.data.vocab_size)
   unigram = np.asarray(bigrams.counts.sum(axis=0)).ravel().astype(np.float64)
   unigram = unigram[unigram > 0] / unigram.sum()
   baselines = {"bigram_entropy": bigrams.entropy(),
@@ -399,6 +428,9 @@ def check_config(config) -> None:
   if config.model.vocab_size != config.data.vocab_size:
     raise errors.ConfigError(f"config.model.vocab_size ({config.model.vocab_size}) must equal "
                              f"config.data.vocab_size ({config.data.vocab_size})")
+  fraction = config.data.get("repeat_fraction", 0.0)
+  if not 0.0 <= fraction <= 1.0:
+    raise errors.ConfigError(f"config.data.repeat_fraction must be in [0, 1], got {fraction}")
   if config.model.context_length < config.data.row_length - 1:
     raise errors.ConfigError(f"config.model.context_length ({config.model.context_length}) is "
                              f"shorter than the rows' {config.data.row_length - 1} input tokens")

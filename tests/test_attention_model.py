@@ -7,6 +7,7 @@ import optax
 import pytest
 
 from configs import language as language_config
+from jaxdev import errors
 from jaxdev.models import attention
 
 SMALL = dict(num_layers=2, d_model=32, num_heads=4, head_dim=8, n_ctx=16, vocab_size=50)
@@ -60,7 +61,7 @@ def test_paper_config_builds_the_paper_model():
   assert len(steps) == 501 and np.all(np.diff(steps) == 100)
 
 
-@pytest.mark.parametrize("variant", ["quick", "tiny"])
+@pytest.mark.parametrize("variant", ["quick", "cpu", "cpu_ci", "tiny"])
 def test_small_configs_are_consistent(variant):
   config = language_config.get_config(variant)
   assert config.model.vocab_size == config.data.vocab_size
@@ -170,3 +171,36 @@ def test_true_next_token_logits_pick_the_following_token(small):
   logits = model.apply({"params": params}, rows[:, :-1])
   for b, p in enumerate(positions.tolist()):
     assert values[b] == pytest.approx(float(logits[b, p, rows[b, p + 1]]), abs=1e-5)
+
+
+def test_without_layernorm_the_model_is_the_same_with_identity_norms():
+  """normalization="none" drops every LayerNorm parameter (2·D per layer and the final one) and
+  computes what the LN model computes with LN replaced by the identity."""
+  plain = attention.AttnOnlyTransformer(**{**SMALL, "normalization": "none"})
+  normed = attention.AttnOnlyTransformer(**SMALL)
+  tokens = jax.random.randint(jax.random.PRNGKey(1), (2, 8), 0, plain.vocab_size)
+  params = plain.init(jax.random.PRNGKey(0), tokens)["params"]
+  with_ln = normed.init(jax.random.PRNGKey(0), tokens)["params"]
+  d = SMALL["d_model"]
+  assert not any(k.startswith("ln") for k in params)
+  assert attention.count_params(with_ln) - attention.count_params(params) == 2 * d * (
+      SMALL["num_layers"] + 1)
+  # The identity in place of LN: a "LayerNorm" whose input is already normalised changes nothing,
+  # so compare against a hand-written forward pass of the first layer instead.
+  resid = params["W_E"][tokens]
+  pos = params["W_pos"][:8]
+  attn = attention.Attention(SMALL["num_heads"], SMALL["head_dim"], 0.1)
+  out, _ = attn.apply({"params": params["attn_0"]}, resid + pos, resid)
+  manual = (resid + out)
+  if SMALL["num_layers"] == 1:
+    logits = manual @ params["W_U"] + params["b_U"]
+    np.testing.assert_allclose(plain.apply({"params": params}, tokens), logits, rtol=1e-5, atol=1e-5)
+  else:
+    attn1 = attention.Attention(SMALL["num_heads"], SMALL["head_dim"], 0.1)
+    out1, _ = attn1.apply({"params": params["attn_1"]}, manual + pos, manual)
+    logits = (manual + out1) @ params["W_U"] + params["b_U"]
+    np.testing.assert_allclose(plain.apply({"params": params}, tokens), logits, rtol=1e-4, atol=1e-4)
+  config = language_config.get_config("tiny")
+  config.model.normalization = "batch"
+  with pytest.raises(errors.ConfigError, match="normalization"):
+    attention.check_config(config.model)

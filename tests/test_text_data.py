@@ -289,3 +289,22 @@ def test_tfds_array_record_grain_round_trip_without_tensorflow(tmp_path):
                           capture_output=True, text=True, timeout=300, check=False)
   assert result.returncode == 0, result.stderr[-4000:]
   assert "ROUND TRIP OK" in result.stdout
+
+
+def test_repeated_blocks_repeat_a_random_block_of_pool_tokens_in_the_chosen_rows():
+  rows = np.tile(np.arange(33, dtype=np.int32), (400, 1))
+  rows[:, 0] = 99  # BOS
+  original = rows.copy()
+  pool = np.array([40, 41, 42, 43])
+  same = rows_lib.repeated_blocks(rows, fraction=0.0, pool=pool, rng=np.random.default_rng(0))
+  np.testing.assert_array_equal(same, rows)
+  out = rows_lib.repeated_blocks(rows, fraction=0.5, pool=pool, rng=np.random.default_rng(0))
+  again = rows_lib.repeated_blocks(rows, fraction=0.5, pool=pool, rng=np.random.default_rng(0))
+  np.testing.assert_array_equal(out, again)  # the generator's state decides everything
+  chosen = np.any(out != rows, axis=1)
+  assert 160 < chosen.sum() < 240  # about half of 400
+  np.testing.assert_array_equal(out[~chosen], rows[~chosen])
+  np.testing.assert_array_equal(out[:, 0], 99)  # BOS stays
+  np.testing.assert_array_equal(out[chosen, 1:17], out[chosen, 17:33])  # h = 16, twice
+  assert set(np.unique(out[chosen, 1:33])) <= set(pool.tolist())
+  np.testing.assert_array_equal(rows, original)  # a copy: the input is untouched

@@ -63,3 +63,31 @@ def token_documents(texts: Iterable[str], tokenizer: tokenizer_lib.TextTokenizer
 def storage_dtype(vocab_size: int):
   """The narrowest dtype rows of ``vocab_size`` ids are stored in."""
   return np.uint16 if vocab_size <= 2**16 else np.int32
+
+
+def repeated_blocks(rows: np.ndarray, *, fraction: float, pool: np.ndarray,
+                    rng: np.random.Generator) -> np.ndarray:
+  """Rows of which a ``fraction`` carry a random block repeated twice (a copy is returned).
+
+  Each row is chosen with probability ``fraction``; a chosen row ``[BOS, t_1, ..., t_{L-1}]``
+  becomes ``[BOS, r_1..r_h, r_1..r_h, t_{2h+1}..]`` with h = (L − 1) // 2 and r drawn uniformly
+  (with replacement) from ``pool``: the second copy can be predicted only by looking back at the
+  first, which is what an induction head does. Unchosen rows are left as they are.
+
+  Args:
+    rows: [N, L] int token rows, BOS first.
+    fraction: in [0, 1].
+    pool: [P] token ids the blocks are drawn from (e.g. the tokens of the training rows other
+      than BOS, so that every block token has a trained embedding).
+    rng: the generator; the same state gives the same rows.
+
+  Returns:
+    [N, L] rows of the same dtype.
+  """
+  rows = np.array(rows, copy=True)
+  half = (rows.shape[1] - 1) // 2
+  chosen = rng.random(len(rows)) < fraction
+  blocks = rng.choice(np.asarray(pool), size=(int(chosen.sum()), half))
+  rows[chosen, 1:1 + half] = blocks
+  rows[chosen, 1 + half:1 + 2 * half] = blocks
+  return rows

@@ -131,12 +131,17 @@ def common_ngrams(tokenizer, reference, n: int, count: int = 1_000) -> np.ndarra
   return np.asarray(out, np.int32).reshape(-1, n)
 
 
+def _others(vocab_size: int, bos_id: int, tokens) -> np.ndarray:
+  pool = np.arange(vocab_size) if tokens is None else np.asarray(tokens)
+  return np.setdiff1d(pool, [bos_id])
+
+
 def previous_token_sequences(rng: np.random.Generator, num: int, vocab_size: int, bos_id: int,
-                             min_length: int = 16, max_length: int = 64) -> tuple:
-  """Paper C.3.3: BOS then uniform tokens other than BOS, lengths uniform in
-  [min_length, max_length]; right-padded (causal attention never sees the padding).
-  Returns (tokens [num, max_length], lengths [num])."""
-  others = np.setdiff1d(np.arange(vocab_size), [bos_id])
+                             min_length: int = 16, max_length: int = 64, tokens=None) -> tuple:
+  """Paper C.3.3: BOS then uniform tokens other than BOS (from ``tokens`` when given, else the
+  whole vocabulary), lengths uniform in [min_length, max_length]; right-padded (causal attention
+  never sees the padding). Returns (tokens [num, max_length], lengths [num])."""
+  others = _others(vocab_size, bos_id, tokens)
   tokens = rng.choice(others, size=(num, max_length))
   tokens[:, 0] = bos_id
   lengths = rng.integers(min_length, max_length + 1, size=num)
@@ -144,16 +149,17 @@ def previous_token_sequences(rng: np.random.Generator, num: int, vocab_size: int
 
 
 def prefix_matching_sequences(rng: np.random.Generator, num: int, vocab_size: int, bos_id: int,
-                              length: int = 128) -> tuple:
+                              length: int = 128, tokens=None) -> tuple:
   """Paper C.3.4: BOS, random tokens other than A, B and BOS, one A in the first half with B right
   after it, a second A in the second half. The second A is kept at least two places after B, so
   the token before it is never B. Returns (tokens [num, length], query [num], key [num]) with
-  query = position of the second A and key = position of B."""
+  query = position of the second A and key = position of B. ``tokens``: the pool the tokens are
+  drawn from (default the whole vocabulary)."""
   half = length // 2
   tokens = np.empty((num, length), np.int32)
   query = np.empty(num, np.int32)
   key = np.empty(num, np.int32)
-  others = np.setdiff1d(np.arange(vocab_size), [bos_id])
+  others = _others(vocab_size, bos_id, tokens)
   for s in range(num):
     a, b = rng.choice(others, size=2, replace=False)
     pool = np.setdiff1d(others, [a, b])
@@ -168,7 +174,7 @@ def prefix_matching_sequences(rng: np.random.Generator, num: int, vocab_size: in
 
 def language_inputs(rows: np.ndarray, bigram_counts, tokenizer, reference_tokenizer, *,
                     context_length: int, num_synthetic: int = 2_000, ngram_count: int = 1_000,
-                    seed: int = 6_000) -> tuple[LanguageInputs, dict]:
+                    seed: int = 6_000, synthetic_tokens=None) -> tuple[LanguageInputs, dict]:
   """Fixed inputs from host data; returns (inputs, constants) where constants holds the
   reference values (``bigram_entropy``) that do not depend on the parameters.
 
@@ -181,6 +187,9 @@ def language_inputs(rows: np.ndarray, bigram_counts, tokenizer, reference_tokeni
     num_synthetic: sequences per synthetic set (the paper used 10k).
     ngram_count: common n-grams per n.
     seed: seed of the synthetic sequences.
+    synthetic_tokens: the token ids the synthetic sequences draw from (default every id). A
+      corpus that leaves ids unused (bytes a text never holds) should pass the ids it uses: an
+      unused id has an untrained embedding, and attention to it says nothing about a head.
   """
   rows = np.asarray(rows, np.int32)
   position, nxt, prob, covered = bigram_entries(rows, row_normalised(bigram_counts))
@@ -188,8 +197,9 @@ def language_inputs(rows: np.ndarray, bigram_counts, tokenizer, reference_tokeni
   vocab, bos = tokenizer.vocab_size, tokenizer.bos_id
   max_length = min(64, context_length)
   previous = previous_token_sequences(rng, num_synthetic, vocab, bos, min(16, max_length // 2),
-                                      max_length)
-  prefix = prefix_matching_sequences(rng, num_synthetic, vocab, bos, min(128, context_length))
+                                      max_length, synthetic_tokens)
+  prefix = prefix_matching_sequences(rng, num_synthetic, vocab, bos, min(128, context_length),
+                                     synthetic_tokens)
   ngrams = {}
   for n in NGRAM_ORDERS:
     grams = common_ngrams(tokenizer, reference_tokenizer, n, ngram_count)

@@ -51,6 +51,9 @@ class IndicatorSettings:
     num_rows: language evaluation rows (test split) for losses and the bigram score.
     num_baseline_rows: training rows counted for the empirical bigram distribution.
     num_synthetic: sequences per synthetic set (previous-token, prefix matching).
+    synthetic_tokens: what the synthetic sets' tokens are drawn from: ``"used"`` (the ids that
+      occur in the training rows; an id the corpus never uses has an untrained embedding) or
+      ``"all"`` (every id but BOS, the paper's choice on a corpus that uses them all).
     seed: seed of every fixed input set.
     hessian_sequences: examples (sequences or rows) of the fixed Hessian batch.
     num_probes: Hutchinson probes per checkpoint.
@@ -63,6 +66,7 @@ class IndicatorSettings:
   num_rows: int = 384
   num_baseline_rows: int = 50_000
   num_synthetic: int = 2_000
+  synthetic_tokens: str = "used"
   seed: int = 5_000
   hessian_sequences: int = 1024
   num_probes: int = 100
@@ -92,14 +96,17 @@ def _language_setting(config, settings: IndicatorSettings):
   from jaxdev.indicators import language as language_lib
 
   builder, train_rows, test_rows = tasks_lib.text_splits(config)
-  rows = batches_lib.read_rows(test_rows, range(min(settings.num_rows, len(test_rows))))
   bigrams = tasks_lib.language_bigrams(train_rows, settings.num_baseline_rows,
                                        config.data.vocab_size)
   tokenizer = text_rows.dataset_tokenizer(builder)
+  pool = tasks_lib.block_pool(bigrams, tokenizer.bos_id)
+  rows = tasks_lib.with_repeated_blocks(
+      config, batches_lib.read_rows(test_rows, range(min(settings.num_rows, len(test_rows)))),
+      (4,), pool)
   inputs, constants = language_lib.language_inputs(
       rows, bigrams.counts, tokenizer, tokenizer_lib.gpt2_tokenizer(None),
       context_length=config.model.context_length, num_synthetic=settings.num_synthetic,
-      seed=settings.seed)
+      seed=settings.seed, synthetic_tokens=pool if settings.synthetic_tokens == "used" else None)
   model = tasks_lib.model_for(config)
   hessian_rows = batches_lib.read_rows(
       train_rows, range(min(settings.hessian_sequences, len(train_rows))))
@@ -166,6 +173,9 @@ def evaluate_run(workdir: str, *, which: str = "cheap", steps: Sequence[int] | N
     jaxdev.errors.SweepError: no checkpoints.
     jaxdev.errors.RunDirError: no such run.
   """
+  if settings is not None and settings.synthetic_tokens not in ("used", "all"):
+    raise IndicatorError(f"synthetic_tokens must be 'used' or 'all', got "
+                         f"{settings.synthetic_tokens!r}")
   if which not in SETS:
     raise IndicatorError(f"--which must be one of {', '.join(SETS)}, got {which!r}")
   settings = settings or IndicatorSettings()

@@ -112,6 +112,8 @@ class AttnOnlyTransformer(nn.Module):
     vocab_size: tokens in the vocabulary (input and output).
     init_std: weight initialisation std; ``None`` = 0.8 / sqrt(d_model) as in TransformerLens.
     dtype: computation dtype, e.g. ``jnp.bfloat16`` on accelerators; logits are float32.
+    normalization: ``"LN"`` (the paper's: a LayerNorm before each layer and the unembedding) or
+      ``"none"`` (no LayerNorm parameters; each LN above is the identity).
 
   Call with int tokens ``[B, T]`` (T <= n_ctx). Returns logits ``[B, T, vocab_size]``; with
   ``return_attention=True`` returns ``(logits, patterns)`` with patterns
@@ -126,6 +128,7 @@ class AttnOnlyTransformer(nn.Module):
   vocab_size: int = 5000
   init_std: float | None = None
   dtype: jnp.dtype = jnp.float32
+  normalization: str = "LN"
 
   @nn.compact
   def __call__(self, tokens, return_attention: bool = False):
@@ -139,13 +142,15 @@ class AttnOnlyTransformer(nn.Module):
     resid = jnp.take(w_e, tokens, axis=0)  # (B, T, D)
     pos = w_pos[:length]  # (T, D), broadcast over the batch
     patterns = []
+    norm = lambda name: ((lambda x: x) if self.normalization == "none"
+                         else nn.LayerNorm(epsilon=1e-5, name=name))
     for layer in range(self.num_layers):
-      normed = nn.LayerNorm(epsilon=1e-5, name=f"ln1_{layer}")(resid)  # (B, T, D)
+      normed = norm(f"ln1_{layer}")(resid)  # (B, T, D)
       attn = Attention(self.num_heads, self.head_dim, std, self.dtype, name=f"attn_{layer}")
       out, pattern = attn(normed + pos, normed, return_pattern=return_attention)  # (B, T, D)
       resid = resid + out.astype(resid.dtype)  # (B, T, D)
       patterns.append(pattern)
-    normed = nn.LayerNorm(epsilon=1e-5, name="ln_final")(resid)  # (B, T, D)
+    normed = norm("ln_final")(resid)  # (B, T, D)
     w_u = self.param("W_U", init, (self.d_model, self.vocab_size))  # (D, V)
     b_u = self.param("b_U", nn.initializers.zeros, (self.vocab_size,))  # (V,)
     logits = dense(normed.astype(self.dtype), w_u.astype(self.dtype))  # (B, T, V)
@@ -160,6 +165,9 @@ def check_config(model_config) -> None:
   context_length, vocab_size) describes a model that can be built."""
   errors.require_positive("model", model_config, ("num_layers", "embed_dim", "num_heads",
                                                   "head_dim", "context_length", "vocab_size"))
+  if model_config.get("normalization", "LN") not in ("LN", "none"):
+    raise errors.ConfigError(f"model.normalization must be 'LN' or 'none', got "
+                             f"{model_config.normalization!r}")
 
 
 def build_model(model_config) -> AttnOnlyTransformer:
@@ -174,6 +182,7 @@ def build_model(model_config) -> AttnOnlyTransformer:
       vocab_size=model_config.vocab_size,
       init_std=model_config.get("init_std", None),
       dtype=jnp.dtype(model_config.get("dtype", "float32")),
+      normalization=model_config.get("normalization", "LN"),
   )
 
 
