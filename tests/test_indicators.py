@@ -402,3 +402,14 @@ def test_icl_score_is_late_window_minus_early_window():
   # The paper's 1,024-token rows: windows around tokens 50 and 500.
   early, late = attention_model.icl_windows(1023)
   assert early.start <= 49 < early.stop and late.start <= 499 < late.stop
+
+
+def test_synthetic_sequences_draw_from_the_given_tokens():
+  rng = np.random.default_rng(0)
+  pool = np.array([3, 5, 7, 11, 13])
+  tokens, lengths = language.previous_token_sequences(rng, 50, 300, 0, 8, 16, pool)
+  assert set(np.unique(tokens[:, 1:])) <= set(pool.tolist()) and np.all(tokens[:, 0] == 0)
+  tokens, query, key = language.prefix_matching_sequences(rng, 50, 300, 0, 32, pool)
+  assert set(np.unique(tokens[:, 1:])) <= set(pool.tolist()) and np.all(tokens[:, 0] == 0)
+  rows = np.arange(50)
+  np.testing.assert_array_equal(tokens[rows, query], tokens[rows, key - 1])  # A … A

@@ -155,11 +155,11 @@ def prefix_matching_sequences(rng: np.random.Generator, num: int, vocab_size: in
   the token before it is never B. Returns (tokens [num, length], query [num], key [num]) with
   query = position of the second A and key = position of B. ``tokens``: the pool the tokens are
   drawn from (default the whole vocabulary)."""
+  others = _others(vocab_size, bos_id, tokens)
   half = length // 2
   tokens = np.empty((num, length), np.int32)
   query = np.empty(num, np.int32)
   key = np.empty(num, np.int32)
-  others = _others(vocab_size, bos_id, tokens)
   for s in range(num):
     a, b = rng.choice(others, size=2, replace=False)
     pool = np.setdiff1d(others, [a, b])
