@@ -102,7 +102,7 @@ def test_main_job_in_process_every_seed(tmp_path, capsys):
 
 def test_main_job_on_the_ci_sized_cpu_language_run(tmp_path, text_data_dir, capsys):
   """configs/language.py:cpu_ci with configs/llc.py:language_cpu_ci: training, the LLC sweep,
-  one weight-restricted sweep per head at every third checkpoint, stages, ED and figures."""
+  one weight-restricted sweep per head at every fourth checkpoint, stages, ED and figures."""
   workdir = str(tmp_path / "lm")
   train_config = language_configs.get_config("cpu_ci")
   train_config.data.data_dir = text_data_dir
@@ -114,13 +114,13 @@ def test_main_job_on_the_ci_sized_cpu_language_run(tmp_path, text_data_dir, caps
   steps = train.checkpoint_steps(40, 4, 5).tolist()
   results = llc.load_results(os.path.join(workdir, "llc", "default"))
   assert results["step"].tolist() == steps
-  # One restricted sweep per head (2 layers × 2 heads), at every third checkpoint and the last.
-  every_third = steps[::3] + ([steps[-1]] if (len(steps) - 1) % 3 else [])
+  # One restricted sweep per head (2 layers × 2 heads), at every fourth checkpoint and the last.
+  every_fourth = steps[::4] + ([steps[-1]] if (len(steps) - 1) % 4 else [])
   heads = ["head0.0", "head0.1", "head1.0", "head1.1"]
   assert sorted(result.runs[0].restricted) == [f"default-{h}" for h in heads]
   for head in heads:
     restricted = llc.load_results(os.path.join(workdir, "llc", f"default-{head}"))
-    assert restricted["step"].tolist() == every_third
+    assert restricted["step"].tolist() == every_fourth
     assert np.all(np.isfinite(restricted["llc_mean"]))
     # One head's weights moving give a smaller LLC than all of them, at the trained checkpoint.
     assert restricted["llc_mean"][-1] < results["llc_mean"][-1]
