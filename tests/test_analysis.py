@@ -261,6 +261,7 @@ def test_induction_milestones_from_indicator_curves():
   assert [f["name"] for f in found["previous_token"]] == ["previous_token_score_B1H1"]
   prev = found["previous_token"][0]
   assert (prev["start"], prev["end"], prev["steepest"]) == (10, 30, 30)
+  assert found["induction_score"] == []  # no such columns in this summary
   (ind,) = found["induction"]
   assert (ind["start"], ind["end"], ind["steepest"]) == (40, 60, 60)
   assert ind["before"] == pytest.approx(0.08) and ind["after"] == pytest.approx(0.6)

@@ -413,3 +413,21 @@ def test_synthetic_sequences_draw_from_the_given_tokens():
   assert set(np.unique(tokens[:, 1:])) <= set(pool.tolist()) and np.all(tokens[:, 0] == 0)
   rows = np.arange(50)
   np.testing.assert_array_equal(tokens[rows, query], tokens[rows, key - 1])  # A … A
+
+
+
+def test_induction_score_is_one_for_an_induction_head_and_chance_for_uniform_attention():
+  tokens = language.repeated_sequences(np.random.default_rng(0), 40, 4000, 3999, 65)
+  assert tokens.shape == (40, 65) and np.all(tokens[:, 1:33] == tokens[:, 33:])
+  distinct = tokens[[len(np.unique(t[1:33])) == 32 for t in tokens]]  # no repeat inside a block
+  assert len(distinct) >= 20
+  np.testing.assert_allclose(language.induction_score(_induction_patterns(distinct)), 1.0)
+  length = tokens.shape[1]
+  uniform = np.tril(np.ones((length, length), np.float32))
+  uniform = jnp.asarray((uniform / uniform.sum(1, keepdims=True))[None, None])
+  queries = np.arange(33, 64)  # the second copy, but its last token (no next token after it)
+  np.testing.assert_allclose(language.induction_score(uniform), np.mean(1.0 / (queries + 1)),
+                             rtol=1e-6)
+  previous = np.eye(length, k=-1, dtype=np.float32)
+  previous[0, 0] = 1.0
+  assert float(language.induction_score(jnp.asarray(previous[None, None]))[0]) == 0.0

@@ -83,8 +83,9 @@ def induction_milestones(summary: dict, stages=(), *, low: float = 0.1,
     low, high: the rise counted as a formation (the score below ``low``, then at least ``high``).
 
   Returns:
-    {"previous_token": [Formation dicts of layer-1 heads], "induction": [of layer-2 heads'
-    prefix-matching scores], "icl": the ICL score at the first induction head's start and end
+    {"previous_token": [Formation dicts of layer-1 heads], "prefix_matching" and
+    "induction_score": [of layer-2 heads' prefix-matching and induction scores], "induction":
+    both lists together, "icl": the ICL score at the first induction head's start and end
     (and its change), "boundaries": for each induction formation, the stage boundary nearest its
     steepest step and whether it lies inside [start, end], "order": whether some layer-1
     previous-token head formed (end) no later than the first induction head's end}.
@@ -92,9 +93,13 @@ def induction_milestones(summary: dict, stages=(), *, low: float = 0.1,
   steps = summary["step"]
   found = {}
   for key, prefix, layer in (("previous_token", "previous_token_score", 1),
-                             ("induction", "prefix_matching_score", 2)):
+                             ("prefix_matching", "prefix_matching_score", 2),
+                             ("induction_score", "induction_score", 2)):
     found[key] = [f for f in (formation(steps, summary[n], name=n, low=low, high=high)
                               for n in _heads(summary, prefix, layer)) if f is not None]
+  # A layer-2 head counts as an induction head by either score (the repeated-block score sees
+  # heads that match on more than one token, which the paper's single A ... B ... A does not).
+  found["induction"] = found["prefix_matching"] + found["induction_score"]
   out = {k: [f.to_dict() for f in v] for k, v in found.items()}
   out.update(icl=None, boundaries=[], order=None, low=low, high=high)
   if found["induction"]:
@@ -117,7 +122,10 @@ def format_milestones(result: dict) -> str:
   """Printable lines for :func:`induction_milestones`."""
   lines = []
   for key, what in (("previous_token", "layer-1 previous-token head"),
-                    ("induction", "layer-2 induction head (prefix matching)")):
+                    ("prefix_matching", "layer-2 induction head (prefix matching)"),
+                    ("induction_score", "layer-2 induction head (repeated-block score)")):
+    if key not in result:
+      continue
     for f in result[key]:
       lines.append(f"{what} {f['name'].rsplit('_', 1)[-1]}: {f['before']:.2f} at step "
                    f"{f['start']} -> ≥ {result['high']:g} by {f['end']} (steepest at "

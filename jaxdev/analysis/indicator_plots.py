@@ -103,6 +103,7 @@ def language_panels(summary: dict, constants: dict) -> list:
       ("ICL score (late − early positions)", _lines(summary, ["icl_score", "icl_score_tokens"]), {}),
       ("previous-token score", _lines(summary, _matching(summary, "previous_token_score_B")), {}),
       ("prefix-matching score", _lines(summary, _matching(summary, "prefix_matching_score_B")), {}),
+      ("induction score (repeated block)", _lines(summary, _matching(summary, "induction_score_B")), {}),
       ("K-composition (layer 1 → layer 2)", _lines(summary, _matching(summary, "k_composition_B")), {}),
       ("LayerNorm weight mean", _lines(summary, _matching(summary, "layernorm_", "_weight_mean")), {}),
   ]

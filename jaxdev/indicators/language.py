@@ -55,6 +55,8 @@ class LanguageInputs(NamedTuple):
     previous_tokens, previous_lengths: [S, Tp] synthetic sequences and their lengths [S].
     prefix_tokens: [S, Tq]; prefix_query, prefix_key: [S] positions of the second A and of the
       B that follows the first A.
+    repeated_tokens: [S, 1 + 2h] BOS and a random block of h tokens repeated twice (the
+      induction score), or None.
   """
 
   rows: jax.Array
@@ -68,6 +70,7 @@ class LanguageInputs(NamedTuple):
   prefix_tokens: jax.Array
   prefix_query: jax.Array
   prefix_key: jax.Array
+  repeated_tokens: jax.Array | None = None
 
 
 # ----------------------------------------------------------------------------- fixed inputs
@@ -172,6 +175,26 @@ def prefix_matching_sequences(rng: np.random.Generator, num: int, vocab_size: in
   return tokens, query, key
 
 
+def repeated_sequences(rng: np.random.Generator, num: int, vocab_size: int, bos_id: int,
+                       length: int = 128, tokens=None) -> np.ndarray:
+  """BOS and a block of h = (length − 1) // 2 uniform tokens other than BOS (from ``tokens`` when
+  given) repeated twice: the sequences of the induction score (Olsson et al. 2022; TransformerLens'
+  ``induction_score``). Returns [num, 1 + 2h]."""
+  half = (length - 1) // 2
+  block = rng.choice(_others(vocab_size, bos_id, tokens), size=(num, half))
+  return np.concatenate([np.full((num, 1), bos_id), block, block], axis=1).astype(np.int32)
+
+
+def induction_score(patterns) -> jax.Array:
+  """Mean attention of each head from a token of the second copy to the token after that
+  token's first occurrence, on :func:`repeated_sequences` ([B, H, T, T] patterns, T = 1 + 2h):
+  the query at position h + p (p = 1 .. h − 1) and the key at p + 1, offset h − 1. 1 for an ideal
+  induction head; [H]."""
+  half = (patterns.shape[-1] - 1) // 2
+  diagonal = attention_lib.offset_attention(patterns, half - 1)  # (H, T)
+  return diagonal[:, half + 1:2 * half].mean(-1)
+
+
 def language_inputs(rows: np.ndarray, bigram_counts, tokenizer, reference_tokenizer, *,
                     context_length: int, num_synthetic: int = 2_000, ngram_count: int = 1_000,
                     seed: int = 6_000, synthetic_tokens=None) -> tuple[LanguageInputs, dict]:
@@ -200,12 +223,15 @@ def language_inputs(rows: np.ndarray, bigram_counts, tokenizer, reference_tokeni
                                       max_length, synthetic_tokens)
   prefix = prefix_matching_sequences(rng, num_synthetic, vocab, bos, min(128, context_length),
                                      synthetic_tokens)
+  repeated = repeated_sequences(rng, num_synthetic, vocab, bos, min(128, context_length),
+                                synthetic_tokens)
   ngrams = {}
   for n in NGRAM_ORDERS:
     grams = common_ngrams(tokenizer, reference_tokenizer, n, ngram_count)
     if len(grams) and n < rows.shape[1]:
       ngrams[n] = np.concatenate([np.full((len(grams), 1), bos, np.int32), grams], axis=1)
-  inputs = LanguageInputs(rows, position, nxt, prob, covered, ngrams, *previous, *prefix)
+  inputs = LanguageInputs(rows, position, nxt, prob, covered, ngrams, *previous, *prefix,
+                          repeated)
   constants = {"bigram_entropy": bigram_entropy(prob, position, covered)}
   return jax.tree.map(jnp.asarray, inputs), constants
 
@@ -259,7 +285,8 @@ def loss_indicators(model, params, inputs: LanguageInputs) -> dict:
 def head_indicators(model, params, inputs: LanguageInputs) -> dict:
   """Per head ([layers, heads] arrays and ``..._B{l}H{h}`` scalars, 1-based): previous-token score
   (attention from the last token to the one before, synthetic sequences of C.3.3), prefix-matching
-  score (from the second A to the B after the first A, C.3.4), and for two or more layers the Q/K/V
+  score (from the second A to the B after the first A, C.3.4), the induction score on a repeated
+  random block (:func:`induction_score`, when the inputs hold one), and for two or more layers the Q/K/V
   composition of each layer-1 head with each layer-2 head (``k_composition_B1H{i}_B2H{j}``)."""
   _, patterns = model.apply({"params": params}, inputs.previous_tokens, return_attention=True)
   lengths = inputs.previous_lengths
@@ -268,11 +295,15 @@ def head_indicators(model, params, inputs: LanguageInputs) -> dict:
   prefix = jax.vmap(lambda p: attention_lib.attention_at(p, inputs.prefix_query,
                                                          inputs.prefix_key))(patterns)
   out = {"previous_token_score": previous, "prefix_matching_score": prefix}
+  if inputs.repeated_tokens is not None:
+    _, patterns = model.apply({"params": params}, inputs.repeated_tokens, return_attention=True)
+    out["induction_score"] = jax.vmap(induction_score)(patterns)
   num_layers, num_heads = previous.shape
   for l in range(num_layers):
     for h in range(num_heads):
-      out[f"previous_token_score_B{l + 1}H{h + 1}"] = previous[l, h]
-      out[f"prefix_matching_score_B{l + 1}H{h + 1}"] = prefix[l, h]
+      for name in ("previous_token_score", "prefix_matching_score", "induction_score"):
+        if name in out:
+          out[f"{name}_B{l + 1}H{h + 1}"] = out[name][l, h]
   if num_layers >= 2:
     first, second = params["attn_0"], params["attn_1"]
     w_ov_1 = jnp.einsum("hdk,hke->hde", first["W_V"], first["W_O"])  # (H, D, D)
