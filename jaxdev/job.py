@@ -102,7 +102,7 @@ def restriction_sweeps(sweep_config, train_config) -> list[tuple[str, str]]:
   return llc.restrictions(sweep_config.sweep.get("restrictions", ""), train_config.model)
 
 
-def restriction_steps(workdir: str, train_config, sweep_config, steps=None) -> list[int]:
+def restriction_steps(train_config, sweep_config, steps=None) -> list[int]:
   """The checkpoints the restricted sweeps estimate: every ``sweep.restriction_every``-th of the
   run's checkpoint steps (and its last), within ``steps`` when given."""
   every = int(sweep_config.sweep.get("restriction_every", 1))
@@ -206,7 +206,7 @@ def estimate_costs(runs, to_train, settings: llc.SweepSettings, sweep_config,
     records = run.llc(sweep_config.sweep.name)
     wanted = set(int(s) for s in (checkpoint_steps if steps is None else steps))
     remaining += sum(not records.has(int(s)) for s in checkpoint_steps if int(s) in wanted)
-    chosen = restriction_steps(workdir, run_config, sweep_config, steps)
+    chosen = restriction_steps(run_config, sweep_config, steps)
     for suffix, _ in restriction_sweeps(sweep_config, run_config):
       restricted = run.llc(f"{sweep_config.sweep.name}-{suffix}")
       remaining += sum(not restricted.has(s) for s in chosen)
@@ -258,7 +258,7 @@ def run_one(workdir: str, train_config, sweep_config, *, train: bool, steps=None
   for suffix, mask in restriction_sweeps(sweep_config, train_config):
     restricted[f"{name}-{suffix}"] = llc.sweep(
         workdir, dataclasses.replace(settings, mask=mask),
-        steps=restriction_steps(workdir, train_config, sweep_config, steps),
+        steps=restriction_steps(train_config, sweep_config, steps),
         name=f"{name}-{suffix}", checkpoints_per_batch=sweep_config.sweep.checkpoints_per_batch,
         show_progress=verbose)
   out = RunResult(workdir, trained, result, restricted=restricted)
@@ -323,7 +323,7 @@ def main_job(train_config, sweep_config, workdir: str = DEFAULT_WORKDIR, *,
       train_lib.validate_config(config)
     masks = [settings.mask] if settings.mask is not None else []
     masks += [mask for _, mask in restriction_sweeps(sweep_config, config)]
-    llc.every_nth([], int(sweep_config.sweep.get("restriction_every", 1)))
+    llc.every_nth([], int(sweep_config.sweep.get("restriction_every", 1)))  # checks the value
     if masks:  # every mask must select weights of this model, before training
       model = tasks_lib.model_for(config)
       abstract = jax.eval_shape(model.init, jax.random.key(0))

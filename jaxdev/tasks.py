@@ -290,7 +290,8 @@ def with_repeated_blocks(config, rows: np.ndarray, stream: tuple, pool: np.ndarr
     return rows
   from jaxdev.data import rows as rows_lib  # pylint: disable=import-outside-toplevel
   rng = np.random.default_rng([int(config.data.get("repeat_seed", 0)), *map(int, stream)])
-  return rows_lib.repeated_blocks(rows, fraction=fraction, pool=pool, rng=rng)
+  return rows_lib.repeated_blocks(rows, fraction=fraction, pool=pool, rng=rng,
+                                  length=int(config.data.get("repeat_length", 0)))
 
 
 def _language_data(config, num_baseline_rows: int) -> Data:
@@ -431,6 +432,10 @@ def check_config(config) -> None:
   fraction = config.data.get("repeat_fraction", 0.0)
   if not 0.0 <= fraction <= 1.0:
     raise errors.ConfigError(f"config.data.repeat_fraction must be in [0, 1], got {fraction}")
+  length = config.data.get("repeat_length", 0)
+  if fraction and not 0 <= length <= (config.data.row_length - 1) // 2:
+    raise errors.ConfigError(f"config.data.repeat_length must be in [0, (row_length - 1) // 2 = "
+                             f"{(config.data.row_length - 1) // 2}], got {length}")
   if config.model.context_length < config.data.row_length - 1:
     raise errors.ConfigError(f"config.model.context_length ({config.model.context_length}) is "
                              f"shorter than the rows' {config.data.row_length - 1} input tokens")

@@ -308,3 +308,24 @@ def test_repeated_blocks_repeat_a_random_block_of_pool_tokens_in_the_chosen_rows
   np.testing.assert_array_equal(out[chosen, 1:17], out[chosen, 17:33])  # h = 16, twice
   assert set(np.unique(out[chosen, 1:33])) <= set(pool.tolist())
   np.testing.assert_array_equal(rows, original)  # a copy: the input is untouched
+
+
+def test_repeated_blocks_at_random_places_repeat_the_block_after_its_first_copy():
+  rows = np.zeros((300, 65), np.int32)
+  pool = np.arange(1000, 1100)
+  out = rows_lib.repeated_blocks(rows, fraction=1.0, pool=pool, rng=np.random.default_rng(1),
+                                 length=16)
+  starts = []
+  for row in out:
+    where = np.flatnonzero(row >= 1000)
+    assert len(where) == 32  # two disjoint copies of 16 (pool ids never collide with 0)
+    first, second = where[:16], where[16:]
+    assert np.all(np.diff(first) == 1) and np.all(np.diff(second) == 1)
+    np.testing.assert_array_equal(row[first], row[second])
+    assert 1 <= first[0] and second[-1] <= 64
+    starts.append((first[0], second[0]))
+  starts = np.array(starts)
+  assert len(np.unique(starts[:, 0])) > 20 and len(np.unique(starts[:, 1] - starts[:, 0])) > 10
+  with pytest.raises(ValueError, match="does not fit"):
+    rows_lib.repeated_blocks(rows, fraction=1.0, pool=pool, rng=np.random.default_rng(1),
+                             length=33)

@@ -50,6 +50,9 @@ def get_config(arg: str = "paper") -> ml_collections.ConfigDict:
   # are one random block of used tokens repeated twice, 0 = the corpus as it is (the paper's);
   # see jaxdev.data.rows.repeated_blocks. repeat_seed seeds the blocks.
   config.data.repeat_fraction = 0.0
+  # Block length: 0 = half the row, the two copies at fixed places (copying by position works
+  # too); h > 0 = h tokens at random places (only the content says where the first copy is).
+  config.data.repeat_length = 0
   config.data.repeat_seed = 0
 
   config.model = ml_collections.ConfigDict()

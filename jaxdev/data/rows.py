@@ -66,13 +66,18 @@ def storage_dtype(vocab_size: int):
 
 
 def repeated_blocks(rows: np.ndarray, *, fraction: float, pool: np.ndarray,
-                    rng: np.random.Generator) -> np.ndarray:
+                    rng: np.random.Generator, length: int = 0) -> np.ndarray:
   """Rows of which a ``fraction`` carry a random block repeated twice (a copy is returned).
 
-  Each row is chosen with probability ``fraction``; a chosen row ``[BOS, t_1, ..., t_{L-1}]``
-  becomes ``[BOS, r_1..r_h, r_1..r_h, t_{2h+1}..]`` with h = (L − 1) // 2 and r drawn uniformly
-  (with replacement) from ``pool``: the second copy can be predicted only by looking back at the
-  first, which is what an induction head does. Unchosen rows are left as they are.
+  Each row is chosen with probability ``fraction``; in a chosen row ``[BOS, t_1, ..., t_{L-1}]``
+  a block r of ``length`` tokens drawn uniformly (with replacement) from ``pool`` overwrites two
+  stretches: the second copy can be predicted only by looking back at the first, which is what
+  an induction head does. Unchosen rows are left as they are.
+
+  - ``length=0``: h = (L − 1) // 2 and the row becomes ``[BOS, r_1..r_h, r_1..r_h, ...]``: the
+    copies always at the same places, so a model may also learn to copy by position alone.
+  - ``length=h > 0`` (2h ≤ L − 1): the first copy starts at s uniform in [1, L − 2h] and the
+    second at t uniform in [s + h, L − h], so only the content tells where to look.
 
   Args:
     rows: [N, L] int token rows, BOS first.
@@ -80,14 +85,25 @@ def repeated_blocks(rows: np.ndarray, *, fraction: float, pool: np.ndarray,
     pool: [P] token ids the blocks are drawn from (e.g. the tokens of the training rows other
       than BOS, so that every block token has a trained embedding).
     rng: the generator; the same state gives the same rows.
+    length: the block length, 0 for half the row at fixed places (above).
 
   Returns:
     [N, L] rows of the same dtype.
   """
   rows = np.array(rows, copy=True)
-  half = (rows.shape[1] - 1) // 2
-  chosen = rng.random(len(rows)) < fraction
-  blocks = rng.choice(np.asarray(pool), size=(int(chosen.sum()), half))
-  rows[chosen, 1:1 + half] = blocks
-  rows[chosen, 1 + half:1 + 2 * half] = blocks
+  width = rows.shape[1]
+  half = length or (width - 1) // 2
+  if not 1 <= half <= (width - 1) // 2:
+    raise ValueError(f"a repeated block of {half} tokens does not fit twice in rows of {width}")
+  chosen = np.flatnonzero(rng.random(len(rows)) < fraction)
+  blocks = rng.choice(np.asarray(pool), size=(len(chosen), half))
+  if length:
+    first = rng.integers(1, width - 2 * half + 1, size=len(chosen))
+    second = first + half + (rng.random(len(chosen)) * (width - 2 * half - first + 1)).astype(int)
+  else:
+    first = np.ones(len(chosen), int)
+    second = first + half
+  for row, block, s, t in zip(chosen, blocks, first, second):
+    rows[row, s:s + half] = block
+    rows[row, t:t + half] = block
   return rows
