@@ -68,14 +68,17 @@ class Plan:
     missing: {step: reason} for wanted steps without a checkpoint (reported as failed).
     damaged: {step: message} for records that did not read back (their steps are in ``todo``,
       or in ``missing`` when the checkpoint is gone too).
+    pending: None for one record directory; for a plan of several (:func:`combine`), the steps
+      each of ``records`` still needs (a frozenset per directory).
   """
 
   run: rundir.RunDir
-  records: rundir.RecordDir
+  records: "rundir.RecordDir | tuple"
   todo: list
   skipped: list
   missing: dict
   damaged: dict
+  pending: tuple | None = None
 
 
 @dataclasses.dataclass
@@ -83,7 +86,7 @@ class MapResult:
   """What :func:`map_checkpoints` did.
 
   Attributes:
-    out_dir: the record directory.
+    out_dir: the record directory (a list of them for a :func:`combine`-d plan).
     done: steps computed (and, on process 0, written) now, in order.
     skipped: steps whose records were already there.
     failed: {step: reason} for checkpoints missing or unreadable.
@@ -197,6 +200,25 @@ def plan(run, records: rundir.RecordDir, *, settings_record: dict,
               damaged)
 
 
+def combine(plans: Sequence[Plan]) -> Plan:
+  """One plan for several record directories of one run, computed together: a function whose
+  output at a checkpoint holds every directory's record (e.g. R restrictions sampled in one
+  program). A step is computed when any directory needs it and written only where needed
+  (``to_record`` of :func:`map_checkpoints` then returns one record per directory, in order).
+  """
+  plans = list(plans)
+  if not plans or any(p.run.path != plans[0].run.path for p in plans):
+    raise ValueError("combine needs plans of one run")
+  todo = sorted(set().union(*(p.todo for p in plans)))
+  skipped = sorted(set.intersection(*(set(p.skipped) for p in plans)))
+  missing, damaged = {}, {}
+  for p in plans:
+    missing.update(p.missing)
+    damaged.update({s: m for s, m in p.damaged.items() if s not in damaged})
+  return Plan(plans[0].run, tuple(p.records for p in plans), todo, skipped, missing, damaged,
+              tuple(frozenset(p.todo) for p in plans))
+
+
 # ----------------------------------------------------------------------------- layout on devices
 
 
@@ -293,7 +315,8 @@ def map_checkpoints(plan: Plan, build: Callable[[], Callable], *, abstract_param
       pytree of arrays.
     abstract_params: the parameters' structure (``jax.eval_shape`` of the model's init).
     to_record: (step, that checkpoint's output as host numpy arrays) -> the record's dict of
-      arrays; called on process 0 only (default :func:`dict_record`).
+      arrays (a list of them, one per directory, for a :func:`combine`-d plan); called on
+      process 0 only (default :func:`dict_record`).
     mesh: grouped mode: the mesh the function is laid out on, with a "ckpt" axis (default: a
       one-axis ("ckpt",) mesh of every device).
     checkpoints_per_batch: grouped mode: checkpoints per call, rounded up to a multiple of the
@@ -330,14 +353,20 @@ def map_checkpoints(plan: Plan, build: Callable[[], Callable], *, abstract_param
           stacked = gather(fn(stack_group(params, size, mesh)))
           outputs = [jax.tree.map(lambda x, i=i: x[i], stacked) for i in range(len(group))]
         for step, output in zip(group, outputs):
-          if is_main:
+          if is_main and plan.pending is None:
             records.write(step, to_record(step, output))
+          elif is_main:
+            for where, record, pending in zip(records, to_record(step, output), plan.pending):
+              if step in pending:
+                where.write(step, record)
           done.append(step)
         bar.update(len(group))
         if rate is not None:
           bar.set_postfix({rate[0]: f"{len(done) * rate[1] / (time.time() - start):.0f}"})
     bar.close()
   if is_main and failed:
-    records.write_failed(failed)
-  return MapResult(records.path, done, list(plan.skipped), failed, dict(plan.damaged),
+    for where in (records if plan.pending is not None else (records,)):
+      where.write_failed(failed)
+  out_dir = records.path if plan.pending is None else [r.path for r in records]
+  return MapResult(out_dir, done, list(plan.skipped), failed, dict(plan.damaged),
                    time.time() - start)

@@ -41,7 +41,8 @@ from jaxdev.errors import SweepError
 
 
 #: Config values that mean "not set" (None in :class:`SweepSettings`).
-_CONFIG_UNSET = {"nbeta": 0, "num_init_loss_batches": 0, "mask": "", "bounding_box": 0}
+_CONFIG_UNSET = {"nbeta": 0, "num_init_loss_batches": 0, "mask": "", "bounding_box": 0,
+                 "observables": ""}
 
 
 def _is_unset(value, unset) -> bool:
@@ -92,6 +93,11 @@ class SweepSettings:
     compute_mala: False (``"none"``), ``"consecutive"`` (True) or ``"same_batch"``: record each
       chain's mean MALA acceptance probability over the kept draws as ``mala_acceptance`` (see
       :func:`jaxdev.sgld.run_chains` for the two pairings).
+    observables: None, or the name of one of the model's observables
+      (:attr:`jaxdev.tasks.Model.observables`, e.g. ``"positions"``): recorded at every draw of
+      the same chains, and kept per checkpoint as the LLC split over them and their
+      susceptibilities (:func:`jaxdev.sgld.summarize_observables`; the record's
+      ``observable_*`` and ``susceptibility``).
   """
 
   step_size: float
@@ -115,6 +121,7 @@ class SweepSettings:
   rmsprop_eps: float = 0.1
   bounding_box: float | None = None
   compute_mala: bool | str = False
+  observables: str | None = None
 
   def resolved(self, params=None, selectors=None) -> "SweepSettings":
     """A checked copy in canonical form: nβ filled in, the mask a tuple of selectors (or
@@ -166,8 +173,14 @@ class SweepSettings:
     except ConfigError as err:  # "mask must be ..."
       raise ConfigError(f"{where}{err}") from None
     nbeta = sgld.default_nbeta(self.batch_size) if self.nbeta is None else float(self.nbeta)
+    observables = self.observables
+    if observables is not None:
+      if not isinstance(observables, str):
+        raise ConfigError(f"{where}observables must be the name of an observable or '', got "
+                          f"{observables!r}")
+      observables = None if observables.strip() in ("", "none") else observables.strip()
     out = dataclasses.replace(
-        self, nbeta=nbeta, mask=mask, preconditioner=preconditioner,
+        self, observables=observables, nbeta=nbeta, mask=mask, preconditioner=preconditioner,
         rmsprop_alpha=alpha, rmsprop_eps=eps,
         weight_decay=float(self.weight_decay), noise_level=float(self.noise_level),
         bounding_box=None if self.bounding_box is None else float(self.bounding_box),
@@ -175,6 +188,20 @@ class SweepSettings:
     if params is not None:
       out.weight_mask(params, selectors)
     return out
+
+  def observable_fn(self, model):
+    """The settings' observables of ``model`` (a :class:`jaxdev.tasks.Model`), or None.
+
+    Raises:
+      ConfigError: the model has no observable of that name.
+    """
+    if self.observables is None:
+      return None
+    available = dict(getattr(model, "observables", None) or {})
+    if self.observables not in available:
+      raise ConfigError(f"sgld.observables: the model has no observable {self.observables!r} "
+                        f"(it has: {', '.join(sorted(available)) or 'none'})")
+    return available[self.observables]
 
   def sampler_preconditioner(self) -> "sgld.RMSProp | None":
     """The sampler's ``preconditioner`` argument: None or an :class:`jaxdev.sgld.RMSProp`."""
@@ -184,22 +211,26 @@ class SweepSettings:
 
   def weight_mask(self, params, selectors=None):
     """The sampler's ``mask`` argument for the model's ``params`` (or their structure): None
-    (every weight) or a pytree of boolean arrays (:func:`jaxdev.sgld.resolve_mask`; ``selectors``
-    adds selector kinds).
+    (every weight, also when the mask selects every coordinate) or a pytree of boolean arrays
+    (:func:`jaxdev.sgld.resolve_mask`; ``selectors`` adds selector kinds).
 
     Raises:
       ConfigError: a selector that selects nothing or is of an unknown kind.
     """
     try:
-      return sgld.resolve_mask(self.mask, params, selectors)
+      mask = sgld.resolve_mask(self.mask, params, selectors)
     except ConfigError as err:  # "mask selector ..."
       raise ConfigError(f"sgld.{err}") from None
+    if mask is not None and all(np.all(m) for m in jax.tree.leaves(mask)):
+      return None  # every weight: the unrestricted program, so the numbers are its own
+    return mask
 
   @classmethod
   def from_config(cls, section) -> "SweepSettings":
     """Settings from a ConfigDict section holding these field names (absent ones take their
     defaults). The config's "not set" values: nbeta 0 (m / ln m), num_init_loss_batches 0 (the
-    whole sampling set), mask "" (every weight), bounding_box 0 (no box), compute_mala "none"."""
+    whole sampling set), mask "" (every weight), bounding_box 0 (no box), compute_mala "none",
+    observables "" (none)."""
     values = {f.name: section[f.name] for f in dataclasses.fields(cls) if f.name in section}
     for name, unset in _CONFIG_UNSET.items():
       if name in values and _is_unset(values[name], unset):
@@ -308,33 +339,63 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
 
 
 _ESTIMATOR_STATIC = ("loss_fn", "mesh", "num_draws", "batch_size", "num_init_loss_batches",
-                     "preconditioner", "compute_mala")
+                     "preconditioner", "compute_mala", "observables", "restriction_map")
 
 
 @functools.partial(jax.jit, static_argnames=_ESTIMATOR_STATIC)
 def _estimate_groups(params, chain_keys, data, hyper, mask, bounding_box, *, loss_fn, mesh,
-                     num_draws, batch_size, num_init_loss_batches, preconditioner, compute_mala):
+                     num_draws, batch_size, num_init_loss_batches, preconditioner, compute_mala,
+                     observables=None, restriction_map=None):
   """:func:`jaxdev.sgld.sample_chains` at every checkpoint of ``params`` [G, ...], laid out on
-  ``mesh``: checkpoints over "ckpt", chains over "chain", everything else replicated."""
+  ``mesh``: checkpoints over "ckpt", chains over "chain", everything else replicated. With
+  ``restriction_map`` ("vmap" or "map"), ``mask`` has a leading axis R of restrictions, mapped
+  inside each checkpoint; trace leaves are then [G, R, C, draws]."""
 
   def local(params, chain_keys, data, hyper, mask, bounding_box):
     # params: (G_local, ...), chain_keys: (C_local, 2)
     def one(p):
-      trace, loss0 = sgld.sample_chains(
-          p, data, chain_keys, hyper, mask, bounding_box, loss_fn=loss_fn, num_draws=num_draws,
-          batch_size=batch_size, num_init_loss_batches=num_init_loss_batches,
-          preconditioner=preconditioner, compute_mala=compute_mala)
-      return loss0, trace
-    return jax.vmap(one)(params)  # (G_local,), trace leaves (G_local, C_local, draws)
+      def restricted(m):
+        return sgld.sample_chains(
+            p, data, chain_keys, hyper, m, bounding_box, loss_fn=loss_fn, num_draws=num_draws,
+            batch_size=batch_size, num_init_loss_batches=num_init_loss_batches,
+            preconditioner=preconditioner, compute_mala=compute_mala, observables=observables)
+      if restriction_map is None:
+        out = restricted(mask)
+        return out[1], out[0], (out[2] if observables is not None else None)
+      if restriction_map == "vmap":
+        out = jax.vmap(restricted)(mask)
+      else:
+        out = jax.lax.map(restricted, mask)  # L_n(w*) does not depend on the mask: keep one
+      return out[1][0], out[0], (out[2][0] if observables is not None else None)
+    return jax.vmap(one)(params)  # (G_local,), trace leaves (G_local, [R,] C_local, draws)
 
+  chains = P("ckpt", None, "chain") if restriction_map is not None else P("ckpt", "chain")
   mapped = jax.shard_map(local, mesh=mesh, in_specs=(P("ckpt"), P("chain"), P(), P(), P(), P()),
-                         out_specs=(P("ckpt"), P("ckpt", "chain")), check_vma=False)
+                         out_specs=(P("ckpt"), chains, P("ckpt")), check_vma=False)
   return mapped(params, chain_keys, data, hyper, mask, bounding_box)
 
 
-def build_estimator(loss_fn: Callable, settings: SweepSettings, mesh, selectors=None):
+def stacked_masks(masks, params):
+  """Masks (each None or a pytree of booleans broadcastable to ``params``, e.g. from
+  :meth:`SweepSettings.weight_mask`) as one pytree like ``params`` of boolean arrays with a
+  leading axis R (None = every weight): the ``mask`` of a sweep over R restrictions."""
+  structure = jax.tree.map(lambda x: tuple(x.shape), params,
+                           is_leaf=lambda x: hasattr(x, "shape"))
+  full = []
+  for mask in masks:
+    if mask is None:
+      mask = jax.tree.map(lambda _: True, params)
+    full.append(jax.tree.map(lambda m, shape: np.broadcast_to(np.asarray(m, bool), shape), mask,
+                             structure, is_leaf=lambda x: isinstance(x, tuple)))
+  return jax.tree.map(lambda *leaves: np.stack(leaves), *full)
+
+
+def build_estimator(loss_fn: Callable, settings: SweepSettings, mesh, selectors=None, *,
+                    observables: Callable | None = None, masks: Sequence | None = None,
+                    restriction_map: str = "vmap"):
   """The sweep's estimator: (stacked params [G, ...], chain keys [C, 2], data) ->
-  (init_loss [G], :class:`jaxdev.sgld.ChainTrace` with leaves [G, C, draws]).
+  (init_loss [G], :class:`jaxdev.sgld.ChainTrace` with leaves [G, C, draws], φ_n(w*) [G, O] or
+  None).
 
   At each checkpoint it runs :func:`jaxdev.sgld.sample_chains`, the program of
   :func:`jaxdev.sgld.estimate_llc`, with every sampler option of ``settings``. Checkpoints are
@@ -344,8 +405,20 @@ def build_estimator(loss_fn: Callable, settings: SweepSettings, mesh, selectors=
   so an estimator built for other values of them does not recompile. The mask is resolved
   against the parameters' structure at the first call, with the model's selector kinds
   ``selectors`` (``model.mask_selectors``; needed for a mask such as ``head:1.0``).
+
+  Args:
+    observables: None, or ``(params, batch) -> [O]`` recorded at every draw (the trace's
+      ``observables`` [G, C, draws, O]) and evaluated at w* (the third output).
+    masks: None (the settings' mask), or R mask specs (each as :attr:`SweepSettings.mask`,
+      ``None`` = every weight): every checkpoint is then sampled under each restriction, with
+      the same chain keys (hence the same minibatches and noise) for all, in the same compiled
+      program; trace leaves are [G, R, C, draws].
+    restriction_map: with ``masks``, ``"vmap"`` (the R restrictions as one batched computation)
+      or ``"map"`` (``lax.map``: one after the other inside the program, less memory).
   """
   settings = settings.resolved()
+  if restriction_map not in ("vmap", "map"):
+    raise ConfigError(f"restriction_map must be 'vmap' or 'map', got {restriction_map!r}")
   replicated = NamedSharding(mesh, P())
 
   def put(tree):
@@ -358,15 +431,22 @@ def build_estimator(loss_fn: Callable, settings: SweepSettings, mesh, selectors=
                 batch_size=settings.batch_size,
                 num_init_loss_batches=settings.num_init_loss_batches,
                 preconditioner=settings.sampler_preconditioner(),
-                compute_mala=settings.compute_mala)
-  masks = {}
+                compute_mala=settings.compute_mala, observables=observables,
+                restriction_map=None if masks is None else restriction_map)
+  resolved_masks = {}
 
   def estimate(params, chain_keys, data):
     structure = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), params)
     signature = (jax.tree.structure(structure), tuple(x.shape for x in jax.tree.leaves(structure)))
-    if signature not in masks:
-      masks[signature] = put(settings.weight_mask(structure, selectors))
-    return _estimate_groups(params, chain_keys, data, hyper, masks[signature], box, **static)
+    if signature not in resolved_masks:
+      if masks is None:
+        resolved_masks[signature] = put(settings.weight_mask(structure, selectors))
+      else:
+        resolved_masks[signature] = put(stacked_masks(
+            [dataclasses.replace(settings, mask=m).resolved().weight_mask(structure, selectors)
+             for m in masks], structure))
+    return _estimate_groups(params, chain_keys, data, hyper, resolved_masks[signature], box,
+                            **static)
 
   return estimate
 
@@ -396,6 +476,56 @@ def _settings_defaults() -> dict:
   return defaults
 
 
+def _sweep_context(workdir: str, settings: SweepSettings):
+  """(run, task, abstract params, selectors, observables fn, settings resolved against the
+  model) of a sweep of the run in ``workdir``; every setting is checked before any file."""
+  run = rundir.RunDir(workdir)
+  config = load_run_config(workdir)
+  task = tasks_lib.make_task(config)
+  abstract = jax.eval_shape(task.init, jax.random.key(0))
+  selectors = task.model.mask_selectors if task.model is not None else None
+  settings = settings.resolved(abstract, selectors)
+  observables = settings.observable_fn(task.model)
+  return run, task, abstract, selectors, observables, settings
+
+
+def _plan(run, settings: SweepSettings, name: str, steps) -> engine.Plan:
+  return engine.plan(run, run.llc(name), settings_record=dataclasses.asdict(settings),
+                     settings_defaults=_settings_defaults(), steps=steps, required=RECORD_KEYS,
+                     what="SGLD settings",
+                     rename_hint="pass a new sweep name to start another sweep")
+
+
+def _record(step: int, settings: SweepSettings, init_loss, trace, init_observables) -> dict:
+  """One checkpoint's record from its host outputs (trace leaves [C, T])."""
+  summary = sgld.summarize(trace, float(init_loss), nbeta=settings.nbeta,
+                           num_burnin=settings.num_burnin, thin=settings.thin)
+  record = result_record(step, summary, trace, settings.min_good_fraction)
+  if init_observables is not None:
+    record.update(observable_record(trace, init_observables, settings))
+  if record["status"] != "ok":
+    for message in record["warnings"]:
+      tqdm.write(f"warning: step {step}: {message}")
+  return record
+
+
+def observable_record(trace, init_observables, settings: SweepSettings) -> dict:
+  """The observables' part of a record (:func:`jaxdev.sgld.summarize_observables`):
+  ``observable_llc`` [O] (the LLC split over the observables; for ``"positions"`` the
+  per-position LLCs, which average to ``llc_mean``), ``observable_llc_std`` [O] (over chains,
+  ddof = 1), ``observable_llc_per_chain`` [C, O], ``observable_init`` [O] (φ_n(w*)) and
+  ``susceptibility`` [O] (χ = −nβ·Cov(φ, L_m), pooled kept draws, ddof = 1)."""
+  out = sgld.summarize_observables(trace.observables, trace.loss, init_observables,
+                                   nbeta=settings.nbeta, num_burnin=settings.num_burnin,
+                                   thin=settings.thin)
+  per_chain = out["llc_per_chain"]
+  good = per_chain[np.isfinite(per_chain).all(axis=1)]
+  std = good.std(axis=0, ddof=1) if len(good) >= 2 else np.full(per_chain.shape[1], np.nan)
+  return {"observable_llc": out["llc"], "observable_llc_std": std,
+          "observable_llc_per_chain": per_chain, "observable_init": out["init"],
+          "susceptibility": out["susceptibility"]}
+
+
 def sweep(workdir: str, settings: SweepSettings, *, steps: Sequence[int] | None = None,
           checkpoints_per_batch: int = 8, mesh=None, name: str = "default",
           show_progress: bool = True) -> SweepResult:
@@ -423,40 +553,92 @@ def sweep(workdir: str, settings: SweepSettings, *, steps: Sequence[int] | None 
       (:class:`jaxdev.engine.SettingsConflictError`).
     RunDirError: no such run, or a damaged config or settings file.
   """
-  run = rundir.RunDir(workdir)
-  config = load_run_config(workdir)
-  task = tasks_lib.make_task(config)
-  abstract = jax.eval_shape(task.init, jax.random.key(0))
-  selectors = task.model.mask_selectors if task.model is not None else None
-  settings = settings.resolved(abstract, selectors)  # the mask is checked before any file
-  plan = engine.plan(run, run.llc(name), settings_record=dataclasses.asdict(settings),
-                     settings_defaults=_settings_defaults(), steps=steps, required=RECORD_KEYS,
-                     what="SGLD settings",
-                     rename_hint="pass a new sweep name to start another sweep")
+  run, task, abstract, selectors, observables, settings = _sweep_context(workdir, settings)
+  plan = _plan(run, settings, name, steps)
   mesh = distributed.sweep_mesh(settings.num_chains) if mesh is None else mesh
 
   def build():
     data, keys = sampling_data(task, settings, mesh), chain_keys(settings, mesh)
-    estimate = build_estimator(task.loss_fn, settings, mesh, selectors)
+    estimate = build_estimator(task.loss_fn, settings, mesh, selectors, observables=observables)
     return lambda stacked: estimate(stacked, keys, data)
-
-  def to_record(step, output):
-    init_loss, trace = output
-    summary = sgld.summarize(trace, float(init_loss), nbeta=settings.nbeta,
-                             num_burnin=settings.num_burnin, thin=settings.thin)
-    record = result_record(step, summary, trace, settings.min_good_fraction)
-    if record["status"] != "ok":
-      for message in record["warnings"]:
-        tqdm.write(f"warning: step {step}: {message}")
-    return record
 
   chain_steps = settings.num_chains * settings.num_draws
   result = engine.map_checkpoints(
       plan, build, abstract_params=abstract,
-      to_record=to_record, mesh=mesh, checkpoints_per_batch=checkpoints_per_batch,
+      to_record=lambda step, output: _record(step, settings, *output), mesh=mesh,
+      checkpoints_per_batch=checkpoints_per_batch,
       desc=f"llc[{name}]", show_progress=show_progress, rate=("chain_steps_per_s", chain_steps))
   return SweepResult(result.out_dir, result.done, result.skipped, result.failed, result.seconds,
                      len(result.done) * chain_steps / max(result.seconds, 1e-9), result.damaged)
+
+
+def sweep_restricted(workdir: str, settings: SweepSettings, restricted: Sequence[tuple[str, str]],
+                     *, steps: Sequence[int] | None = None, checkpoints_per_batch: int = 8,
+                     mesh=None, name: str = "default", restriction_map: str = "vmap",
+                     show_progress: bool = True) -> dict:
+  """Weight-restricted LLCs of R restrictions at every checkpoint, in one compiled program.
+
+  Restriction r is the sweep ``NAME-SUFFIX_r`` with ``settings`` but the mask ``MASK_r``: its
+  records and settings are those :func:`sweep` would write for ``replace(settings, mask=MASK_r)``
+  under that name (a later :func:`sweep` of one of them finds it done), and its numbers equal
+  that sweep's to float32 rounding (another compiled program: XLA may fuse and round
+  differently). The R restrictions share the chain keys (the same
+  minibatches and noise draws, each masked by its own restriction), the sampling data, L_n(w*)
+  and the checkpoint reads; each restriction's trace is [C, T] as in a single sweep.
+
+  Args:
+    workdir, steps, checkpoints_per_batch, mesh, show_progress: as for :func:`sweep`.
+    settings: the SGLD settings shared by every restriction (its own mask is replaced).
+    restricted: [(suffix, mask)], e.g. :func:`restrictions`' output.
+    name: the main sweep's name; restriction r goes to ``RunDir(workdir).llc(f"{name}-{suffix}")``.
+    restriction_map: ``"vmap"`` (one batched computation over R) or ``"map"`` (one after the
+      other inside the program).
+
+  Returns:
+    {sweep name: :class:`SweepResult`} in the order of ``restricted`` (their ``seconds`` is the
+    wall time of the one computation).
+
+  Raises:
+    as :func:`sweep`; ConfigError for an empty ``restricted`` or a mask that selects nothing,
+    before any file.
+  """
+  restricted = list(restricted)
+  if not restricted:
+    raise ConfigError("sweep_restricted needs at least one restriction")
+  contexts = [_sweep_context(workdir, dataclasses.replace(settings, mask=mask))
+              for _, mask in restricted]
+  run, task, abstract, selectors, observables, _ = contexts[0]
+  each = [c[-1] for c in contexts]
+  names = [f"{name}-{suffix}" for suffix, _ in restricted]
+  plan = engine.combine([_plan(run, s, n, steps) for s, n in zip(each, names)])
+  mesh = distributed.sweep_mesh(settings.num_chains) if mesh is None else mesh
+
+  def build():
+    data, keys = sampling_data(task, each[0], mesh), chain_keys(each[0], mesh)
+    estimate = build_estimator(task.loss_fn, each[0], mesh, selectors, observables=observables,
+                               masks=[s.mask for s in each], restriction_map=restriction_map)
+    return lambda stacked: estimate(stacked, keys, data)
+
+  def to_records(step, output):
+    init_loss, trace, init_observables = output
+    return [_record(step, s, init_loss, jax.tree.map(lambda x, r=r: x[r], trace),
+                    None if init_observables is None else init_observables)
+            for r, s in enumerate(each)]
+
+  chain_steps = settings.num_chains * settings.num_draws
+  result = engine.map_checkpoints(
+      plan, build, abstract_params=abstract, to_record=to_records, mesh=mesh,
+      checkpoints_per_batch=checkpoints_per_batch, desc=f"llc[{name}-*] x{len(restricted)}",
+      show_progress=show_progress, rate=("chain_steps_per_s", chain_steps * len(restricted)))
+  out = {}
+  for sweep_name, out_dir, pending in zip(names, result.out_dir, plan.pending):
+    done = [s for s in result.done if s in pending]
+    skipped = [s for s in plan.todo + plan.skipped if s not in pending and s not in plan.missing]
+    out[sweep_name] = SweepResult(out_dir, done, sorted(skipped), dict(result.failed),
+                                  result.seconds,
+                                  len(done) * chain_steps / max(result.seconds, 1e-9),
+                                  {s: m for s, m in result.damaged.items() if s in pending})
+  return out
 
 
 def restrictions(spec: str, model_config) -> list[tuple[str, str]]:

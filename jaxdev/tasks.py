@@ -48,6 +48,11 @@ class Model(NamedTuple):
       boolean pytree}`` (the ``selectors`` of :func:`jaxdev.sgld.resolve_mask`). Both settings
       give ``"head"`` (``head:L.H``: head H of layer L, 0-based; the models' ``head_mask``) and
       ``"layer"`` (``layer:L``: every attention weight of layer L; ``layer_mask``).
+    observables: ``{name: (params, batch) -> [O]}``, quantities the LLC sweep can record at every
+      SGLD draw (:func:`jaxdev.sgld.run_chains`). Both settings give ``"positions"``: the
+      batch's mean loss at each position (regression: the squared error of ŷ_k, k = 1..K;
+      language: the next-token loss at each input position), whose mean over positions is
+      ``loss_fn`` (to float rounding).
   """
 
   init: Callable[[jax.Array], Any]
@@ -56,6 +61,7 @@ class Model(NamedTuple):
   module: Any
   predict: Callable[[Any, jax.Array, jax.Array], jax.Array] | None = None
   mask_selectors: Mapping[str, Callable[[str, Any], Any]] = types.MappingProxyType({})
+  observables: Mapping[str, Callable[[Any, Any], jax.Array]] = types.MappingProxyType({})
 
 
 def _mask_selectors(model_config, model_module) -> Mapping[str, Callable[[str, Any], Any]]:
@@ -154,11 +160,15 @@ def _regression_model(config) -> Model:
     outputs = apply(params, regression_data.tokenize(xs, ys), output_stride=2)
     return outputs[..., 0]  # (B, K): coordinate 0 at each x_k, as regression_data.readout
 
+  def position_losses(params, batch):
+    return jnp.mean((predict(params, batch.xs, batch.ys) - batch.ys) ** 2, axis=0)  # [K]
+
   def loss_fn(params, batch):
     return jnp.mean((predict(params, batch.xs, batch.ys) - batch.ys) ** 2)
 
   return Model(init, apply, loss_fn, module, predict,
-               _mask_selectors(config.model, regression_model))
+               _mask_selectors(config.model, regression_model),
+               types.MappingProxyType({"positions": position_losses}))
 
 
 def _regression_data(config) -> Data:
@@ -226,8 +236,13 @@ def _language_model(config) -> Model:
   def loss_fn(params, rows):
     return attention_model.next_token_loss(params, module, rows)
 
+  def position_losses(params, rows):
+    logits = module.apply({"params": params}, rows[:, :-1])
+    return attention_model.next_token_losses(logits, rows[:, 1:]).mean(axis=0)  # [L - 1]
+
   return Model(init, apply, loss_fn, module,
-               mask_selectors=_mask_selectors(config.model, attention_model))
+               mask_selectors=_mask_selectors(config.model, attention_model),
+               observables=types.MappingProxyType({"positions": position_losses}))
 
 
 def language_model_fns(config):

@@ -220,10 +220,10 @@ def test_new_hyperparameters_do_not_retrace_the_sweep_estimator(tiny_run):
   mesh = distributed.sweep_mesh(first.num_chains)
   stacked = llc.engine.stack_group([jax.device_get(params[s]) for s in (0, 60)], 2, mesh)
   data, keys = llc.sampling_data(task, first, mesh), llc.chain_keys(first, mesh)
-  loss_a, trace_a = llc.build_estimator(loss_fn, first, mesh)(stacked, keys, data)
+  loss_a, trace_a, _ = llc.build_estimator(loss_fn, first, mesh)(stacked, keys, data)
   count = len(traces)
   assert count > 0
-  loss_b, trace_b = llc.build_estimator(loss_fn, second, mesh)(stacked, keys, data)
+  loss_b, trace_b, _ = llc.build_estimator(loss_fn, second, mesh)(stacked, keys, data)
   assert len(traces) == count
   np.testing.assert_array_equal(np.asarray(loss_a), np.asarray(loss_b))
   assert np.abs(np.asarray(trace_a.loss) - np.asarray(trace_b.loss))[..., 1:].max() > 1e-4

@@ -8,7 +8,8 @@ Entry point: ``from jaxdev import sgld`` gives everything. The package, one conc
   mala.py           MALA acceptance probability of a move
   chains.py         run_chains (lax.scan over the kernel), minibatches, init_loss = L_n(w*),
                     sample_chains: the one program (hyperparameters traced) every caller runs
-  summary.py        LLCResult and summarize: failed, escaped and unsettled chains (numpy)
+  summary.py        LLCResult and summarize: failed, escaped and unsettled chains (numpy);
+                    summarize_observables: the LLC split over observables, susceptibilities
   estimate.py       estimate_llc: one jitted program, then the summary
   calibration.py    calibrate over an ε × nβ × γ grid, and the selection rule
   plots.py          plot_trace, plot_calibration (matplotlib)
@@ -87,11 +88,12 @@ from jaxdev.sgld.precondition import resolve_preconditioner
 from jaxdev.sgld.summary import LLCResult
 from jaxdev.sgld.summary import LLCWarning
 from jaxdev.sgld.summary import summarize
+from jaxdev.sgld.summary import summarize_observables
 
 __all__ = [
     "RMSProp", "SGLDState", "SGLDInfo", "ChainTrace", "LLCResult", "CalibrationResult",
     "Recommendation", "LLCWarning", "LossFn", "PyTree", "default_nbeta", "init", "build_kernel",
     "mala_acceptance_probability", "run_chains", "sample_chains", "hyperparameters", "init_loss",
     "resolve_preconditioner", "resolve_mask", "parameter_paths",
-    "summarize", "estimate_llc", "calibrate", "plot_trace", "plot_calibration",
+    "summarize", "summarize_observables", "estimate_llc", "calibrate", "plot_trace", "plot_calibration",
 ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple, Optional, Union
+from typing import Callable, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +30,8 @@ class ChainTrace(NamedTuple):
     drift_norm: norm of the deterministic displacement.
     mala: MALA acceptance probability of the transition w_{t−1} → w_t (NaN at t = 0), or None
       when not asked for.
+    observables: [num_chains, num_draws, O]: the observables φ(w_t) on the draw's minibatch, at
+      the pre-step weights (the point whose loss is ``loss``), or None when not asked for.
   """
   loss: jax.Array
   distance: jax.Array
@@ -37,6 +39,7 @@ class ChainTrace(NamedTuple):
   noise_norm: jax.Array
   drift_norm: jax.Array
   mala: Optional[jax.Array] = None
+  observables: Optional[jax.Array] = None
 
 
 def num_examples(data) -> int:
@@ -66,7 +69,8 @@ def run_chains(loss_fn: LossFn, params: PyTree, data: PyTree, chain_keys: jax.Ar
                step_size: Scalar, nbeta: Scalar, gamma: Scalar, num_draws: int, batch_size: int,
                noise_level: Scalar = 1.0, weight_decay: Scalar = 0.0, mask: PyTree = None,
                preconditioner=None, bounding_box: Optional[Scalar] = None,
-               compute_mala: Union[bool, str] = False, chain_map: str = "vmap") -> ChainTrace:
+               compute_mala: Union[bool, str] = False, chain_map: str = "vmap",
+               observables: Optional[Callable] = None) -> ChainTrace:
   """Runs SGLD chains from ``params`` and records per-draw diagnostics (pure, jittable).
 
   Chain c starts at w* = ``params`` (:func:`jaxdev.sgld.init`) and applies the kernel of
@@ -97,9 +101,13 @@ def run_chains(loss_fn: LossFn, params: PyTree, data: PyTree, chain_keys: jax.Ar
       error at the cost of one extra value-and-gradient per draw.
     chain_map: ``"vmap"`` (chains as one batched computation) or ``"map"`` (``lax.map``, one
       chain after the other: less memory).
+    observables: None, or ``observables(params, batch) -> [O]``: quantities recorded at every
+      draw on the same minibatch and weights as the loss (e.g. the mean loss at each position of
+      a sequence, whose mean over positions is the loss). They do not act on the chain.
 
   Returns:
-    :class:`ChainTrace` with arrays of shape [num_chains, num_draws].
+    :class:`ChainTrace` with arrays of shape [num_chains, num_draws] (``observables``
+    [num_chains, num_draws, O]).
 
   Raises:
     ConfigError: sizes or concrete hyperparameters out of range.
@@ -135,7 +143,8 @@ def run_chains(loss_fn: LossFn, params: PyTree, data: PyTree, chain_keys: jax.Ar
         moved = value_and_grad(new_state.params, batch)
         mala = mala_acceptance_probability(*point(state.params, *loss_and_grad),
                                            *point(new_state.params, *moved), step_size)
-      return (new_state, previous), ChainTrace(*info, mala=mala)
+      observed = None if observables is None else observables(state.params, batch)
+      return (new_state, previous), ChainTrace(*info, mala=mala, observables=observed)
 
     previous = None
     if compute_mala == "consecutive":
@@ -162,7 +171,8 @@ def init_loss(loss_fn: LossFn, params: PyTree, data: PyTree, *, batch_size: int,
       k for the mean over the first k·batch_size examples.
 
   Returns:
-    Scalar float32. Vmappable over ``params``.
+    Scalar float32. Vmappable over ``params``. ``loss_fn`` may also return a vector of means
+    (observables, [O]): the result is then the vector [O] of their means, batched the same way.
   """
   size = num_examples(data)
   if num_batches is None:
@@ -172,12 +182,12 @@ def init_loss(loss_fn: LossFn, params: PyTree, data: PyTree, *, batch_size: int,
       raise ConfigError(f"num_batches·batch_size = {num_batches * batch_size} must be in "
                         f"[1, {size}]")
     num_full, remainder = num_batches, 0
-  total = jnp.zeros((), jnp.float32)
+  total = jnp.zeros((), jnp.float32)  # broadcasts to a vector of observables
   if num_full:
     cut = num_full * batch_size
     batches = jax.tree.map(lambda x: x[:cut].reshape(num_full, batch_size, *x.shape[1:]), data)
     losses = jax.lax.map(lambda batch: loss_fn(params, batch), batches)
-    total = total + jnp.sum(losses.astype(jnp.float32)) * batch_size
+    total = total + jnp.sum(losses.astype(jnp.float32), axis=0) * batch_size
   if remainder:
     tail = jax.tree.map(lambda x: x[num_full * batch_size:], data)
     total = total + loss_fn(params, tail).astype(jnp.float32) * remainder
@@ -192,12 +202,12 @@ def hyperparameters(step_size, nbeta, gamma, noise_level, weight_decay) -> dict:
 
 
 _STATIC = ("loss_fn", "num_draws", "batch_size", "num_init_loss_batches", "preconditioner",
-           "compute_mala", "chain_map", "grid_map")
+           "compute_mala", "chain_map", "grid_map", "observables")
 
 
 def sample_chains(params, data, chain_keys, hyper, mask, bounding_box, *, loss_fn, num_draws,
                   batch_size, num_init_loss_batches, preconditioner, compute_mala,
-                  chain_map="vmap", grid_map=None):
+                  chain_map="vmap", grid_map=None, observables=None):
   """Chains (over a grid of hyperparameters when ``grid_map`` is set) and L_n(w*) (pure).
 
   The one program behind :func:`jaxdev.sgld.estimate_llc`, :func:`jaxdev.sgld.calibrate` and
@@ -207,13 +217,17 @@ def sample_chains(params, data, chain_keys, hyper, mask, bounding_box, *, loss_f
   constants, so a jitted caller does not recompile for new values of them; the keyword
   arguments are the static ones.
 
+  With ``observables`` (see :func:`run_chains`), the trace records them at every draw and their
+  values at w* come back as φ_n(w*) [O], evaluated on the batches of L_n(w*).
+
   Returns:
-    ``(ChainTrace, L_n(w*))``.
+    ``(ChainTrace, L_n(w*))``, or ``(ChainTrace, L_n(w*), φ_n(w*))`` with ``observables``.
   """
   def chains(h):
     return run_chains(loss_fn, params, data, chain_keys, **h, num_draws=num_draws,
                       batch_size=batch_size, mask=mask, preconditioner=preconditioner,
-                      bounding_box=bounding_box, compute_mala=compute_mala, chain_map=chain_map)
+                      bounding_box=bounding_box, compute_mala=compute_mala, chain_map=chain_map,
+                      observables=observables)
 
   if grid_map is None:
     trace = chains(hyper)
@@ -223,7 +237,10 @@ def sample_chains(params, data, chain_keys, hyper, mask, bounding_box, *, loss_f
     trace = jax.lax.map(chains, hyper)
   loss0 = init_loss(loss_fn, params, data, batch_size=batch_size,
                     num_batches=num_init_loss_batches)
-  return trace, loss0
+  if observables is None:
+    return trace, loss0
+  return trace, loss0, init_loss(observables, params, data, batch_size=batch_size,
+                                 num_batches=num_init_loss_batches)
 
 
 #: :func:`sample_chains` jitted; the compiled program is cached per ``loss_fn`` object and

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import jax
 
@@ -17,6 +17,7 @@ from jaxdev.sgld.precondition import resolve_preconditioner
 from jaxdev.sgld.summary import LLCResult
 from jaxdev.sgld.summary import LLCWarning
 from jaxdev.sgld.summary import summarize
+from jaxdev.sgld.summary import summarize_observables
 
 
 def emit(messages: Sequence[str]) -> None:
@@ -32,7 +33,7 @@ def estimate_llc(loss_fn: LossFn, params: PyTree, data: PyTree, key: jax.Array, 
                  noise_level: float = 1.0, weight_decay: float = 0.0, mask: PyTree = None,
                  preconditioner=None, bounding_box: Optional[float] = None,
                  compute_mala: Union[bool, str] = False, chain_map: str = "vmap",
-                 warn: bool = True) -> LLCResult:
+                 observables: Optional[Callable] = None, warn: bool = True) -> LLCResult:
   """Estimates the local learning coefficient λ̂(w*) of ``loss_fn`` at ``params``.
 
   One jitted call runs all chains (:func:`jaxdev.sgld.run_chains` with ``chain_keys =
@@ -62,6 +63,10 @@ def estimate_llc(loss_fn: LossFn, params: PyTree, data: PyTree, key: jax.Array, 
       ``result.diagnostics["mala"]`` and their mean in ``["mala_mean"]`` (see
       :func:`jaxdev.sgld.run_chains`).
     chain_map: ``"vmap"`` or ``"map"`` over chains.
+    observables: None, or ``observables(params, batch) -> [O]`` recorded at every draw (see
+      :func:`jaxdev.sgld.run_chains`); ``result.observables`` is then the dict of
+      :func:`jaxdev.sgld.summarize_observables` (their LLC contributions and susceptibilities)
+      with the traces under ``"trace"`` [C, T, O].
     warn: also issue each message of ``result.warnings`` as an :class:`LLCWarning`.
 
   Returns:
@@ -85,15 +90,20 @@ def estimate_llc(loss_fn: LossFn, params: PyTree, data: PyTree, key: jax.Array, 
   preconditioner = resolve_preconditioner(preconditioner)
   nbeta = default_nbeta(batch_size) if nbeta is None else float(nbeta)
   chain_keys = jax.random.split(key, num_chains)
-  trace, loss0 = sample(
+  out = sample(
       params, data, chain_keys, hyperparameters(step_size, nbeta, gamma, noise_level,
                                                 weight_decay), mask,
       bounding_box, loss_fn=loss_fn, num_draws=num_draws, batch_size=batch_size,
       num_init_loss_batches=num_init_loss_batches,
       preconditioner=preconditioner, compute_mala=checks.check_compute_mala(compute_mala),
-      chain_map=chain_map)
-  result = summarize(jax.device_get(trace), float(loss0), nbeta=nbeta, num_burnin=num_burnin,
-                     thin=thin)
+      chain_map=chain_map, observables=observables)
+  trace, loss0 = jax.device_get(out[:2])
+  result = summarize(trace, float(loss0), nbeta=nbeta, num_burnin=num_burnin, thin=thin)
+  if observables is not None:
+    result.observables = summarize_observables(trace.observables, trace.loss,
+                                               jax.device_get(out[2]), nbeta=nbeta,
+                                               num_burnin=num_burnin, thin=thin)
+    result.observables["trace"] = trace.observables
   if warn:
     emit(result.warnings)
   return result

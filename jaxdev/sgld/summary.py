@@ -7,6 +7,7 @@ raises on NaN.
 from __future__ import annotations
 
 import dataclasses
+from typing import Optional
 
 import numpy as np
 
@@ -47,6 +48,7 @@ class LLCResult:
     diagnostics: [C, T] traces ``distance`` (‖w_t − w*‖), ``grad_norm``, ``noise_norm``,
       ``drift_norm``, and with MALA ``mala`` (acceptance probability, NaN at draw 0) and
       ``mala_mean`` (mean over healthy chains and kept draws).
+    observables: None, or with observables recorded, :func:`summarize_observables`'s dict.
   """
   llc_mean: float
   llc_std: float
@@ -65,6 +67,7 @@ class LLCResult:
   settled: bool
   warnings: list
   diagnostics: dict
+  observables: Optional[dict] = None
 
   @property
   def num_chains(self) -> int:
@@ -222,3 +225,58 @@ def summarize(trace, init_loss: float, *, nbeta: float, num_burnin: int = 0, thi
                    init_loss=init_loss, nbeta=nbeta, num_burnin=num_burnin, thin=thin,
                    failed_chains=failed, failure_step=failure_step, num_failed=num_failed,
                    escaped=escaped, settled=settled, warnings=messages, diagnostics=diagnostics)
+
+
+def summarize_observables(observables, loss, init_observables, *, nbeta: float,
+                          num_burnin: int = 0, thin: int = 1) -> dict:
+  """The LLC decomposed over observables, and their susceptibilities (host-side numpy).
+
+  The observables φ_o are quantities recorded on the draws of the chains that estimate the LLC
+  (:func:`jaxdev.sgld.run_chains`), e.g. the loss at each position of a sequence. For each, from
+  the kept draws (``num_burnin``, ``thin``) of the chains whose loss stayed finite:
+
+  - ``llc_per_chain`` [C, O]: nβ·(mean of φ_o(w_t) − φ_o(w*)) per chain (NaN for a failed chain);
+    ``llc`` [O]: its mean over those chains. When the loss is the mean of the observables (the
+    loss at each position, averaged), the mean of ``llc`` over o is the LLC itself: the same
+    draws, the same kept set, and a linear formula.
+  - ``susceptibility`` [O]: χ_o = −nβ·Cov(φ_o(w_t), L_m(w_t)), the covariance over all kept draws
+    of those chains pooled (ddof = 1): how the observable moves with the loss under the tempered
+    posterior (the susceptibility of Baker et al. 2025, with ΔL = L_m(w_t) − L_n(w*), whose
+    covariance equals that of L_m(w_t)).
+
+  Args:
+    observables: [C, T, O].
+    loss: [C, T], the chains' minibatch losses (the trace's ``loss``).
+    init_observables: [O], φ_n(w*).
+    nbeta, num_burnin, thin: as in :func:`summarize`.
+
+  Returns:
+    ``{"llc": [O], "llc_per_chain": [C, O], "susceptibility": [O], "init": [O]}`` (float64; NaN
+    where no chain survived, and χ with fewer than two kept draws).
+  """
+  observables = np.asarray(observables, np.float64)
+  loss = np.asarray(loss, np.float64)
+  init_observables = np.asarray(init_observables, np.float64).reshape(-1)
+  if observables.ndim != 3 or observables.shape[:2] != loss.shape:
+    raise ConfigError(f"observables must have shape [chains, draws, O] matching the loss "
+                      f"{loss.shape}, got {observables.shape}")
+  if observables.shape[2] != init_observables.shape[0]:
+    raise ConfigError(f"init_observables has {init_observables.shape[0]} entries, the trace "
+                      f"{observables.shape[2]}")
+  healthy = np.isfinite(loss).all(axis=1) & np.isfinite(observables).all(axis=(1, 2))
+  kept = np.zeros(loss.shape[1], bool)
+  kept[num_burnin::thin] = True
+  excess = nbeta * (observables[:, kept] - init_observables)  # [C, K, O]
+  per_chain = np.where(healthy[:, None], excess.mean(axis=1), np.nan)
+  llc = per_chain[healthy].mean(axis=0) if healthy.any() else np.full(len(init_observables),
+                                                                       np.nan)
+  phi = observables[healthy][:, kept].reshape(-1, observables.shape[2])  # [N, O]
+  values = loss[healthy][:, kept].reshape(-1)
+  if values.size >= 2:
+    covariance = ((phi - phi.mean(axis=0)) * (values - values.mean())[:, None]).sum(axis=0) / (
+        values.size - 1)
+    susceptibility = -nbeta * covariance
+  else:
+    susceptibility = np.full(len(init_observables), np.nan)
+  return {"llc": llc, "llc_per_chain": per_chain, "susceptibility": susceptibility,
+          "init": init_observables}
