@@ -255,12 +255,13 @@ def run_one(workdir: str, train_config, sweep_config, *, train: bool, steps=None
                      checkpoints_per_batch=sweep_config.sweep.checkpoints_per_batch,
                      show_progress=verbose)
   restricted = {}
-  for suffix, mask in restriction_sweeps(sweep_config, train_config):
-    restricted[f"{name}-{suffix}"] = llc.sweep(
-        workdir, dataclasses.replace(settings, mask=mask),
+  restrictions = restriction_sweeps(sweep_config, train_config)
+  if restrictions:  # every restriction at every chosen checkpoint, in one program
+    restricted = llc.sweep_restricted(
+        workdir, settings, restrictions, name=name,
         steps=restriction_steps(train_config, sweep_config, steps),
-        name=f"{name}-{suffix}", checkpoints_per_batch=sweep_config.sweep.checkpoints_per_batch,
-        show_progress=verbose)
+        checkpoints_per_batch=sweep_config.sweep.checkpoints_per_batch,
+        restriction_map=sweep_config.sweep.get("restriction_map", "vmap"), show_progress=verbose)
   out = RunResult(workdir, trained, result, restricted=restricted)
   if not is_main:
     return out
@@ -324,9 +325,13 @@ def main_job(train_config, sweep_config, workdir: str = DEFAULT_WORKDIR, *,
     masks = [settings.mask] if settings.mask is not None else []
     masks += [mask for _, mask in restriction_sweeps(sweep_config, config)]
     llc.every_nth([], int(sweep_config.sweep.get("restriction_every", 1)))  # checks the value
-    if masks:  # every mask must select weights of this model, before training
-      model = tasks_lib.model_for(config)
-      abstract = jax.eval_shape(model.init, jax.random.key(0))
+    if sweep_config.sweep.get("restriction_map", "vmap") not in ("vmap", "map"):
+      raise ConfigError(f"sweep.restriction_map must be 'vmap' or 'map', got "
+                        f"{sweep_config.sweep.restriction_map!r}")
+    if masks or settings.observables is not None:  # every mask must select weights of this
+      model = tasks_lib.model_for(config)          # model and the observable exist, before
+      abstract = jax.eval_shape(model.init, jax.random.key(0))  # training
+      settings.observable_fn(model)
       for mask in masks:
         dataclasses.replace(settings, mask=mask).resolved(abstract, model.mask_selectors)
   estimates = []

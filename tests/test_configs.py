@@ -17,7 +17,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANTS = {
     "regression": (regression, ["paper", "quick", "tiny"]),
     "language": (language, ["paper", "quick", "cpu", "cpu_ci", "tiny"]),
-    "llc": (llc, ["paper", "paper_cpu", "paper_cpu_long", "paper_cpu_5k", "paper_check", "quick", "tiny", "language", "language_quick", "language_cpu", "language_cpu_ci", "language_tiny"]),
+    "llc": (llc, ["paper", "paper_cpu", "paper_cpu_long", "paper_cpu_5k", "paper_positions",
+                  "paper_check", "quick", "quick_positions", "tiny", "language", "language_quick",
+                  "language_cpu", "language_cpu_ci", "language_heads", "language_tiny"]),
 }
 
 
@@ -55,6 +57,10 @@ def test_paper_variants_are_the_spec():
   assert (lm.model.context_length, lm.model.vocab_size, lm.data.vocab_size) == (1_024, 5_000, 5_000)
   assert (lm.optim.batch_size, lm.optim.num_steps, lm.optim.peak_lr, lm.optim.weight_decay) == (100, 50_000, 1e-3, 0.05)
   assert (lm.optim.div_factor, lm.optim.final_div_factor, lm.checkpoint.num_linear) == (1.0, 1.0, 501)
+  heads = llc.get_config("language_heads")  # the follow-up paper's per-head settings
+  assert (heads.sgld.step_size, heads.sgld.gamma, heads.sgld.nbeta) == (1e-3, 200.0, 30.0)
+  assert (heads.sgld.num_chains, heads.sgld.num_draws, heads.sgld.batch_size) == (4, 200, 32)
+  assert heads.sweep.restrictions == "heads"
   sweep = llc.get_config("paper").sgld
   assert (sweep.step_size, sweep.nbeta, sweep.gamma) == (3e-4, 66.67, 6.67)
   assert (sweep.num_chains, sweep.num_draws, sweep.num_burnin, sweep.batch_size) == (10, 5_000, 0, 1024)

@@ -226,3 +226,21 @@ def test_combined_plans_write_only_where_a_record_is_missing(tiny_run, tmp_path)
   assert float(np.load(llc.result_path(rd.llc("a").path, 0))["v"]) == -1.0  # kept
   assert float(np.load(llc.result_path(rd.llc("a").path, 20))["v"]) == 1.0
   assert [float(np.load(llc.result_path(rd.llc("b").path, s))["v"]) for s in (0, 20)] == [2, 2]
+
+
+def test_the_analysis_draws_restricted_and_per_position_curves_labelled_by_their_masks(
+    tiny_run, tmp_path):
+  from jaxdev.analysis import run as analysis_run
+  run = _copy(tiny_run, tmp_path)
+  settings = dataclasses.replace(SETTINGS, observables="positions")
+  llc.sweep(run, settings, show_progress=False)
+  llc.sweep_restricted(run, settings, RESTRICTED[:2], steps=[0, 20, 60], show_progress=False)
+  summary = analysis_run.analyze_run(run, restricted=("default-head0.1", "default-layer0"))
+  figures = {os.path.basename(p) for p in summary["figures"]}
+  assert {"llc_restricted.png", "llc_positions.png"} <= figures
+  assert analysis_run.restriction_mask(run, "default-head0.1") == "head:0.1"
+  observed = analysis_run.load_observables(run)
+  assert observed["name"] == "positions" and observed["observable_llc"].shape[1] == 8
+  np.testing.assert_allclose(observed["observable_llc"].mean(axis=1), observed["llc_mean"],
+                             rtol=1e-4, atol=1e-4)
+  assert analysis_run.load_observables(run, "default-head0.1")["observable_llc"].shape[1] == 8

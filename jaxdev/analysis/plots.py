@@ -151,6 +151,55 @@ def plot_restricted(curves, *, stages=(), full=None, title: str = "Weight-restri
   return fig
 
 
+def plot_observables(steps, llc, llc_std, susceptibility, *, llc_mean=None, stages=(),
+                     name: str = "positions", title: str = "", max_curves: int = 12):
+  """The LLC split over observables (e.g. per-position LLCs) and their susceptibilities against
+  log step, stages shaded.
+
+  Args:
+    steps: [N] checkpoint steps.
+    llc: [N, O] the observables' LLCs (``observable_llc`` of the records).
+    llc_std: [N, O] their std over chains.
+    susceptibility: [N, O] χ = −nβ·Cov(φ, L).
+    llc_mean: optional [N] LLC of the whole loss, drawn dotted (for positions: the mean of the
+      curves).
+    stages: the stages of the LLC curve (see :func:`shade_stages`).
+    name: the observables' name ("positions": curves labelled k = 1..O).
+    title: the run, for the titles.
+    max_curves: with more observables, evenly spaced ones are drawn (the first and last among
+      them).
+  """
+  llc, llc_std, susceptibility = (np.asarray(a, float) for a in (llc, llc_std, susceptibility))
+  num = llc.shape[1]
+  chosen = np.unique(np.linspace(0, num - 1, min(num, max_curves)).round().astype(int))
+  fig, (ax, ax_chi) = figure(1, 2, figsize=(13, 4.6))
+  x = np.asarray(steps) + 1
+  for a in (ax, ax_chi):
+    shade_stages(a, stages, label=a is ax)
+  for i, o in enumerate(chosen):
+    colour = colormaps["viridis"](i / max(len(chosen) - 1, 1))
+    label = f"k = {o + 1}" if name == "positions" else f"{name}[{o}]"
+    ax.plot(x, llc[:, o], "-", lw=1.2, color=colour, label=label)
+    ax.fill_between(x, llc[:, o] - llc_std[:, o], llc[:, o] + llc_std[:, o], color=colour,
+                    alpha=0.12, lw=0)
+    ax_chi.plot(x, susceptibility[:, o], "-", lw=1.2, color=colour, label=label)
+  if llc_mean is not None:
+    ax.plot(x, llc_mean, "k:", lw=1.2, label="LLC of the loss")
+  what = "per-position" if name == "positions" else name
+  for a in (ax, ax_chi):
+    a.set_xscale("log")
+    a.set_xlabel("training step + 1")
+  ax.set_ylabel(f"{what} LLC (± std over chains)")
+  ax.set_title(f"{what} LLCs{' (' + title + ')' if title else ''}"
+               + ("" if len(chosen) == num else f": {len(chosen)} of {num}"))
+  ax_chi.set_ylabel("susceptibility χ = −nβ Cov(φ, L)")
+  ax_chi.set_title(f"{what} susceptibilities")
+  ax_chi.axhline(0.0, color="k", lw=0.6)
+  ax.legend(loc="upper left", fontsize=7, ncol=2)
+  fig.tight_layout()
+  return fig
+
+
 def plot_slope(analysis):
   """The GP slope d λ̂ / d ln(step+1) ± 2 posterior std, the stretches where it is significant
   (|slope| ≥ z_threshold std: rising green, falling red), and the milestones by rule."""

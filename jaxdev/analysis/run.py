@@ -7,7 +7,6 @@ figures. Missing parts (no LLC sweep yet, no ED probe) are skipped and reported.
 from __future__ import annotations
 
 import os
-import re
 import warnings
 from typing import Sequence
 
@@ -31,6 +30,33 @@ def load_llc(workdir: str, sweep: str = "default") -> dict:
                               keys=("step", "llc_mean", "llc_std", "num_failed", "llc_per_chain"),
                               required=("step", "llc_mean", "llc_std", "num_failed",
                                         "llc_per_chain"))
+
+
+def load_observables(workdir: str, sweep: str = "default") -> dict:
+  """The observables' part of a sweep's records, sorted by step ({} when the sweep recorded none):
+  step, observable_llc [N, O] (per-position LLCs for ``"positions"``), observable_llc_std,
+  observable_init, susceptibility, llc_mean [N], and ``name`` (the sweep's ``observables``)."""
+  from jaxdev import llc as llc_lib  # pylint: disable=import-outside-toplevel
+  records = rundir.RunDir(workdir).llc(sweep)
+  name = (records.settings() or {}).get("observables")
+  if not name:
+    return {}
+  keys = ("step", "llc_mean", "llc_std", "observable_llc", "observable_llc_std", "observable_init",
+          "susceptibility")
+  out = llc_lib.load_results(records.path, keys=keys, required=("step", "llc_mean", "llc_std",
+                                                               "num_failed", "llc_per_chain"))
+  if out:
+    out["name"] = name
+  return out
+
+
+def restriction_mask(workdir: str, sweep: str) -> str:
+  """What a restricted sweep samples, as recorded in its settings (``head:1.2``, ``*attn*``),
+  or its name when it has no mask."""
+  mask = (rundir.RunDir(workdir).llc(sweep).settings() or {}).get("mask")
+  if not mask:
+    return sweep
+  return ",".join(mask) if isinstance(mask, (list, tuple)) else str(mask)
 
 
 def excluded_checkpoints(llc: dict) -> list:
@@ -233,7 +259,9 @@ def analyze_run(workdir: str, *, sweep: str = "default", num_components: int = 4
     form_nulls: with "turns", null paths per null model for the forms' p-values (0: none; about
       3 s each at the paper's 5,001 probes).
     restricted: names of weight-restricted sweeps of the run (``NAME-head1.2``, ...), drawn
-      together with the stages of ``sweep`` in ``figures/llc_restricted.png``.
+      together with the stages of ``sweep`` in ``figures/llc_restricted.png``, each labelled
+      with its recorded mask. When ``sweep`` recorded observables, their LLCs and
+      susceptibilities go to ``figures/llc_OBSERVABLES.png`` (e.g. ``llc_positions.png``).
 
   Returns:
     A summary dict: stages, forms, explained variance, figure paths and notes.
@@ -270,14 +298,22 @@ def analyze_run(workdir: str, *, sweep: str = "default", num_components: int = 4
   for name in restricted:
     records = load_llc(workdir, name)
     if records:
-      label = restriction_label(name[len(sweep) + 1:] if name.startswith(f"{sweep}-") else name)
-      curves[label] = (records["step"], records["llc_mean"], records["llc_std"])
+      curves[restriction_mask(workdir, name)] = (records["step"], records["llc_mean"],
+                                                 records["llc_std"])
+  stage_list = analysis.stages if analysis is not None else ()
+  title = os.path.basename(os.path.normpath(workdir))
   if curves:
-    fig = plots.plot_restricted(curves, stages=analysis.stages if analysis is not None else (),
+    fig = plots.plot_restricted(curves, stages=stage_list,
                                 full=(llc["step"], llc["llc_mean"]) if llc else None,
-                                title=f"Weight-restricted LLCs "
-                                      f"({os.path.basename(os.path.normpath(workdir))})")
+                                title=f"Weight-restricted LLCs ({title})")
     _save(fig, run.figure("llc_restricted.png"), summary)
+  observed = load_observables(workdir, sweep)
+  if observed:
+    fig = plots.plot_observables(observed["step"], observed["observable_llc"],
+                                 observed["observable_llc_std"], observed["susceptibility"],
+                                 llc_mean=observed["llc_mean"], stages=stage_list,
+                                 name=observed["name"], title=title)
+    _save(fig, run.figure(f"llc_{observed['name']}.png"), summary)
 
   steps, outputs = load_ed(workdir)
   if steps is not None and len(steps) >= 10:
@@ -303,13 +339,6 @@ def analyze_run(workdir: str, *, sweep: str = "default", num_components: int = 4
   else:
     summary["notes"].append("no ED probe (or fewer than 10 rows): essential dynamics skipped")
   return summary
-
-
-def restriction_label(suffix: str) -> str:
-  """The mask a restricted sweep's name suffix stands for where it is a head or a layer
-  (``head1.2`` -> ``head:1.2``, ``layer0`` -> ``layer:0``); other suffixes as they are."""
-  match = re.fullmatch(r"(head|layer)(\d+(?:\.\d+)?)", suffix)
-  return f"{match.group(1)}:{match.group(2)}" if match else suffix
 
 
 def _save(fig, path, summary):

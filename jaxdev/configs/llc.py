@@ -28,7 +28,8 @@ import ml_collections
 
 def get_config(arg: str = "paper") -> ml_collections.ConfigDict:
   """Returns the sweep config for variant ``arg`` (paper | paper_cpu | paper_cpu_long |
-  paper_cpu_5k | paper_check | quick | tiny | language[_quick|_cpu|_cpu_ci|_tiny])."""
+  paper_cpu_5k | paper_positions | paper_check | quick | quick_positions | tiny |
+  language[_quick|_cpu|_cpu_ci|_heads|_tiny])."""
   config = ml_collections.ConfigDict()
   config.sgld = ml_collections.ConfigDict()
   config.sgld.step_size = 3e-4  # ε
@@ -61,6 +62,10 @@ def get_config(arg: str = "paper") -> ml_collections.ConfigDict:
   # "none", "consecutive" (free: each move from the chain's own losses and gradients) or
   # "same_batch" (one extra gradient per draw: both ends on the same minibatch).
   config.sgld.compute_mala = "none"
+  # Quantities recorded at every draw of the same chains (jaxdev.tasks.Model.observables): "" (none)
+  # or "positions" (the loss at each position; each record then holds the per-position LLCs,
+  # which average to the LLC, and their susceptibilities).
+  config.sgld.observables = ""
 
   config.sweep = ml_collections.ConfigDict()
   config.sweep.name = "default"  # results go to WORKDIR/llc/NAME
@@ -70,6 +75,9 @@ def get_config(arg: str = "paper") -> ml_collections.ConfigDict:
   # head, head:L.H), "layers" (layer:L) or masks separated by ';' (jaxdev.llc.restrictions).
   config.sweep.restrictions = ""
   config.sweep.restriction_every = 1  # restricted sweeps at every n-th checkpoint (and the last)
+  # The restrictions are sampled together in one program, with the same chain keys: "vmap" (one
+  # batched computation) or "map" (one after the other inside it; less memory).
+  config.sweep.restriction_map = "vmap"
 
   if arg == "paper":
     pass
@@ -83,6 +91,13 @@ def get_config(arg: str = "paper") -> ml_collections.ConfigDict:
     config.sgld.num_sampling_examples = 2 ** 14
     config.sgld.num_init_loss_batches = 0
     config.sweep.checkpoints_per_batch = 8
+  elif arg == "quick_positions":
+    # The quick sweep with the loss at each of the 8 positions recorded on its draws: the
+    # per-position LLCs of the authors' files (the mean loss is the mean over positions, so
+    # they average to the LLC; docs/methods.md, "Restricted LLCs").
+    config = get_config("quick")
+    config.sgld.observables = "positions"
+    config.sweep.name = "positions"
   elif arg in ("paper_cpu", "paper_cpu_long", "paper_cpu_5k"):
     # The paper's ε, nβ, γ and sampling set, reduced to fit a 2-core CPU: all 190 checkpoints of the
     # paper run in about 380k chain-steps at batch 64 (docs/performance.md times it). Its length was
@@ -115,6 +130,13 @@ def get_config(arg: str = "paper") -> ml_collections.ConfigDict:
       # -0.1, largest 6.0 inside the chains' spread (docs/reproduction.md).
       config.sgld.num_draws = 5_000
       config.sweep.name = "paper_cpu_5k"
+  elif arg == "paper_positions":
+    # paper_cpu_5k (the paper's ε, nβ, γ and 5,000 draws; 4 chains at batch 64) with the loss at
+    # each position recorded on the draws: per-position LLCs to set beside the authors'
+    # llc_position_k (docs/reproduction.md). For a few checkpoints (``--steps``).
+    config = get_config("paper_cpu_5k")
+    config.sgld.observables = "positions"
+    config.sweep.name = "paper_positions"
   elif arg == "paper_check":
     # What paper_cpu's reduction is measured against: the paper's batch and sampling set, and 4
     # chains × 2,000 draws (a quarter of the paper's chains, two fifths of its draws); the running
@@ -192,6 +214,20 @@ def get_config(arg: str = "paper") -> ml_collections.ConfigDict:
       config.sgld.num_sampling_examples = 256
       config.sgld.num_init_loss_batches = 4
       config.sweep.checkpoints_per_batch = 4
+  elif arg == "language_heads":
+    # The per-head LLCs of the authors' follow-up on this architecture (Wang et al. 2024): ε 1e-3,
+    # γ 200, nβ 30, 4 chains × 200 draws of 32 rows, every head's weights alone moving (the rest at
+    # w*), all heads at every checkpoint in one program (jaxdev.llc.sweep_restricted), beside the
+    # whole model's LLC, with the per-position losses recorded on the main sweep's draws.
+    config = get_config("language")
+    config.sgld.step_size = 1e-3
+    config.sgld.gamma = 200.0
+    config.sgld.nbeta = 30.0
+    config.sgld.num_chains = 4
+    config.sgld.num_draws = 200
+    config.sgld.batch_size = 32
+    config.sgld.observables = "positions"
+    config.sweep.restrictions = "heads"
   elif arg == "language_tiny":
     config.sgld.step_size = 1e-3
     config.sgld.gamma = 100.0
@@ -204,6 +240,7 @@ def get_config(arg: str = "paper") -> ml_collections.ConfigDict:
     config.sweep.checkpoints_per_batch = 4
   else:
     raise ValueError(f"unknown config variant {arg!r} for llc (choose paper, paper_cpu, "
-                     "paper_cpu_long, paper_cpu_5k, paper_check, quick, tiny, language, "
-                     "language_quick, language_cpu, language_cpu_ci, language_tiny)")
+                     "paper_cpu_long, paper_cpu_5k, paper_positions, paper_check, quick, "
+                     "quick_positions, tiny, language, language_quick, language_cpu, "
+                     "language_cpu_ci, language_heads, language_tiny)")
   return config
