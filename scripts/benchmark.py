@@ -3,6 +3,7 @@
   python scripts/benchmark.py train [--config configs/regression.py:paper]
   python scripts/benchmark.py sgld --batch 128 --chains 4 --draws 200
   python scripts/benchmark.py sweep --checkpoints 8 --chains 4 --draws 100 --batch 1024
+  python scripts/benchmark.py restrictions --restrictions heads --checkpoints 4 --chains 4 --draws 100
   python scripts/benchmark.py ed --num_steps 5000 --dim 20000
   python scripts/benchmark.py hessian --sequences 1024 --probes 100  # trace + top-3 eigenvalues
   python scripts/benchmark.py devinterp --batch 128 --chains 4 --draws 200   # needs torch, devinterp
@@ -28,6 +29,10 @@ _BATCH = flags.DEFINE_integer("batch", 128, "SGLD batch size (sgld, sweep).")
 _CHAINS = flags.DEFINE_integer("chains", 4, "Chains (sgld, sweep).")
 _DRAWS = flags.DEFINE_integer("draws", 200, "Draws per chain (sgld, sweep).")
 _CHECKPOINTS = flags.DEFINE_integer("checkpoints", 8, "Checkpoints sampled together (sweep).")
+_RESTRICTIONS = flags.DEFINE_string(
+    "restrictions", "heads", "Weight restrictions (restrictions): heads, layers or masks split by ';'.")
+_RESTRICTION_MAP = flags.DEFINE_enum(
+    "restriction_map", "vmap", ["vmap", "map"], "How restrictions are batched (restrictions).")
 _CHAIN_MAP = flags.DEFINE_enum("chain_map", "vmap", ["vmap", "map"], "How chains are batched (sgld).")
 _TRAIN_STEPS = flags.DEFINE_integer(
     "train_steps", 16, "Optimizer steps per timed call (train; rounded down as training chunks them).")
@@ -51,7 +56,8 @@ def main(argv):
       num_draws=_DRAWS.value, num_checkpoints=_CHECKPOINTS.value, chain_map=_CHAIN_MAP.value,
       train_steps=_TRAIN_STEPS.value, repeats=_REPEATS.value, ed_steps=_NUM_STEPS.value,
       ed_dim=_DIM.value, hessian_sequences=_SEQUENCES.value, hessian_probes=_PROBES.value,
-      num_nulls=_NUM_NULLS.value, ed_scores=_ED_SCORES.value)
+      num_nulls=_NUM_NULLS.value, ed_scores=_ED_SCORES.value, restrictions=_RESTRICTIONS.value,
+      restriction_map=_RESTRICTION_MAP.value)
   for line in result if isinstance(result, list) else [result]:
     print(json.dumps(line))
 

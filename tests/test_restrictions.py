@@ -244,3 +244,18 @@ def test_the_analysis_draws_restricted_and_per_position_curves_labelled_by_their
   np.testing.assert_allclose(observed["observable_llc"].mean(axis=1), observed["llc_mean"],
                              rtol=1e-4, atol=1e-4)
   assert analysis_run.load_observables(run, "default-head0.1")["observable_llc"].shape[1] == 8
+
+
+@pytest.mark.parametrize("task", ["regression", "language"])
+def test_the_restrictions_benchmark_times_both_programs_on_the_same_work(task):
+  from jaxdev.configs import language, regression
+  from jaxdev.measure import benchmarks
+  config = (regression if task == "regression" else language).get_config("tiny")
+  result = benchmarks.run("restrictions", config, batch_size=4, num_chains=2, num_draws=3,
+                          num_checkpoints=2, chain_map="vmap", train_steps=1, repeats=1,
+                          ed_steps=0, ed_dim=0, restrictions="layers")
+  assert result["num_restrictions"] == config.model.num_layers
+  assert len(result["separate_sweep_s_each"]) == config.model.num_layers
+  assert result["one_program_s"] > 0 and result["separate_sweeps_s"] > 0
+  np.testing.assert_allclose(result["speedup"],
+                             result["separate_sweeps_s"] / result["one_program_s"])

@@ -11,6 +11,8 @@ compiled program, so it counts what the program does, not a formula.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import numpy as np
 
@@ -18,7 +20,8 @@ from jaxdev.measure import costs
 from jaxdev.measure import timing
 from jaxdev.measure.timing import machine
 
-COMMANDS = ("train", "sgld", "sweep", "ed", "hessian", "devinterp", "compare", "forms")
+COMMANDS = ("train", "sgld", "sweep", "restrictions", "ed", "hessian", "devinterp", "compare",
+            "forms")
 
 
 def time_compiled(fn, args, repeats: int) -> tuple[float, float]:
@@ -126,6 +129,53 @@ def sweep_throughput(config, *, num_checkpoints: int, batch_size: int, num_chain
           "gflops_per_s": flops / seconds / 1e9, **machine()}
 
 
+def restrictions_throughput(config, *, num_checkpoints: int, batch_size: int, num_chains: int,
+                            num_draws: int, restrictions: str = "heads",
+                            restriction_map: str = "vmap", repeats: int = 3) -> dict:
+  """R weight restrictions × C chains × K checkpoints as one program
+  (:func:`jaxdev.llc.sweep_restricted`'s) against R calls of the single-restriction sweep
+  program (what R separate sweeps run; one compiled program, since the mask is an argument).
+
+  ``restrictions`` is a spec of :func:`jaxdev.llc.restrictions` ("heads", "layers", masks
+  separated by ';') for the model of ``config``; a regression config samples its own
+  distribution, a language config random token rows of its shape. Checkpoint reads are left out
+  of both (the separate sweeps would read every checkpoint R times).
+  """
+  from jaxdev import distributed, engine, llc  # pylint: disable=import-outside-toplevel
+  num_examples = max(8 * batch_size, 1024 if config.task == "language" else 8192)
+  if config.task == "language":
+    task = _language_task(config)
+    rows = np.asarray(jax.random.randint(jax.random.key(2), (num_examples, config.data.row_length),
+                                         0, config.data.vocab_size, dtype=np.int32))
+    task = task._replace(sampling_data=lambda seed, n: rows[:n])
+  else:
+    task, _, _ = _regression_sampling(config, num_examples)
+  masks = [mask for _, mask in llc.restrictions(restrictions, config.model)]
+  settings = llc.SweepSettings(step_size=1e-4, nbeta=None, gamma=100.0, num_chains=num_chains,
+                               num_draws=num_draws, batch_size=batch_size,
+                               num_sampling_examples=num_examples, sampling_seed=0,
+                               num_init_loss_batches=1).resolved()
+  mesh = distributed.sweep_mesh(num_chains)
+  group = engine.group_size(num_checkpoints, mesh)
+  sizes = dict(num_checkpoints=group, num_examples=num_examples)
+  together = timing.median_seconds(
+      costs.sweep_call(task, settings, mesh, masks=masks, restriction_map=restriction_map,
+                       **sizes), repeats)
+  separate = [timing.median_seconds(costs.sweep_call(
+      task, dataclasses.replace(settings, mask=mask).resolved(), mesh, **sizes),
+      repeats) for mask in masks]
+  chain_steps = len(masks) * group * num_chains * num_draws
+  return {"benchmark": "restrictions", "task": config.task, "restrictions": restrictions,
+          "num_restrictions": len(masks), "num_checkpoints": group, "num_chains": num_chains,
+          "num_draws": num_draws, "batch_size": batch_size, "restriction_map": restriction_map,
+          "one_program_s": together, "separate_sweeps_s": float(np.sum(separate)),
+          "separate_sweep_s_each": [float(x) for x in separate],
+          "speedup": float(np.sum(separate)) / together,
+          "one_program_chain_steps_per_s": chain_steps / together,
+          "separate_chain_steps_per_s": chain_steps / float(np.sum(separate)),
+          "mesh": dict(mesh.shape), **machine()}
+
+
 def compare_with_devinterp(config, *, batch_size: int, num_chains: int, num_draws: int,
                            chain_map: str = "vmap", repeats: int = 3) -> dict:
   """devinterp's and jaxdev's SGLD throughput on the same model, one after the other."""
@@ -144,7 +194,8 @@ def compare_with_devinterp(config, *, batch_size: int, num_chains: int, num_draw
 def run(command: str, config, *, batch_size: int, num_chains: int, num_draws: int,
         num_checkpoints: int, chain_map: str, train_steps: int, repeats: int,
         ed_steps: int, ed_dim: int, hessian_sequences: int = 1024, hessian_probes: int = 100,
-        num_nulls: int = 20, ed_scores: str | None = None):
+        num_nulls: int = 20, ed_scores: str | None = None, restrictions: str = "heads",
+        restriction_map: str = "vmap"):
   """The benchmark ``command`` (one of :data:`COMMANDS`) with the command line's sizes (a dict;
   for "forms", a list of them)."""
   if command == "forms":
@@ -156,6 +207,10 @@ def run(command: str, config, *, batch_size: int, num_chains: int, num_draws: in
     return sgld_throughput(config, chain_map=chain_map, repeats=repeats, **sizes)
   if command == "sweep":
     return sweep_throughput(config, num_checkpoints=num_checkpoints, repeats=repeats, **sizes)
+  if command == "restrictions":
+    return restrictions_throughput(config, num_checkpoints=num_checkpoints, repeats=repeats,
+                                   restrictions=restrictions, restriction_map=restriction_map,
+                                   **sizes)
   if command == "compare":
     return compare_with_devinterp(config, chain_map=chain_map, repeats=repeats, **sizes)
   if command == "devinterp":

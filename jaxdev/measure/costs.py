@@ -73,10 +73,11 @@ def training_call(task, config, *, num_steps: int, devices=None) -> TrainingCall
 
 
 def sweep_call(task, settings, mesh, *, num_checkpoints: int, num_examples: int,
-               params=None) -> Callable[[], object]:
+               params=None, masks=None, restriction_map: str = "vmap") -> Callable[[], object]:
   """One call of the sweep's sharded program (:func:`jaxdev.llc.build_estimator`) on
   ``num_checkpoints`` copies of ``params`` (default: the task's initialisation at seed 0), with
-  the chain keys, sampling data and layout that :func:`jaxdev.llc.sweep` uses."""
+  the chain keys, sampling data and layout that :func:`jaxdev.llc.sweep` uses; with ``masks``,
+  the program of :func:`jaxdev.llc.sweep_restricted` over those restrictions."""
   from jaxdev import engine, llc  # pylint: disable=import-outside-toplevel
   if params is None:
     params = task.init(jax.random.key(0))
@@ -84,7 +85,8 @@ def sweep_call(task, settings, mesh, *, num_checkpoints: int, num_examples: int,
   data = llc.sampling_data(task, settings, mesh, num_examples)
   keys = llc.chain_keys(settings, mesh)
   selectors = task.model.mask_selectors if task.model is not None else None
-  estimate = llc.build_estimator(task.loss_fn, settings, mesh, selectors)
+  estimate = llc.build_estimator(task.loss_fn, settings, mesh, selectors, masks=masks,
+                                 restriction_map=restriction_map)
   return lambda: estimate(stacked, keys, data)
 
 
