@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from jaxdev import errors
+from jaxdev import rundir
 from jaxdev.analysis import run as analysis_run
 from jaxdev.report import artifacts
 from jaxdev.report import files
@@ -55,8 +56,12 @@ def test_exported_artifacts_hold_the_runs_numbers_and_reproduce_its_analysis(tmp
   np.testing.assert_array_equal(metrics["loss"], 1 / (1 + own["step"]))
 
   scores = files.read_csv(os.path.join(out, files.ED_SCORES_CSV))
-  assert [n for n in scores if n.startswith("pc_")] == ["pc_1", "pc_2", "pc_3", "pc_4"]
+  # 16 components published; the forms read the 4 the run's analysis used.
+  assert [n for n in scores if n.startswith("pc_")] == [f"pc_{i}" for i in range(1, 17)]
   assert len(scores["step"]) == 600 and scores["step"][-1] == 5990
+  options = files.load_json(out, files.RUN_JSON)["ed_options"]
+  assert options["num_components"] == 4 and len(options["explained_variance"]) == 16
+  assert np.all(np.diff(options["explained_variance"]) <= 0)
 
   with open(os.path.join(run, "stages.json")) as f:
     _assert_same(result["stages"], json.load(f))
@@ -322,3 +327,33 @@ def test_a_failed_checkpoint_is_excluded_for_the_same_reason_after_export(tmp_pa
   assert "survived" in own["excluded"][0]["reason"]
   result = artifacts.export_run(str(run), str(tmp_path / "published"))
   _assert_same(result["stages"], own)
+
+
+def test_forms_against_null_paths_are_published_and_re_derived(tmp_path):
+  run = str(_fake_run(tmp_path))
+  shutil.rmtree(os.path.join(run, "llc"))  # a run with an ED probe and no sweep publishes too
+  summary = analysis_run.analyze_run(run, sigma_schedule="scaled", form_detector="turns",
+                                     form_nulls=4)
+  own = rundir.RunDir(run).forms()
+  assert own["detector"] == "turns" and own["num_nulls"] == 4
+  assert sorted(own["nulls"]) == ["brownian", "speed"]
+  assert all(len(r["strengths"]) == 4 and r["dim"] == 80 for r in own["nulls"].values())
+  assert [e["paper_step"] for e in own["paper_forms"]] == [2_500]  # the run ends at 5,990
+  assert own["kinks"] == [50, 240]  # the scaled kinks: indices 40 and 200 × 600 / 5,001, ×10
+  assert "ed_pcs.png" in {os.path.basename(p) for p in summary["figures"]}
+  out = str(tmp_path / "published")
+  result = artifacts.export_run(run, out)
+  assert not os.path.exists(os.path.join(out, files.LLC_CSV)) and result["stages"] is None
+  _assert_same(result["forms"], own, rtol=1e-6)
+  published = files.load_json(out, files.FORMS_JSON)
+  for candidate in published["candidates"]:
+    assert 0 < candidate["p_value"] <= 1
+  # From the published files alone: with the recorded null paths, and drawing them again.
+  _assert_same(artifacts.analyze_artifacts(out)["forms"], published)
+  _assert_same(artifacts.analyze_artifacts(out, recompute_nulls=True)["forms"], published)
+  # A changed record of the null paths changes the p-values.
+  changed = json.loads(json.dumps(published))
+  for report in changed["nulls"].values():
+    report["strengths"] = [180.0] * 4
+  again = artifacts.analyze_artifacts(out, null_record=changed)["forms"]
+  assert all(c["p_value"] == 1.0 for c in again["candidates"])

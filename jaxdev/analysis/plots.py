@@ -237,11 +237,12 @@ def plot_slope(analysis):
 
 
 def plot_ed(scores, steps, *, forms=(), stages=(), explained=None, circles_every: int = 0,
-            candidates=()):
+            candidates=(), kinks=()):
   """PC-pair plots of the smoothed trajectory coloured by stage, with evolutes and forms.
 
-  Accepted forms are black stars; candidates that failed the agreement test (``candidates``,
-  Form objects with ``accepted`` False) are open grey stars.
+  Accepted forms are black stars; candidates that were not accepted (``candidates``, form
+  objects with ``accepted`` False) are open grey stars; the trajectory at the σ schedule's kinks
+  (``kinks``: indices) is marked with red crosses.
   """
   k = scores.shape[1]
   pairs = list(itertools.combinations(range(k), 2))
@@ -274,6 +275,9 @@ def plot_ed(scores, steps, *, forms=(), stages=(), explained=None, circles_every
       ax.plot(form.centre[i], form.centre[j], "k*", ms=12)
       ax.annotate(f"form {n + 1}\nstep {steps[form.index]}", (form.centre[i], form.centre[j]),
                   fontsize=8, xytext=(5, 5), textcoords="offset points")
+    for n, t in enumerate(kinks):
+      ax.plot(*curve[int(t)], "x", color="C3", ms=8, mew=1.5,
+              label="σ kink" if n == 0 else None)
     ax.plot(*curve[0], "go", ms=6, label="start")
     ax.plot(*curve[-1], "rs", ms=6, label="end")
     xl = f"PC{i + 1}" + (f" ({100 * explained[i]:.0f}%)" if explained is not None else "")
@@ -283,7 +287,7 @@ def plot_ed(scores, steps, *, forms=(), stages=(), explained=None, circles_every
     ax.set_aspect("equal", adjustable="datalim")
   axes[0][0].legend(fontsize=7, loc="best", markerscale=1)
   fig.suptitle("Essential dynamics: smoothed PC trajectory (purple: evolute, ★: forms, "
-               "☆: rejected candidates)")
+               "☆: rejected candidates, ×: σ kinks)")
   fig.tight_layout()
   return fig
 

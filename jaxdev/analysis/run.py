@@ -90,6 +90,58 @@ def _sigma_schedule(name: str, num_steps: int):
   return SIGMA_SCHEDULES[name](num_steps)
 
 
+def _sigma_kinks(name: str, num_steps: int) -> list:
+  """Indices where a σ schedule changes slope (rounded for the ``_smooth`` ones): the paper's
+  40 and 200, scaled to T for "scaled"; none for "lm"."""
+  if name.startswith("paper"):
+    kinks = ed.PAPER_SIGMA_KINKS
+  elif name.startswith("scaled"):
+    kinks = [int(round(k * num_steps / 5001)) for k in ed.PAPER_SIGMA_KINKS]
+  else:
+    kinks = []
+  return [int(k) for k in kinks if 0 < k < num_steps - 1]
+
+
+#: The paper's four LR forms (Figure 3 of the paper; its seed-1 run), as training steps.
+PAPER_FORM_STEPS = (2_500, 34_500, 106_100, 168_900)
+
+
+def paper_form_support(steps, search, reports, sigma, task=None) -> list:
+  """For each of the paper's forms (:data:`PAPER_FORM_STEPS`, regression runs only), what a
+  turn search (:func:`turns.detect_forms`) shows within ±2σ of its index: the strongest
+  candidate there (its step, strength, whether it lifts and is accepted, p-value against the
+  null ``reports``), and the strongest turn of each PC plane there (degrees), so a missing form
+  is explained in numbers. [] for other tasks or when the run ends before a form."""
+  steps = np.asarray(steps)
+  if task not in (None, "regression"):
+    return []
+  sigma = np.broadcast_to(np.asarray(sigma, np.float64), (len(steps),))
+  out = []
+  for step in PAPER_FORM_STEPS:
+    if step > steps[-1]:
+      continue
+    index = int(np.argmin(np.abs(steps - step)))
+    half = max(1, int(round(2 * sigma[index])))
+    lo, hi = max(0, index - half), min(len(steps) - 1, index + half)
+    near = [f for f in search.candidates if lo <= f.index <= hi]
+    best = max(near, key=lambda f: (f.qualified, f.strength), default=None)
+    planes = {f"{i},{j}": float(np.nanmax(angles[lo:hi + 1]))
+              for (i, j), angles in search.turns.items()}
+    entry = {"paper_step": step, "index": index, "window": [int(steps[lo]), int(steps[hi])],
+             "max_turn_deg_per_plane": planes, "candidate": None}
+    if best is not None:
+      entry["candidate"] = {
+          "step": int(steps[best.index]), "strength_deg": float(best.strength),
+          "spread": float(best.spread), "accepted": bool(best.accepted),
+          "reason": best.reason,
+          "p_value": None if best.p_value is None else float(best.p_value)}
+      if reports:
+        entry["candidate"]["p_value"] = max(turns.p_value(best.strength, r["strengths"])
+                                            for r in reports.values())
+    out.append(entry)
+  return out
+
+
 def _task(run) -> str | None:
   """The run's task ("regression", "language") from its config, or None without one."""
   return run.config_dict().get("task") if run.is_run else None
@@ -177,7 +229,8 @@ def _form_nulls(scores, sigma, smoothed, detect, *, dim, num_nulls, seed):
 
 def forms_from_scores(steps, scores, explained_variance, *, task=None, sigma_schedule="auto",
                       ed_max_step="auto", construction="all", detector="vertices",
-                      null_dim=None, num_nulls: int = 0, null_seed: int = 0) -> dict:
+                      null_dim=None, num_nulls: int = 0, null_seed: int = 0,
+                      null_reports: dict | None = None) -> dict:
   """Forms of essential dynamics from the PC scores of a trajectory.
 
   Everything after the PCA depends only on the scores, so this reproduces a run's forms from its
@@ -189,8 +242,9 @@ def forms_from_scores(steps, scores, explained_variance, *, task=None, sigma_sch
   detector calibrated on null paths; "auto" σ then takes the schedule with rounded corners). With
   ``num_nulls`` > 0 (and "turns"), that many null paths of each model of :mod:`nulls` with the
   run's T and ``null_dim`` = D give every candidate a p-value (the larger of the two models') and
-  the record the null reports. Returns {"smoothed": [T, k], "search": the form search, "record":
-  the JSON record of ``forms.json``}.
+  the record the null reports; ``null_reports`` ({kind: a recorded report with "strengths"}, as
+  ``forms.json``'s "nulls" holds them) stands for paths already analysed. Returns {"smoothed":
+  [T, k], "search": the form search, "record": the JSON record of ``forms.json``}.
   """
   steps = np.asarray(steps)
   scores = np.asarray(scores, np.float64)
@@ -209,22 +263,32 @@ def forms_from_scores(steps, scores, explained_variance, *, task=None, sigma_sch
             "construction": construction, "explained_variance": [float(v) for v in
                                                                  explained_variance]}
   if detector == "turns":
-    record["detector"] = detector
+    record["detector"], record["num_components"] = detector, int(scores.shape[1])
     options = {"construction": construction, "max_index": max_index}
     reports = {}
-    if num_nulls > 0:
+    if num_nulls > 0 and null_reports:
+      reports = {kind: dict(null_reports[kind]) for kind in sorted(null_reports)}
+      if any(len(r.get("strengths", [])) != num_nulls for r in reports.values()):
+        raise errors.UserError(f"the recorded null reports do not hold {num_nulls} paths each")
+    elif num_nulls > 0:
       if null_dim is None:
         raise errors.UserError("null paths need the probe's width (null_dim)")
       detect = lambda raw: turns.detect_forms(raw, sigma, **options)
-      reports = _form_nulls(scores, sigma, smoothed, detect, dim=int(null_dim),
-                            num_nulls=num_nulls, seed=null_seed)
+      computed = _form_nulls(scores, sigma, smoothed, detect, dim=int(null_dim),
+                             num_nulls=num_nulls, seed=null_seed)
+      reports = {kind: {k: v for k, v in dict(r.to_dict(), dim=int(null_dim)).items()
+                        if k != "seconds"}  # a record holds what the files re-derive
+                 for kind, r in computed.items()}
     search = turns.detect_forms(scores, sigma, smoothed=smoothed, **options)
     for form in search.candidates:
       if reports:
-        form.p_value = max(turns.p_value(form.strength, r.strengths) for r in reports.values())
+        form.p_value = max(turns.p_value(form.strength, r["strengths"]) for r in reports.values())
     record.update(search.to_dict(steps))
+    record["num_nulls"], record["null_seed"] = int(num_nulls), int(null_seed)
+    record["kinks"] = [int(steps[i]) for i in _sigma_kinks(sigma_schedule, len(steps))]
+    record["paper_forms"] = paper_form_support(steps, search, reports, sigma, task)
     if reports:
-      record["nulls"] = {kind: dict(r.to_dict(), dim=int(null_dim)) for kind, r in reports.items()}
+      record["nulls"] = reports
   elif construction == "authors":
     search = geometry.search_forms_authors(smoothed, sigma=sigma, max_index=max_index)
     record.update(search.to_dict(steps))
@@ -329,8 +393,9 @@ def analyze_run(workdir: str, *, sweep: str = "default", num_components: int = 4
     summary["forms"] = [f.to_dict(steps) for f in forms]
     run.write_forms(found["record"])
     stage_list = analysis.stages if analysis is not None else []
+    kinks = _sigma_kinks(found["record"]["sigma_schedule"], len(steps))
     _save(plots.plot_ed(smoothed, steps, forms=forms, stages=stage_list,
-                        candidates=found["search"].candidates,
+                        candidates=found["search"].candidates, kinks=kinks,
                         explained=result.explained_variance_ratio,
                         circles_every=max(1, len(steps) // 60)),
           run.figure("ed_pcs.png"), summary)

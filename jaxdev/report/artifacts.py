@@ -8,10 +8,12 @@
   metrics.csv     the records of metrics.jsonl (step, split, loss, lr, ... per row)
   indicators.csv  the run's indicator summary (one row per step), when it has one
   ed_scores.csv   step, pc_1 … pc_k: the unsmoothed principal-component scores of the ED probe
-  stages.json     stages of the LLC curve, recomputed from llc.csv
+                  (k = 16 by default; the forms use the first ``num_components`` of the run's
+                  analysis), their explained variance ratios in run.json
+  stages.json     stages of the LLC curve, recomputed from llc.csv (when the run has a sweep)
   forms.json      forms of essential dynamics, recomputed from ed_scores.csv with the run's
-                  analysis options (σ schedule, window, construction)
-  run.json        the training config and the sweep's settings
+                  analysis options (σ schedule, window, construction, detector, null paths)
+  run.json        the training config, the sweep's settings and the ED options
   figures/        copies of the run's figures
   comparison.md   with a reference run's files: the tables of :mod:`jaxdev.report.compare`,
                   and figures/llc_vs_reference.png, the two LLC curves on one axis
@@ -71,7 +73,7 @@ def _check_csv(run, name: str, draw_points) -> dict:
   return columns
 
 
-def export_run(workdir: str, out_dir: str, *, sweep: str = "default", num_components: int = 4,
+def export_run(workdir: str, out_dir: str, *, sweep: str = "default", num_components: int = 16,
                reference_dir: str | None = None, check_sweeps=(),
                draw_points=(300, 500, 1000, 2000)) -> dict:
   """Writes the run's published artifacts to ``out_dir`` (see the module docstring).
@@ -87,8 +89,13 @@ def export_run(workdir: str, out_dir: str, *, sweep: str = "default", num_compon
   below its length, the mean and std (ddof 1, as llc_std) over chains of the LLC over the first
   k draws (:func:`running_llc`).
 
+  ``num_components`` principal components of the ED probe are written (at most the probe's
+  rank); the forms are recomputed from as many as the run's own analysis used (its
+  ``forms.json``; 4 without one).
+
   Raises:
-    UserError: ``workdir`` does not exist, has no LLC results, or ``out_dir`` is not writable.
+    UserError: ``workdir`` does not exist, has neither LLC results nor an ED probe, or
+      ``out_dir`` is not writable.
   """
   run = rundir.RunDir(workdir)
   if not run.exists:
@@ -96,22 +103,24 @@ def export_run(workdir: str, out_dir: str, *, sweep: str = "default", num_compon
   if reference_dir is not None and not os.path.isdir(reference_dir):
     raise errors.UserError(f"reference directory {reference_dir} does not exist")
   llc = run_lib.load_llc(workdir, sweep)
-  if not llc:
-    raise errors.UserError(f"{run.llc(sweep).path} has no LLC results: run the sweep first")
+  if not llc and run.ed_probe()[0] is None:
+    raise errors.UserError(f"{run.llc(sweep).path} has no LLC results and the run no ED probe: "
+                           "run the sweep first")
   checks = {name: _check_csv(run, name, draw_points) for name in check_sweeps}
   rundir.check_writable(out_dir)
   rundir.makedirs(out_dir)
   written = []
 
-  per_chain = np.asarray(llc["llc_per_chain"], np.float64)
-  columns = {"step": llc["step"].astype(np.int64), "llc_mean": llc["llc_mean"],
-             "llc_std": llc["llc_std"], "llc_se": run_lib.llc_standard_error(llc),
-             "num_good": llc["num_good"], "status": llc["status"],
-             "warnings": [json.dumps(list(w)) for w in llc["warnings"]]}
-  per_chain = np.where(np.isfinite(per_chain), per_chain, np.nan)
-  columns.update({f"chain_{c + 1}": per_chain[:, c] for c in range(per_chain.shape[1])})
-  files.write_csv(os.path.join(out_dir, files.LLC_CSV), columns)
-  written.append(os.path.join(out_dir, files.LLC_CSV))
+  if llc:
+    per_chain = np.asarray(llc["llc_per_chain"], np.float64)
+    columns = {"step": llc["step"].astype(np.int64), "llc_mean": llc["llc_mean"],
+               "llc_std": llc["llc_std"], "llc_se": run_lib.llc_standard_error(llc),
+               "num_good": llc["num_good"], "status": llc["status"],
+               "warnings": [json.dumps(list(w)) for w in llc["warnings"]]}
+    per_chain = np.where(np.isfinite(per_chain), per_chain, np.nan)
+    columns.update({f"chain_{c + 1}": per_chain[:, c] for c in range(per_chain.shape[1])})
+    files.write_csv(os.path.join(out_dir, files.LLC_CSV), columns)
+    written.append(os.path.join(out_dir, files.LLC_CSV))
 
   for name, table in checks.items():
     files.write_csv(os.path.join(out_dir, files.check_csv(name)), table)
@@ -129,16 +138,22 @@ def export_run(workdir: str, out_dir: str, *, sweep: str = "default", num_compon
   steps, outputs = run.ed_probe()
   options = {}
   if steps is not None and len(steps) >= 10:
-    result = ed.pca(outputs, num_components)
+    own = run.forms() or {}
+    used = int(own.get("num_components", len(own.get("explained_variance", [])) or 4))
+    result = ed.pca(outputs, max(num_components, used))
     columns = {"step": np.asarray(steps, np.int64)}
     columns.update({f"pc_{i + 1}": result.scores[:, i] for i in range(result.scores.shape[1])})
     files.write_csv(os.path.join(out_dir, files.ED_SCORES_CSV), columns)
     written.append(os.path.join(out_dir, files.ED_SCORES_CSV))
-    own = run.forms() or {}
     options = {"explained_variance": [float(v) for v in result.explained_variance_ratio],
+               "num_components": used,
                "sigma_schedule": own.get("sigma_schedule", "auto"),
                "ed_max_step": own.get("ed_max_step", "auto"),
-               "construction": own.get("construction", "all")}
+               "construction": own.get("construction", "all"),
+               "detector": own.get("detector", "vertices"),
+               "num_nulls": int(own.get("num_nulls", 0)),
+               "null_seed": int(own.get("null_seed", 0)),
+               "null_dim": int(np.prod(np.shape(outputs)[1:]))}
 
   settings = run.llc(sweep).settings()
   rundir.atomic_write_json(os.path.join(out_dir, files.RUN_JSON), {
@@ -146,7 +161,8 @@ def export_run(workdir: str, out_dir: str, *, sweep: str = "default", num_compon
       "ed_options": options})
   written.append(os.path.join(out_dir, files.RUN_JSON))
 
-  result = analyze_artifacts(out_dir)
+  own_forms = run.forms()
+  result = analyze_artifacts(out_dir, null_record=own_forms)
   for name, record in ((files.STAGES_JSON, result["stages"]), (files.FORMS_JSON, result["forms"])):
     if record is not None:
       rundir.atomic_write_json(os.path.join(out_dir, name), record)
@@ -176,28 +192,49 @@ def load_llc_csv(path: str) -> tuple[dict, np.ndarray | None]:
   return llc, (table["llc_se"].astype(np.float64) if "llc_se" in table else None)
 
 
-def analyze_artifacts(out_dir: str) -> dict:
+def analyze_artifacts(out_dir: str, *, null_record: dict | None = None,
+                      recompute_nulls: bool = False) -> dict:
   """Stages and forms from published artifacts alone ({"stages": record or None, "forms":
-  record or None}), the records as ``stages.json`` / ``forms.json`` hold them."""
+  record or None}), the records as ``stages.json`` / ``forms.json`` hold them.
+
+  Forms of a run analysed against null paths (``num_nulls`` in run.json's ED options): the null
+  paths' strongest-form strengths are taken from ``null_record`` (a ``forms.json`` record;
+  default the published one), and the p-values computed from them; with ``recompute_nulls``
+  (or no such record) the null paths are drawn and analysed again (minutes per hundred paths).
+  Each null path is seeded by its index, so any of them can be checked alone
+  (:func:`jaxdev.analysis.nulls.run_nulls`).
+  """
   meta = rundir.read_json(os.path.join(out_dir, files.RUN_JSON), "run.json")
-  llc, llc_se = load_llc_csv(os.path.join(out_dir, files.LLC_CSV))
-  found = run_lib.stages_from_llc(llc, llc_se)
   stages = None
-  if found["analysis"] is not None:
-    stages = run_lib.stages_record(found["analysis"], meta.get("sweep", "default"),
-                                   found["excluded"])
+  if os.path.isfile(os.path.join(out_dir, files.LLC_CSV)):
+    llc, llc_se = load_llc_csv(os.path.join(out_dir, files.LLC_CSV))
+    found = run_lib.stages_from_llc(llc, llc_se)
+    if found["analysis"] is not None:
+      stages = run_lib.stages_record(found["analysis"], meta.get("sweep", "default"),
+                                     found["excluded"])
   forms = None
   scores_path = os.path.join(out_dir, files.ED_SCORES_CSV)
   if os.path.isfile(scores_path):
     table = files.read_csv(scores_path)
     names = sorted((n for n in table if n.startswith("pc_")), key=lambda n: int(n[3:]))
-    scores = np.stack([table[n].astype(np.float64) for n in names], axis=1)
     options = meta.get("ed_options", {})
+    names = names[:int(options.get("num_components", 4))]
+    scores = np.stack([table[n].astype(np.float64) for n in names], axis=1)
+    num_nulls = int(options.get("num_nulls", 0))
+    nulls = None
+    if num_nulls and not recompute_nulls:
+      record = null_record if null_record is not None else files.load_json(out_dir,
+                                                                           files.FORMS_JSON)
+      nulls = (record or {}).get("nulls")
+    explained = options.get("explained_variance", [np.nan] * len(names))[:len(names)]
     forms = run_lib.forms_from_scores(
-        table["step"], scores, options.get("explained_variance", [np.nan] * len(names)),
+        table["step"], scores, explained,
         task=(meta.get("config") or {}).get("task"),
         sigma_schedule=options.get("sigma_schedule", "auto"),
         ed_max_step=options.get("ed_max_step", "auto"),
-        construction=options.get("construction", "all"))["record"]
+        construction=options.get("construction", "all"),
+        detector=options.get("detector", "vertices"), null_dim=options.get("null_dim"),
+        num_nulls=num_nulls, null_seed=int(options.get("null_seed", 0)),
+        null_reports=nulls)["record"]
   as_json = lambda record: None if record is None else json.loads(json.dumps(record))
   return {"stages": as_json(stages), "forms": as_json(forms)}
