@@ -259,3 +259,32 @@ def test_the_restrictions_benchmark_times_both_programs_on_the_same_work(task):
   assert result["one_program_s"] > 0 and result["separate_sweeps_s"] > 0
   np.testing.assert_allclose(result["speedup"],
                              result["separate_sweeps_s"] / result["one_program_s"])
+
+
+def test_per_position_llcs_are_published_and_set_beside_a_reference(tiny_run, tmp_path):
+  from jaxdev.report import artifacts, compare, files
+  run = _copy(tiny_run, tmp_path)
+  settings = dataclasses.replace(SETTINGS, observables="positions")
+  llc.sweep(run, settings, steps=[20, 60], name="positions", show_progress=False)
+  out = str(tmp_path / "published")
+  path = artifacts.export_check(run, out, "positions")
+  table = files.read_csv(path)
+  records = _records(rundir_llc(run, "positions"), [20, 60])
+  np.testing.assert_array_equal(table["llc_position_3"],
+                                [records[s]["observable_llc"][2] for s in (20, 60)])
+  reference = tmp_path / "reference"
+  reference.mkdir()
+  files.write_csv(str(reference / "llc.csv"), {
+      "step": np.array([19, 59]), "llc_mean": np.array([1.0, 2.0]),
+      "llc_chain_std": np.array([0.1, 0.1]),
+      **{f"llc_position_{k}": np.array([float(k), 10.0 * k]) for k in range(1, 9)}})
+  markdown = compare.position_llc_table(out, str(reference), "positions")
+  lines = markdown.splitlines()
+  assert len(lines) == 2 + 2 * 8
+  ours = table["llc_position_8"][1]
+  assert f"{ours - 80.0:,.1f}" in lines[-1] and "80.0 (step 59)" in lines[-1]
+
+
+def rundir_llc(run, name):
+  from jaxdev import rundir
+  return rundir.RunDir(run).llc(name).path

@@ -70,7 +70,33 @@ def _check_csv(run, name: str, draw_points) -> dict:
     per_chain = [running_llc(r, k) for r in rows]
     columns[f"llc_mean_first_{k}"] = [float(np.nanmean(c)) for c in per_chain]
     columns[f"llc_std_first_{k}"] = [float(np.nanstd(c, ddof=1)) for c in per_chain]
+  if all("observable_llc" in r for r in rows) and (records.settings() or {}).get(
+      "observables") == "positions":
+    for k in range(rows[0]["observable_llc"].shape[0]):
+      columns[f"llc_position_{k + 1}"] = [float(r["observable_llc"][k]) for r in rows]
+      columns[f"llc_position_{k + 1}_std"] = [float(r["observable_llc_std"][k]) for r in rows]
   return columns
+
+
+def export_check(workdir: str, out_dir: str, name: str,
+                 draw_points=(300, 500, 1000, 2000)) -> str:
+  """Writes one check sweep of a run as ``llc_NAME.csv`` into a published directory (as
+  :func:`export_run` does for its ``check_sweeps``; a sweep that recorded per-position losses
+  adds ``llc_position_k`` and ``llc_position_k_std``, the per-position LLCs and their std over
+  chains, ddof 1). Returns the path.
+
+  Raises:
+    UserError: no such run, or the sweep has no results.
+  """
+  run = rundir.RunDir(workdir)
+  if not run.exists:
+    run.require_run()
+  table = _check_csv(run, name, draw_points)
+  rundir.check_writable(out_dir)
+  rundir.makedirs(out_dir)
+  path = os.path.join(out_dir, files.check_csv(name))
+  files.write_csv(path, table)
+  return path
 
 
 def export_run(workdir: str, out_dir: str, *, sweep: str = "default", num_components: int = 16,

@@ -341,6 +341,32 @@ def reduction_table(run_dir: str, reference_dir: str, check: str) -> str:
   return _table(header, rows)
 
 
+def position_llc_table(run_dir: str, reference_dir: str, check: str) -> str | None:
+  """Per-position LLCs of check sweep ``check`` (``llc_position_k`` of ``llc_CHECK.csv``) beside
+  the reference's ``llc_position_k`` at its nearest step; None when the check has none."""
+  table = files.read_csv(os.path.join(run_dir, files.check_csv(check)))
+  positions = sorted(int(n[len("llc_position_"):]) for n in table
+                     if n.startswith("llc_position_") and not n.endswith("_std"))
+  if not positions:
+    return None
+  ref = files.read_csv_if_present(reference_dir, "llc.csv")
+  has_ref = ref is not None and f"llc_position_{positions[0]}" in ref
+  header = ["checkpoint", "k"] + [f"{check} (± std over chains)"] + (
+      ["reference", "difference"] if has_ref else [])
+  rows = []
+  for i, step in enumerate(table["step"]):
+    j = nearest(ref["step"], step) if has_ref else None
+    for k in positions:
+      ours = table[f"llc_position_{k}"][i]
+      row = [_step(step) if k == positions[0] else "", str(k),
+             f"{_fmt(ours)} ± {_fmt(table[f'llc_position_{k}_std'][i])}"]
+      if has_ref:
+        theirs = ref[f"llc_position_{k}"][j]
+        row += [f"{_fmt(theirs)} (step {_step(ref['step'][j])})", _fmt(ours - theirs)]
+      rows.append(row)
+  return _table(header, rows)
+
+
 def plot_llc_comparison(run_dir: str, reference_dir: str, path: str) -> str:
   """Draws the run's LLC (main sweep ± chain std, and every check sweep) beside the reference's
   curve, against log step, into ``path`` (a PNG); returns ``path``. The figure is made without
@@ -378,6 +404,10 @@ def comparison_markdown(run_dir: str, reference_dir: str) -> str:
   checks = check_sweeps(run_dir)
   parts += [(f"The sampler's reduction against {name}",
              reduction_table(run_dir, reference_dir, name)) for name in checks]
+  for name in checks:
+    table = position_llc_table(run_dir, reference_dir, name)
+    if table is not None:
+      parts.append((f"Per-position LLCs of {name}", table))
   parts.append(("Stage boundaries", stages_table(run_dir, reference_dir)))
   for name in checks:
     table = check_stages_table(run_dir, reference_dir, name)
