@@ -4,9 +4,16 @@
       --sweep paper_cpu --check_sweeps paper_check --reference tests/data/authors-lr-seed0 \
       --page docs/reproduction.md
 
+  python scripts/export_run.py --out docs/reproduction/lr-seed0 --form_detector turns \
+      --form_nulls 100 --reference tests/data/authors-lr-seed0 --page docs/reproduction.md
+  python scripts/export_run.py --workdir runs/lr-seed0 --add_checks paper_positions \
+      --out docs/reproduction/lr-seed0 --reference tests/data/authors-lr-seed0
+
 Stages and forms are recomputed from the written files (jaxdev.report.artifacts), so the
 published directory can be re-analysed on its own. Without --workdir, --out is a directory
-published before: its comparison with --reference is rewritten from its files alone. With
+published before: with --form_detector its forms are found again from its files (and null
+paths), and its comparison with --reference is rewritten from its files alone. With
+--add_checks, only those sweeps of --workdir are added to --out (llc_NAME.csv). With
 --page, the page's quoted tables (``<!-- quoted from PATH, section "TITLE" -->`` …
 ``<!-- end of quote -->``) are then refilled from the comparison files they name; the rest of
 the page is left to its author.
@@ -30,6 +37,12 @@ _REFERENCE = flags.DEFINE_string("reference", None, "A reference run's published
 _SWEEP = flags.DEFINE_string("sweep", "default", "LLC sweep name (the run's llc/SWEEP).")
 _CHECKS = flags.DEFINE_list("check_sweeps", [], "Other sweeps to publish beside it (e.g. "
                             "paper_check), with their LLC after their first draws.")
+_ADD = flags.DEFINE_list("add_checks", [], "With --workdir: only add these sweeps of the run "
+                         "to --out (llc_NAME.csv), keeping the rest of --out.")
+_DETECTOR = flags.DEFINE_enum("form_detector", None, ["vertices", "turns"], "Without --workdir: "
+                              "find --out's forms again with this detector.")
+_NULLS = flags.DEFINE_integer("form_nulls", 0, "With --form_detector turns: null paths per null "
+                              "model for the p-values (about 3 s each at 5,001 probe rows).")
 _PAGE = flags.DEFINE_string("page", None, "A Markdown page quoting comparison.md (e.g. "
                             "docs/reproduction.md): refill its quoted tables afterwards.")
 
@@ -39,14 +52,28 @@ def main(_):
   from jaxdev.report import artifacts, compare, page
   if _PAGE.value and not os.path.isfile(_PAGE.value):
     raise errors.UserError(f"--page {_PAGE.value} is not a file")
-  if _WORKDIR.value:
+  if _ADD.value and not _WORKDIR.value:
+    raise errors.UserError("--add_checks needs --workdir")
+  if _WORKDIR.value and _DETECTOR.value:
+    raise errors.UserError("--form_detector re-analyses a published --out: omit --workdir")
+  if _WORKDIR.value and _ADD.value:
+    written = [artifacts.export_check(_WORKDIR.value, _OUT.value, name) for name in _ADD.value]
+    if _REFERENCE.value:
+      written += compare.write_comparison(_OUT.value, _REFERENCE.value)
+  elif _WORKDIR.value:
     written = artifacts.export_run(_WORKDIR.value, _OUT.value, sweep=_SWEEP.value,
                                    reference_dir=_REFERENCE.value,
                                    check_sweeps=_CHECKS.value)["files"]
-  elif not _REFERENCE.value or cli.given(_SWEEP) or _CHECKS.value:
-    raise errors.UserError("without --workdir, give --reference (and no --sweep, --check_sweeps)")
+  elif cli.given(_SWEEP) or _CHECKS.value or not (_REFERENCE.value or _DETECTOR.value):
+    raise errors.UserError("without --workdir, give --reference or --form_detector (and no "
+                           "--sweep, --check_sweeps)")
   else:
-    written = compare.write_comparison(_OUT.value, _REFERENCE.value)
+    written = []
+    if _DETECTOR.value:
+      artifacts.reanalyze_forms(_OUT.value, detector=_DETECTOR.value, num_nulls=_NULLS.value)
+      written += [os.path.join(_OUT.value, "run.json"), os.path.join(_OUT.value, "forms.json")]
+    if _REFERENCE.value:
+      written += compare.write_comparison(_OUT.value, _REFERENCE.value)
   print(f"wrote {len(written)} files to {_OUT.value}")
   if _PAGE.value:
     changed = page.requote_page(_PAGE.value)

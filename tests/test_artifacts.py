@@ -163,7 +163,8 @@ def test_export_command_without_a_run_rewrites_the_comparison_from_the_published
                          "--reference", reference], capture_output=True, text=True, timeout=300)
   assert proc.returncode == 2
   assert proc.stderr.strip().splitlines() == [
-      "error: without --workdir, give --reference (and no --sweep, --check_sweeps)"]
+      "error: without --workdir, give --reference or --form_detector (and no --sweep, "
+      "--check_sweeps)"]
 
 
 def test_some_artifacts_are_published():
@@ -357,3 +358,17 @@ def test_forms_against_null_paths_are_published_and_re_derived(tmp_path):
     report["strengths"] = [180.0] * 4
   again = artifacts.analyze_artifacts(out, null_record=changed)["forms"]
   assert all(c["p_value"] == 1.0 for c in again["candidates"])
+
+
+def test_a_published_directory_is_re_analysed_with_another_detector(tmp_path):
+  run = str(_fake_run(tmp_path))
+  analysis_run.analyze_run(run, sigma_schedule="scaled")
+  out = str(tmp_path / "published")
+  artifacts.export_run(run, out)
+  assert files.load_json(out, files.FORMS_JSON).get("detector") is None  # the vertex detector
+  with pytest.raises(errors.UserError, match="probe width is unknown"):
+    artifacts.reanalyze_forms(out, detector="turns", num_nulls=2)  # no training config
+  forms = artifacts.reanalyze_forms(out, detector="turns")
+  assert forms["detector"] == "turns" and forms["num_nulls"] == 0
+  assert files.load_json(out, files.RUN_JSON)["ed_options"]["detector"] == "turns"
+  _assert_same(artifacts.analyze_artifacts(out)["forms"], files.load_json(out, files.FORMS_JSON))

@@ -264,3 +264,38 @@ def analyze_artifacts(out_dir: str, *, null_record: dict | None = None,
         null_reports=nulls)["record"]
   as_json = lambda record: None if record is None else json.loads(json.dumps(record))
   return {"stages": as_json(stages), "forms": as_json(forms)}
+
+
+def _probe_width(config: dict) -> int:
+  """D of a run's ED probe from its config (regression: sequences × 2K tokens × (d + 1) outputs;
+  language: one logit per row)."""
+  ed_config, data = config["ed"], config["data"]
+  if config.get("task") == "language":
+    return int(ed_config["num_sequences"])
+  return int(ed_config["num_sequences"] * 2 * data["num_examples"] * (data["dim"] + 1))
+
+
+def reanalyze_forms(out_dir: str, *, detector: str, num_nulls: int = 0,
+                    null_seed: int = 0) -> dict:
+  """Finds the forms of a published directory again with another detector (and ``num_nulls``
+  null paths per null model, drawn at the run's T and probe width D): records the options in
+  ``run.json`` and writes ``forms.json``. Returns the forms record.
+
+  Raises:
+    UserError: the directory has no run.json, no ed_scores.csv, or no training config to give D.
+  """
+  meta_path = os.path.join(out_dir, files.RUN_JSON)
+  meta = rundir.read_json(meta_path, "run.json")
+  if not os.path.isfile(os.path.join(out_dir, files.ED_SCORES_CSV)):
+    raise errors.UserError(f"{out_dir} has no {files.ED_SCORES_CSV}")
+  if num_nulls and not meta.get("config"):
+    raise errors.UserError(f"{meta_path} has no training config: the probe width is unknown")
+  options = dict(meta.get("ed_options", {}))
+  options.update(detector=detector, num_nulls=int(num_nulls), null_seed=int(null_seed))
+  if meta.get("config"):
+    options["null_dim"] = _probe_width(meta["config"])
+  updated = dict(meta, ed_options=options)
+  rundir.atomic_write_json(meta_path, updated)
+  forms = analyze_artifacts(out_dir, recompute_nulls=True)["forms"]
+  rundir.atomic_write_json(os.path.join(out_dir, files.FORMS_JSON), forms)
+  return forms
