@@ -110,8 +110,9 @@ def paper_form_support(steps, search, reports, sigma, task=None) -> list:
   """For each of the paper's forms (:data:`PAPER_FORM_STEPS`, regression runs only), what a
   turn search (:func:`turns.detect_forms`) shows within ±2σ of its index: the strongest
   candidate there (its step, strength, whether it lifts and is accepted, p-value against the
-  null ``reports``), and the strongest turn of each PC plane there (degrees), so a missing form
-  is explained in numbers. [] for other tasks or when the run ends before a form."""
+  null ``reports``), and the strongest turn of each PC plane there (degrees) among the indices
+  whose chords stand out of the noise (None: none does), so a missing form is explained in
+  numbers. [] for other tasks or when the run ends before a form."""
   steps = np.asarray(steps)
   if task not in (None, "regression"):
     return []
@@ -125,8 +126,11 @@ def paper_form_support(steps, search, reports, sigma, task=None) -> list:
     lo, hi = max(0, index - half), min(len(steps) - 1, index + half)
     near = [f for f in search.candidates if lo <= f.index <= hi]
     best = max(near, key=lambda f: (f.qualified, f.strength), default=None)
-    planes = {f"{i},{j}": float(np.nanmax(angles[lo:hi + 1]))
-              for (i, j), angles in search.turns.items()}
+    min_snr = search.settings["min_snr"]
+    planes = {}
+    for (i, j), angles in search.turns.items():
+      clear = (search.snr[(i, j)][lo:hi + 1] >= min_snr) & np.isfinite(angles[lo:hi + 1])
+      planes[f"{i},{j}"] = float(np.max(angles[lo:hi + 1][clear])) if clear.any() else None
     entry = {"paper_step": step, "index": index, "window": [int(steps[lo]), int(steps[hi])],
              "max_turn_deg_per_plane": planes, "candidate": None}
     if best is not None:
