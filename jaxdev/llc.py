@@ -605,10 +605,10 @@ def sweep_restricted(workdir: str, settings: SweepSettings, restricted: Sequence
   restricted = list(restricted)
   if not restricted:
     raise ConfigError("sweep_restricted needs at least one restriction")
-  contexts = [_sweep_context(workdir, dataclasses.replace(settings, mask=mask))
-              for _, mask in restricted]
-  run, task, abstract, selectors, observables, _ = contexts[0]
-  each = [c[-1] for c in contexts]
+  run, task, abstract, selectors, observables, shared = _sweep_context(
+      workdir, dataclasses.replace(settings, mask=None))
+  each = [dataclasses.replace(shared, mask=mask).resolved(abstract, selectors)
+          for _, mask in restricted]  # every mask checked before any file
   names = [f"{name}-{suffix}" for suffix, _ in restricted]
   plan = engine.combine([_plan(run, s, n, steps) for s, n in zip(each, names)])
   mesh = distributed.sweep_mesh(settings.num_chains) if mesh is None else mesh
