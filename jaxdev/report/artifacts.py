@@ -275,11 +275,12 @@ def _probe_width(config: dict) -> int:
   return int(ed_config["num_sequences"] * 2 * data["num_examples"] * (data["dim"] + 1))
 
 
-def reanalyze_forms(out_dir: str, *, detector: str, num_nulls: int = 0,
-                    null_seed: int = 0) -> dict:
+def reanalyze_forms(out_dir: str, *, detector: str, num_nulls: int = 0, null_seed: int = 0,
+                    sigma_schedule: str = "auto") -> dict:
   """Finds the forms of a published directory again with another detector (and ``num_nulls``
-  null paths per null model, drawn at the run's T and probe width D): records the options in
-  ``run.json`` and writes ``forms.json``. Returns the forms record.
+  null paths per null model, drawn at the run's T and probe width D) and ``sigma_schedule``
+  ("auto": the detector's own choice for the run, e.g. the rounded paper schedule for "turns"):
+  records the options in ``run.json`` and writes ``forms.json``. Returns the forms record.
 
   Raises:
     UserError: the directory has no run.json, no ed_scores.csv, or no training config to give D.
@@ -291,7 +292,8 @@ def reanalyze_forms(out_dir: str, *, detector: str, num_nulls: int = 0,
   if num_nulls and not meta.get("config"):
     raise errors.UserError(f"{meta_path} has no training config: the probe width is unknown")
   options = dict(meta.get("ed_options", {}))
-  options.update(detector=detector, num_nulls=int(num_nulls), null_seed=int(null_seed))
+  options.update(detector=detector, num_nulls=int(num_nulls), null_seed=int(null_seed),
+                 sigma_schedule=sigma_schedule)
   if meta.get("config"):
     options["null_dim"] = _probe_width(meta["config"])
   updated = dict(meta, ed_options=options)
