@@ -207,10 +207,46 @@ def check_stages_table(run_dir: str, reference_dir: str, check: str,
                 _boundary_rows(columns, paper, low=float(np.min(table["step"]))))
 
 
+def _form_cell(form) -> str:
+  text = f"{_step(form['step'])} ({_step(form['step_interval'][0])}–{_step(form['step_interval'][1])}"
+  text += f"; {form['strength_deg']:.0f}°"
+  if form.get("p_value") is not None:
+    text += f", p = {form['p_value']:.2g}"
+  return text + ")"
+
+
 def forms_table(run_dir: str, paper=reference.PAPER_FORMS) -> str:
-  """ED forms of the run beside the paper's."""
+  """ED forms of the run beside the paper's. With the turn detector's record (``paper_forms``
+  in ``forms.json``): per paper form, the run's forms whose interval overlaps its ±2σ window,
+  the strongest candidate inside the window and why it is not a form, and the planes' strongest
+  turns there that stand out of the noise; else the nearest form of the run."""
   record = files.load_json(run_dir, files.FORMS_JSON) or {"forms": []}
   ours = sorted(f["step"] for f in record["forms"])
+  if record.get("paper_forms"):
+    rows = []
+    for entry in record["paper_forms"]:
+      lo, hi = entry["window"]
+      overlapping = [f for f in record["forms"]
+                     if f["step_interval"][0] <= hi and f["step_interval"][1] >= lo]
+      candidate = entry["candidate"]
+      turns = [v for v in entry["max_turn_deg_per_plane"].values() if v is not None]
+      planes = (f"{min(turns):.0f}–{max(turns):.0f}° ({len(turns)} of "
+                f"{len(entry['max_turn_deg_per_plane'])} planes)" if turns else "none")
+      rows.append([_step(entry["paper_step"]), f"{_step(lo)}–{_step(hi)}",
+                   ", ".join(_form_cell(f) for f in overlapping) or "–",
+                   "–" if candidate is None else
+                   f"{_step(candidate['step'])}: {candidate['strength_deg']:.0f}°"
+                   + ("" if candidate.get("p_value") is None else
+                      f", p = {candidate['p_value']:.2g}")
+                   + f"; {candidate['reason'] or 'accepted'}", planes])
+    table = _table(["paper's form", "window (±2σ)", "this run's forms overlapping it",
+                    "strongest candidate in the window", "clear turns per plane there"], rows)
+    nulls = record.get("nulls") or {}
+    tail = f"All forms of this run: {', '.join(_form_cell(f) for f in record['forms']) or 'none'}"
+    if nulls:
+      tail += "; null paths with a form: " + ", ".join(
+          f"{kind} {r['num_with_form']} of {r['num_paths']}" for kind, r in sorted(nulls.items()))
+    return table + "\n\n" + tail + "."
   rows, matched = [], set()
   for target in paper:
     near = min(ours, key=lambda s: abs(np.log1p(s) - np.log1p(target))) if ours else None
