@@ -261,7 +261,7 @@ def run_one(workdir: str, train_config, sweep_config, *, train: bool, steps=None
         workdir, settings, restrictions, name=name,
         steps=restriction_steps(train_config, sweep_config, steps),
         checkpoints_per_batch=sweep_config.sweep.checkpoints_per_batch,
-        restriction_map=sweep_config.sweep.get("restriction_map", "vmap"), show_progress=verbose)
+        restriction_map=sweep_config.sweep.get("restriction_map", "map"), show_progress=verbose)
   out = RunResult(workdir, trained, result, restricted=restricted)
   if not is_main:
     return out
@@ -325,7 +325,7 @@ def main_job(train_config, sweep_config, workdir: str = DEFAULT_WORKDIR, *,
     masks = [settings.mask] if settings.mask is not None else []
     masks += [mask for _, mask in restriction_sweeps(sweep_config, config)]
     llc.every_nth([], int(sweep_config.sweep.get("restriction_every", 1)))  # checks the value
-    if sweep_config.sweep.get("restriction_map", "vmap") not in ("vmap", "map"):
+    if sweep_config.sweep.get("restriction_map", "map") not in ("vmap", "map"):
       raise ConfigError(f"sweep.restriction_map must be 'vmap' or 'map', got "
                         f"{sweep_config.sweep.restriction_map!r}")
     if masks or settings.observables is not None:  # every mask must select weights of this

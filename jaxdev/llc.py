@@ -392,7 +392,7 @@ def stacked_masks(masks, params):
 
 def build_estimator(loss_fn: Callable, settings: SweepSettings, mesh, selectors=None, *,
                     observables: Callable | None = None, masks: Sequence | None = None,
-                    restriction_map: str = "vmap"):
+                    restriction_map: str = "map"):
   """The sweep's estimator: (stacked params [G, ...], chain keys [C, 2], data) ->
   (init_loss [G], :class:`jaxdev.sgld.ChainTrace` with leaves [G, C, draws], φ_n(w*) [G, O] or
   None).
@@ -413,8 +413,9 @@ def build_estimator(loss_fn: Callable, settings: SweepSettings, mesh, selectors=
       ``None`` = every weight): every checkpoint is then sampled under each restriction, with
       the same chain keys (hence the same minibatches and noise) for all, in the same compiled
       program; trace leaves are [G, R, C, draws].
-    restriction_map: with ``masks``, ``"vmap"`` (the R restrictions as one batched computation)
-      or ``"map"`` (``lax.map``: one after the other inside the program, less memory).
+    restriction_map: with ``masks``, ``"map"`` (``lax.map``: one after the other inside the
+      program) or ``"vmap"`` (the R restrictions as one batched computation: more memory, and
+      faster only where the chains and checkpoints alone leave the device idle).
   """
   settings = settings.resolved()
   if restriction_map not in ("vmap", "map"):
@@ -574,7 +575,7 @@ def sweep(workdir: str, settings: SweepSettings, *, steps: Sequence[int] | None 
 
 def sweep_restricted(workdir: str, settings: SweepSettings, restricted: Sequence[tuple[str, str]],
                      *, steps: Sequence[int] | None = None, checkpoints_per_batch: int = 8,
-                     mesh=None, name: str = "default", restriction_map: str = "vmap",
+                     mesh=None, name: str = "default", restriction_map: str = "map",
                      show_progress: bool = True) -> dict:
   """Weight-restricted LLCs of R restrictions at every checkpoint, in one compiled program.
 
@@ -591,8 +592,8 @@ def sweep_restricted(workdir: str, settings: SweepSettings, restricted: Sequence
     settings: the SGLD settings shared by every restriction (its own mask is replaced).
     restricted: [(suffix, mask)], e.g. :func:`restrictions`' output.
     name: the main sweep's name; restriction r goes to ``RunDir(workdir).llc(f"{name}-{suffix}")``.
-    restriction_map: ``"vmap"`` (one batched computation over R) or ``"map"`` (one after the
-      other inside the program).
+    restriction_map: ``"map"`` (one after the other inside the program) or ``"vmap"`` (one
+      batched computation over R; see :func:`build_estimator`).
 
   Returns:
     {sweep name: :class:`SweepResult`} in the order of ``restricted`` (their ``seconds`` is the

@@ -32,7 +32,7 @@ _CHECKPOINTS = flags.DEFINE_integer("checkpoints", 8, "Checkpoints sampled toget
 _RESTRICTIONS = flags.DEFINE_string(
     "restrictions", "heads", "Weight restrictions (restrictions): heads, layers or masks split by ';'.")
 _RESTRICTION_MAP = flags.DEFINE_enum(
-    "restriction_map", "vmap", ["vmap", "map"], "How restrictions are batched (restrictions).")
+    "restriction_map", "map", ["vmap", "map"], "How restrictions are batched (restrictions).")
 _CHAIN_MAP = flags.DEFINE_enum("chain_map", "vmap", ["vmap", "map"], "How chains are batched (sgld).")
 _TRAIN_STEPS = flags.DEFINE_integer(
     "train_steps", 16, "Optimizer steps per timed call (train; rounded down as training chunks them).")

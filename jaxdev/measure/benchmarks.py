@@ -131,7 +131,7 @@ def sweep_throughput(config, *, num_checkpoints: int, batch_size: int, num_chain
 
 def restrictions_throughput(config, *, num_checkpoints: int, batch_size: int, num_chains: int,
                             num_draws: int, restrictions: str = "heads",
-                            restriction_map: str = "vmap", repeats: int = 3) -> dict:
+                            restriction_map: str = "map", repeats: int = 3) -> dict:
   """R weight restrictions × C chains × K checkpoints as one program
   (:func:`jaxdev.llc.sweep_restricted`'s) against R calls of the single-restriction sweep
   program (what R separate sweeps run; one compiled program, since the mask is an argument).
@@ -195,7 +195,7 @@ def run(command: str, config, *, batch_size: int, num_chains: int, num_draws: in
         num_checkpoints: int, chain_map: str, train_steps: int, repeats: int,
         ed_steps: int, ed_dim: int, hessian_sequences: int = 1024, hessian_probes: int = 100,
         num_nulls: int = 20, ed_scores: str | None = None, restrictions: str = "heads",
-        restriction_map: str = "vmap"):
+        restriction_map: str = "map"):
   """The benchmark ``command`` (one of :data:`COMMANDS`) with the command line's sizes (a dict;
   for "forms", a list of them)."""
   if command == "forms":

@@ -73,7 +73,7 @@ def training_call(task, config, *, num_steps: int, devices=None) -> TrainingCall
 
 
 def sweep_call(task, settings, mesh, *, num_checkpoints: int, num_examples: int,
-               params=None, masks=None, restriction_map: str = "vmap") -> Callable[[], object]:
+               params=None, masks=None, restriction_map: str = "map") -> Callable[[], object]:
   """One call of the sweep's sharded program (:func:`jaxdev.llc.build_estimator`) on
   ``num_checkpoints`` copies of ``params`` (default: the task's initialisation at seed 0), with
   the chain keys, sampling data and layout that :func:`jaxdev.llc.sweep` uses; with ``masks``,
