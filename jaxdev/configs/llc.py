@@ -95,7 +95,7 @@ def get_config(arg: str = "paper") -> ml_collections.ConfigDict:
   elif arg == "quick_positions":
     # The quick sweep with the loss at each of the 8 positions recorded on its draws: the
     # per-position LLCs of the authors' files (the mean loss is the mean over positions, so
-    # they average to the LLC; docs/methods.md, "Restricted LLCs").
+    # they average to the LLC; docs/methods.md, "Restricted LLCs and observables").
     config = get_config("quick")
     config.sgld.observables = "positions"
     config.sweep.name = "positions"
