@@ -77,7 +77,7 @@ def get_config(arg: str = "paper") -> ml_collections.ConfigDict:
   config.sweep.restriction_every = 1  # restricted sweeps at every n-th checkpoint (and the last)
   # The restrictions are sampled together in one program, with the same chain keys: "map" (one
   # after the other inside it) or "vmap" (one batched computation, for a device that the chains
-  # and checkpoints alone do not fill; on a 2-core CPU it ran at 0.8x of "map", docs/performance.md).
+  # and checkpoints alone do not fill; on a 2-core CPU it ran at 0.8x of "map": performance.md).
   config.sweep.restriction_map = "map"
 
   if arg == "paper":
