@@ -623,8 +623,7 @@ def sweep_restricted(workdir: str, settings: SweepSettings, restricted: Sequence
   def to_records(step, output):
     init_loss, trace, init_observables = output
     return [_record(step, s, init_loss, jax.tree.map(lambda x, r=r: x[r], trace),
-                    None if init_observables is None else init_observables)
-            for r, s in enumerate(each)]
+                    init_observables) for r, s in enumerate(each)]
 
   chain_steps = settings.num_chains * settings.num_draws
   result = engine.map_checkpoints(
