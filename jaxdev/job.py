@@ -325,9 +325,7 @@ def main_job(train_config, sweep_config, workdir: str = DEFAULT_WORKDIR, *,
     masks = [settings.mask] if settings.mask is not None else []
     masks += [mask for _, mask in restriction_sweeps(sweep_config, config)]
     llc.every_nth([], int(sweep_config.sweep.get("restriction_every", 1)))  # checks the value
-    if sweep_config.sweep.get("restriction_map", "map") not in ("vmap", "map"):
-      raise ConfigError(f"sweep.restriction_map must be 'vmap' or 'map', got "
-                        f"{sweep_config.sweep.restriction_map!r}")
+    llc.check_restriction_map(sweep_config.sweep.get("restriction_map", "map"), "sweep.")
     if masks or settings.observables is not None:  # every mask must select weights of this
       model = tasks_lib.model_for(config)          # model and the observable exist, before
       abstract = jax.eval_shape(model.init, jax.random.key(0))  # training

@@ -375,6 +375,17 @@ def _estimate_groups(params, chain_keys, data, hyper, mask, bounding_box, *, los
   return mapped(params, chain_keys, data, hyper, mask, bounding_box)
 
 
+#: How :func:`build_estimator` maps R restrictions inside a checkpoint.
+RESTRICTION_MAPS = ("map", "vmap")
+
+
+def check_restriction_map(value, where: str = "") -> None:
+  """Raises ConfigError unless ``value`` is one of :data:`RESTRICTION_MAPS` (``where`` names
+  the config field in the message, e.g. ``"sweep."``)."""
+  if value not in RESTRICTION_MAPS:
+    raise ConfigError(f"{where}restriction_map must be 'map' or 'vmap', got {value!r}")
+
+
 def stacked_masks(masks, params):
   """Masks (each None or a pytree of booleans broadcastable to ``params``, e.g. from
   :meth:`SweepSettings.weight_mask`) as one pytree like ``params`` of boolean arrays with a
@@ -418,8 +429,7 @@ def build_estimator(loss_fn: Callable, settings: SweepSettings, mesh, selectors=
       faster only where the chains and checkpoints alone leave the device idle).
   """
   settings = settings.resolved()
-  if restriction_map not in ("vmap", "map"):
-    raise ConfigError(f"restriction_map must be 'vmap' or 'map', got {restriction_map!r}")
+  check_restriction_map(restriction_map)
   replicated = NamedSharding(mesh, P())
 
   def put(tree):
@@ -611,7 +621,8 @@ def sweep_restricted(workdir: str, settings: SweepSettings, restricted: Sequence
   each = [dataclasses.replace(shared, mask=mask).resolved(abstract, selectors)
           for _, mask in restricted]  # every mask checked before any file
   names = [f"{name}-{suffix}" for suffix, _ in restricted]
-  plan = engine.combine([_plan(run, s, n, steps) for s, n in zip(each, names)])
+  plans = [_plan(run, s, n, steps) for s, n in zip(each, names)]
+  plan = engine.combine(plans)
   mesh = distributed.sweep_mesh(settings.num_chains) if mesh is None else mesh
 
   def build():
@@ -631,13 +642,12 @@ def sweep_restricted(workdir: str, settings: SweepSettings, restricted: Sequence
       checkpoints_per_batch=checkpoints_per_batch, desc=f"llc[{name}-*] x{len(restricted)}",
       show_progress=show_progress, rate=("chain_steps_per_s", chain_steps * len(restricted)))
   out = {}
-  for sweep_name, out_dir, pending in zip(names, result.out_dir, plan.pending):
-    done = [s for s in result.done if s in pending]
-    skipped = [s for s in plan.todo + plan.skipped if s not in pending and s not in plan.missing]
-    out[sweep_name] = SweepResult(out_dir, done, sorted(skipped), dict(result.failed),
-                                  result.seconds,
+  for sweep_name, part in zip(names, plans):
+    done = [s for s in result.done if s in part.todo]
+    out[sweep_name] = SweepResult(part.records.path, done, list(part.skipped),
+                                  dict(result.failed), result.seconds,
                                   len(done) * chain_steps / max(result.seconds, 1e-9),
-                                  {s: m for s, m in result.damaged.items() if s in pending})
+                                  dict(part.damaged))
   return out
 
 

@@ -424,6 +424,16 @@ def data_for(config, *, num_baseline_rows: int = 50_000) -> Data:
   return _language_data(config, num_baseline_rows)
 
 
+def probe_width(config) -> int:
+  """D, the number of values one ED probe row holds, from a training config (a ConfigDict or its
+  dict): regression, every output of the probe's sequences (``ed.num_sequences`` × 2K tokens ×
+  (d + 1)); language, one true-next-token logit per probe row."""
+  probe, data = config["ed"], config["data"]
+  if config.get("task") == "language":
+    return int(probe["num_sequences"])
+  return int(probe["num_sequences"] * 2 * data["num_examples"] * (data["dim"] + 1))
+
+
 def check_config(config) -> None:
   """Raises ConfigError unless the task, data and model sections of a config can make a task.
 

@@ -209,3 +209,12 @@ def test_model_for_needs_no_data_and_matches_the_task():
   init, loss_fn = tasks.language_model_fns(language)
   assert jax.tree.structure(init(jax.random.key(0))) == jax.tree.structure(lm_params)
   assert float(loss_fn(lm_params, rows)) == float(want)
+
+
+def test_probe_width_is_the_width_of_the_probe_the_task_records(tiny_run, tiny_language_run):
+  from jaxdev import llc, rundir
+  for run in (tiny_run, tiny_language_run):
+    config = llc.load_run_config(run)
+    _, outputs = rundir.RunDir(run).ed_probe()
+    assert tasks.probe_width(config) == int(np.prod(outputs.shape[1:]))
+    assert tasks.probe_width(config.to_dict()) == tasks.probe_width(config)

@@ -117,6 +117,7 @@ def paper_form_support(steps, search, reports, sigma, task=None) -> list:
   if task not in (None, "regression"):
     return []
   sigma = np.broadcast_to(np.asarray(sigma, np.float64), (len(steps),))
+  min_snr = search.settings["min_snr"]
   out = []
   for step in PAPER_FORM_STEPS:
     if step > steps[-1]:
@@ -126,7 +127,6 @@ def paper_form_support(steps, search, reports, sigma, task=None) -> list:
     lo, hi = max(0, index - half), min(len(steps) - 1, index + half)
     near = [f for f in search.candidates if lo <= f.index <= hi]
     best = max(near, key=lambda f: (f.qualified, f.strength), default=None)
-    min_snr = search.settings["min_snr"]
     planes = {}
     for (i, j), angles in search.turns.items():
       clear = (search.snr[(i, j)][lo:hi + 1] >= min_snr) & np.isfinite(angles[lo:hi + 1])
@@ -396,7 +396,6 @@ def analyze_run(workdir: str, *, sweep: str = "default", num_components: int = 4
     summary["explained_variance"] = found["record"]["explained_variance"]
     summary["forms"] = [f.to_dict(steps) for f in forms]
     run.write_forms(found["record"])
-    stage_list = analysis.stages if analysis is not None else []
     kinks = _sigma_kinks(found["record"]["sigma_schedule"], len(steps))
     _save(plots.plot_ed(smoothed, steps, forms=forms, stages=stage_list,
                         candidates=found["search"].candidates, kinks=kinks,

@@ -245,6 +245,7 @@ def forms_benchmark(config, scores_path: str, *, num_nulls: int, num_trials: int
   # pylint: disable=import-outside-toplevel
   import time
   from scipy import stats
+  from jaxdev import tasks
   from jaxdev.analysis import ed, nulls, turns
   from jaxdev.report import files
   table = files.read_csv(scores_path)
@@ -252,7 +253,7 @@ def forms_benchmark(config, scores_path: str, *, num_nulls: int, num_trials: int
   scores = np.stack([table[n].astype(np.float64) for n in names], axis=1)
   steps = np.asarray(table["step"])
   num_steps, k = scores.shape
-  dim = int(config.ed.num_sequences * 2 * config.data.num_examples * (config.data.dim + 1))
+  dim = tasks.probe_width(config)
   num_trials = num_nulls if num_trials is None else num_trials
   smooth_sigma = (ed.smooth_paper_sigma_schedule(num_steps) if num_steps >= 1000
                   else ed.smooth_scaled_sigma_schedule(num_steps))

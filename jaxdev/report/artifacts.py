@@ -266,15 +266,6 @@ def analyze_artifacts(out_dir: str, *, null_record: dict | None = None,
   return {"stages": as_json(stages), "forms": as_json(forms)}
 
 
-def _probe_width(config: dict) -> int:
-  """D of a run's ED probe from its config (regression: sequences × 2K tokens × (d + 1) outputs;
-  language: one logit per row)."""
-  ed_config, data = config["ed"], config["data"]
-  if config.get("task") == "language":
-    return int(ed_config["num_sequences"])
-  return int(ed_config["num_sequences"] * 2 * data["num_examples"] * (data["dim"] + 1))
-
-
 def reanalyze_forms(out_dir: str, *, detector: str, num_nulls: int = 0, null_seed: int = 0,
                     sigma_schedule: str = "auto") -> dict:
   """Finds the forms of a published directory again with another detector (and ``num_nulls``
@@ -295,7 +286,8 @@ def reanalyze_forms(out_dir: str, *, detector: str, num_nulls: int = 0, null_see
   options.update(detector=detector, num_nulls=int(num_nulls), null_seed=int(null_seed),
                  sigma_schedule=sigma_schedule)
   if meta.get("config"):
-    options["null_dim"] = _probe_width(meta["config"])
+    from jaxdev import tasks  # pylint: disable=import-outside-toplevel  (JAX, for this only)
+    options["null_dim"] = tasks.probe_width(meta["config"])
   updated = dict(meta, ed_options=options)
   rundir.atomic_write_json(meta_path, updated)
   forms = analyze_artifacts(out_dir, recompute_nulls=True)["forms"]

@@ -95,5 +95,6 @@ __all__ = [
     "Recommendation", "LLCWarning", "LossFn", "PyTree", "default_nbeta", "init", "build_kernel",
     "mala_acceptance_probability", "run_chains", "sample_chains", "hyperparameters", "init_loss",
     "resolve_preconditioner", "resolve_mask", "parameter_paths",
-    "summarize", "summarize_observables", "estimate_llc", "calibrate", "plot_trace", "plot_calibration",
+    "summarize", "summarize_observables", "estimate_llc", "calibrate", "plot_trace",
+    "plot_calibration",
 ]

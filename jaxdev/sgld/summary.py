@@ -123,6 +123,13 @@ def nanmean(x, axis=None):
     return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
+def kept_draws(num_draws: int, num_burnin: int, thin: int) -> np.ndarray:
+  """[T] bool: the draws an estimate keeps, every ``thin``-th after ``num_burnin``."""
+  kept = np.zeros(num_draws, bool)
+  kept[num_burnin::thin] = True
+  return kept
+
+
 def summarize(trace, init_loss: float, *, nbeta: float, num_burnin: int = 0, thin: int = 1,
               settle_rtol: float = 0.1) -> LLCResult:
   """Turns chain traces into an :class:`LLCResult` (host-side numpy, never raises on NaN).
@@ -159,8 +166,7 @@ def summarize(trace, init_loss: float, *, nbeta: float, num_burnin: int = 0, thi
   failed = ~finite.all(axis=1)
   failure_step = np.where(failed, np.argmin(finite, axis=1), -1)
   healthy = ~failed
-  kept = np.zeros(num_draws, bool)
-  kept[num_burnin::thin] = True
+  kept = kept_draws(num_draws, num_burnin, thin)
   excess = nbeta * (loss - init_loss)
   with np.errstate(invalid="ignore", divide="ignore"):
     counts = np.cumsum(kept)
@@ -264,8 +270,7 @@ def summarize_observables(observables, loss, init_observables, *, nbeta: float,
     raise ConfigError(f"init_observables has {init_observables.shape[0]} entries, the trace "
                       f"{observables.shape[2]}")
   healthy = np.isfinite(loss).all(axis=1) & np.isfinite(observables).all(axis=(1, 2))
-  kept = np.zeros(loss.shape[1], bool)
-  kept[num_burnin::thin] = True
+  kept = kept_draws(loss.shape[1], num_burnin, thin)
   excess = nbeta * (observables[:, kept] - init_observables)  # [C, K, O]
   per_chain = np.where(healthy[:, None], excess.mean(axis=1), np.nan)
   llc = per_chain[healthy].mean(axis=0) if healthy.any() else np.full(len(init_observables),
