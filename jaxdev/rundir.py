@@ -19,6 +19,7 @@ silently different number. Layout (see docs/run-directory.md)::
   indicators/NAME/settings.json    the settings of indicator set NAME
   indicators/NAME/step_XXXXXXXX.npz  the indicators at one checkpoint
   indicators/summary.{csv,json}    the indicators of every checkpoint, one row per step
+  evaluations/step_XXXXXXXX.npz    an imported run's evaluation and ED probe row at one checkpoint
   stages.json                      stages detected from the LLC curve
   forms.json                       forms found in the essential dynamics
   figures/*.png                    figures of the analysis
@@ -50,6 +51,7 @@ BASELINES = "baselines.json"
 DONE = "done"
 LLC = "llc"
 INDICATORS = "indicators"
+EVALUATIONS = "evaluations"
 STAGES = "stages.json"
 FORMS = "forms.json"
 FIGURES = "figures"
@@ -272,7 +274,8 @@ class ProbeStore:
 class RecordDir:
   """A directory of per-checkpoint records, ``step_XXXXXXXX.npz``, next to ``settings.json``.
 
-  Used for LLC sweeps (``llc/NAME``) and indicator sets (``indicators/NAME``). Each record is
+  Used for LLC sweeps (``llc/NAME``), indicator sets (``indicators/NAME``) and an imported run's
+  evaluations (``evaluations``). Each record is
   written atomically; reading one reads and checks every member, so a damaged file is found
   when read (and :meth:`damaged` lists those a resumed computation should redo).
   """
@@ -429,6 +432,11 @@ class RunDir:
   def indicators(self, name: str = "default") -> RecordDir:
     """The per-checkpoint records of indicator set ``name``."""
     return RecordDir(os.path.join(self.path, INDICATORS, name))
+
+  def evaluations(self) -> RecordDir:
+    """The per-checkpoint evaluation records of an imported run (:mod:`jaxdev.convert.run`),
+    from which its ``metrics.jsonl`` and ED probe are written."""
+    return RecordDir(os.path.join(self.path, EVALUATIONS))
 
   def indicator_summary_path(self, suffix: str) -> str:
     """``indicators/summary.{suffix}`` ("csv" or "json"): every indicator set, one row per step."""

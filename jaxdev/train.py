@@ -135,22 +135,35 @@ def _to_python(metrics) -> dict:
 
 def record_step(step: int, params, *, evaluate, probe, metrics, probe_store,
                 evaluated: bool = True) -> dict | None:
-  """Writes what a run keeps of its parameters at ``step`` besides the checkpoint.
-
-  That is the ED probe row ``probe(params)`` when ``probe_store`` wants the step, and, when
-  ``evaluated``, the evaluation row ``{"step": step, "split": "eval", **evaluate(params)}`` of
-  the metrics writer ``metrics``. Probe rows count as written only once the caller commits them
-  (:meth:`jaxdev.rundir.ProbeStore.commit`) after the step's checkpoint is saved. Training and
-  the checkpoint converter (:func:`jaxdev.convert.run.import_run`) both write with it.
+  """Computes and writes what a run keeps of its parameters at ``step`` besides the checkpoint:
+  :func:`write_step` of ``probe(params)`` (when ``probe_store`` wants the step) and, when
+  ``evaluated``, of ``evaluate(params)``.
 
   Returns:
     The evaluation metrics as Python numbers and lists (None when not ``evaluated``).
   """
-  if probe_store.wants(step):
-    probe_store.write(step, jax.device_get(probe(params)))
-  if not evaluated:
+  row = jax.device_get(probe(params)) if probe_store.wants(step) else None
+  values = jax.device_get(evaluate(params)) if evaluated else None
+  return write_step(step, metrics=metrics, probe_store=probe_store, values=values, probe_row=row)
+
+
+def write_step(step: int, *, metrics, probe_store, values=None, probe_row=None) -> dict | None:
+  """Writes a step's ED probe row and evaluation row; training and the checkpoint converter
+  (:func:`jaxdev.convert.run.import_run`) both write with it.
+
+  The probe row is written when given and ``probe_store`` wants the step; it counts as written
+  only once the caller commits it (:meth:`jaxdev.rundir.ProbeStore.commit`) after the step's
+  checkpoint is saved. ``values`` (a dict of arrays) becomes the line
+  ``{"step": step, "split": "eval", **values}`` of the metrics writer ``metrics``.
+
+  Returns:
+    The evaluation metrics as Python numbers and lists (None without ``values``).
+  """
+  if probe_row is not None and probe_store.wants(step):
+    probe_store.write(step, probe_row)
+  if values is None:
     return None
-  values = _to_python(jax.device_get(evaluate(params)))
+  values = _to_python(values)
   metrics.write({"step": step, "split": "eval", **values})
   return values
 

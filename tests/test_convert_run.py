@@ -91,8 +91,26 @@ def test_import_regression_run_then_sweep_and_analysis(tmp_path):
   indicators = indicator_run.evaluate_run(workdir, which="cheap", plot=False)
   assert indicators.done and all(sorted(steps) == STEPS for steps in indicators.done.values())
 
+  # The metrics are the evaluation of each checkpoint as saved.
+  last = convert_regression.from_token_sequence_transformer(state_dicts[STEPS[-1]], 2)
+  np.testing.assert_allclose(evals[-1]["loss"], float(jax.jit(task.evaluate)(last)["loss"]),
+                             rtol=1e-6)
+  assert run.evaluations().steps() == STEPS
+
+  # An import killed during evaluation (a record and the metrics lost) is finished by running it
+  # again: checkpoints and the other records are kept, and the files end as an uninterrupted
+  # import wrote them.
+  with open(run.metrics_path) as f:
+    metrics_text = f.read()
+  os.unlink(run.evaluations().record_path(STEPS[2]))
+  os.unlink(run.metrics_path)
+  kept = os.path.getmtime(run.evaluations().record_path(STEPS[3]))
   again = convert_run.import_run(source, workdir, regression_configs.get_config("tiny"))
   assert again.steps == [] and again.steps_skipped == STEPS
+  with open(run.metrics_path) as f:
+    assert f.read() == metrics_text
+  np.testing.assert_array_equal(run.ed_probe()[1], outputs)
+  assert os.path.getmtime(run.evaluations().record_path(STEPS[3])) == kept
 
 
 def test_import_hooked_transformer_checkpoints(tmp_path):

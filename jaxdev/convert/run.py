@@ -27,8 +27,10 @@ Model configs understood:
   ``num_heads``, ``noise_variance``, ``num_tasks``; a dict holding ``task_config`` is also
   accepted) (:mod:`jaxdev.convert.regression`); the training config must be a regression one.
 
-Importing again into the same directory skips the steps already saved and rewrites the metrics
-and the probe, so an interrupted import is finished by running it again.
+Importing again into the same directory skips the steps already saved and evaluated (the
+evaluation of each checkpoint is a per-checkpoint record in ``evaluations/``, made by
+:func:`jaxdev.engine.map_checkpoints` from the checkpoint as saved) and rewrites the metrics and
+the probe from those records, so an interrupted import is finished by running it again.
 """
 
 from __future__ import annotations
@@ -50,6 +52,60 @@ from jaxdev.convert.common import ConversionError, load_torch_file, model_state_
 
 SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
 MODEL_CONFIG = "config.json"
+
+
+_METRIC = "eval."  # record members holding the evaluation's metrics (the probe row is "probe")
+
+
+def evaluate_run(run: rundir.RunDir, config, steps: list, abstract_params) -> None:
+  """Evaluates the checkpoints of ``run`` at ``steps`` and writes ``metrics.jsonl``,
+  ``baselines.json`` and the ED probe from them, as training writes them.
+
+  The evaluation and probe row of each checkpoint are a per-checkpoint measurement
+  (:func:`jaxdev.engine.map_checkpoints`, one record per step in ``run.evaluations()``, kept
+  across an interrupted import); the metrics and the probe are then rewritten whole from the
+  records, in step order.
+  """
+  # pylint: disable=import-outside-toplevel
+  from jaxdev import engine
+  from jaxdev import tasks as tasks_lib
+  from jaxdev import train
+
+  task = tasks_lib.make_task(config)
+  records = run.evaluations()
+  plan = engine.plan(run, records, settings_record={"config": json.loads(config.to_json())},
+                     steps=steps, required=("step", "probe"), what="training config",
+                     rename_hint="import into another workdir")
+  if plan.missing:
+    raise ConversionError(f"{run.path}: no checkpoint at steps {sorted(plan.missing)[:5]}")
+
+  def build():
+    evaluate_fn, probe_fn = jax.jit(task.evaluate), jax.jit(task.probe)
+    return lambda params: {"values": evaluate_fn(params), "probe": probe_fn(params)}
+
+  def to_record(step, output):
+    values = {_METRIC + name: value for name, value in output["values"].items()}
+    return engine.dict_record(step, {**values, "probe": output["probe"]})
+
+  result = engine.map_checkpoints(plan, build, abstract_params=abstract_params,
+                                  to_record=to_record, host_driven=True, desc="evaluate")
+  if result.failed:
+    raise ConversionError(f"{run.path}: checkpoints at steps {sorted(result.failed)[:5]} could "
+                          "not be read back")
+  run.write_baselines(task.baselines)
+  rundir.truncate_jsonl(run.metrics_path, 0)
+  metrics = run.metrics_writer()
+  probe = run.probe_store(steps, task.probe_shape)
+  try:
+    for step in steps:
+      record = records.read(step, ("step", "probe"))
+      values = {name[len(_METRIC):]: value for name, value in record.items()
+                if name.startswith(_METRIC)}
+      train.write_step(step, metrics=metrics, probe_store=probe, values=values,
+                       probe_row=record["probe"])
+      probe.commit(step)
+  finally:
+    metrics.close()
 
 
 @dataclasses.dataclass
@@ -225,33 +281,22 @@ def import_run(checkpoint_dir: str, workdir: str, train_config, *, model_config:
   rundir.check_writable(workdir)
   run.prepare(json.loads(config.to_json()))
 
-  task = tasks_lib.make_task(config) if evaluate else None
   abstract = jax.eval_shape(tasks_lib.model_for(config).init, jax.random.PRNGKey(0))
   optimizer = train.make_optimizer(config.optim)
   saved = set(checkpoints.list_steps(run.checkpoints))
-  if evaluate:
-    evaluate_fn, probe_fn = jax.jit(task.evaluate), jax.jit(task.probe)
-    rundir.truncate_jsonl(run.metrics_path, 0)
-    metrics = run.metrics_writer()
-    probe = run.probe_store(steps, task.probe_shape)
-    run.write_baselines(task.baselines)
-
   manager = checkpoints.open_manager(run.checkpoints, async_save=False)
   try:
     for step, path in files.items():
+      if step in saved:
+        continue
       state_dict = first if step == steps[0] else model_state_dict(load_torch_file(path), path)
       params = convert_state_dict(kind, state_dict, config, path)
       _check_like(params, abstract, path)
-      if step not in saved:
-        checkpoints.save(manager, step, params, optimizer.init(params))
-      if evaluate:
-        train.record_step(step, params, evaluate=evaluate_fn, probe=probe_fn, metrics=metrics,
-                          probe_store=probe)
-        probe.commit(step)
+      checkpoints.save(manager, step, params, optimizer.init(params))
     manager.wait_until_finished()
   finally:
     manager.close()
-    if evaluate:
-      metrics.close()
+  if evaluate:
+    evaluate_run(run, config, steps, abstract)
   run.mark_done(config.optim.num_steps)
   return ImportResult(workdir, kind, [s for s in steps if s not in saved], sorted(saved & set(steps)))

@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdev import errors
-from jaxdev.models.layers import dense
+from jaxdev.models.layers import check_layer, dense, leaf_masks
 
 
 class Attention(nn.Module):
@@ -241,25 +241,6 @@ def true_next_token_logits(params, model: AttnOnlyTransformer, rows, positions):
   return jnp.take_along_axis(at_position, targets, axis=1)[:, 0]  # (N,)
 
 
-def _check_layer(model_config, layer: int) -> None:
-  if not 0 <= layer < model_config.num_layers:
-    raise errors.ConfigError(f"layer {layer} is out of range: the model has "
-                             f"{model_config.num_layers} layer(s), 0 to "
-                             f"{model_config.num_layers - 1}")
-
-
-def _leaf_masks(params, chosen: dict):
-  """A mask like ``params``: ``chosen[path]`` at the paths (tuples of keys) it names, a scalar
-  False at every other leaf."""
-  def leaf(path, x):
-    key = tuple(str(getattr(entry, "key", entry)) for entry in path)
-    return chosen.pop(key) if key in chosen else np.bool_(False)
-  out = jax.tree_util.tree_map_with_path(leaf, params)
-  if chosen:
-    raise errors.ConfigError(f"the parameters have no {'/'.join(next(iter(chosen)))}")
-  return out
-
-
 def head_mask(model_config, params, layer: int, head: int):
   """The weights of attention head ``head`` of layer ``layer`` (both 0-based), as a mask.
 
@@ -280,7 +261,7 @@ def head_mask(model_config, params, layer: int, head: int):
   Raises:
     ConfigError: no such layer or head.
   """
-  _check_layer(model_config, layer)
+  check_layer(model_config, layer)
   num_heads, width, head_dim = model_config.num_heads, model_config.embed_dim, model_config.head_dim
   if not 0 <= head < num_heads:
     raise errors.ConfigError(f"head {head} is out of range: each layer has {num_heads} "
@@ -288,7 +269,7 @@ def head_mask(model_config, params, layer: int, head: int):
   ours = np.arange(num_heads) == head  # (H,)
   shapes = {"W_Q": (width, head_dim), "W_K": (width, head_dim), "W_V": (width, head_dim),
             "W_O": (head_dim, width), "b_Q": (head_dim,), "b_K": (head_dim,), "b_V": (head_dim,)}
-  return _leaf_masks(params, {
+  return leaf_masks(params, {
       (f"attn_{layer}", name): np.broadcast_to(ours.reshape(-1, *[1] * len(shape)),
                                                (num_heads, *shape)).copy()
       for name, shape in shapes.items()})
@@ -301,9 +282,9 @@ def layer_mask(model_config, params, layer: int):
   Raises:
     ConfigError: no such layer.
   """
-  _check_layer(model_config, layer)
+  check_layer(model_config, layer)
   names = ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O")
-  return _leaf_masks(params, {(f"attn_{layer}", name): np.bool_(True) for name in names})
+  return leaf_masks(params, {(f"attn_{layer}", name): np.bool_(True) for name in names})
 
 
 def count_params(params) -> int:

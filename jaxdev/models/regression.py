@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdev import errors
-from jaxdev.models.layers import dense
+from jaxdev.models.layers import check_layer, dense, leaf_masks
 
 
 def torch_uniform(fan_in: int):
@@ -201,25 +201,6 @@ def build_model(model_config, *, max_len: int = 16, token_dim: int = 5) -> Regre
   )
 
 
-def _check_layer(model_config, layer: int) -> None:
-  if not 0 <= layer < model_config.num_layers:
-    raise errors.ConfigError(f"layer {layer} is out of range: the model has "
-                             f"{model_config.num_layers} layer(s), 0 to "
-                             f"{model_config.num_layers - 1}")
-
-
-def _leaf_masks(params, chosen: dict):
-  """A mask like ``params``: ``chosen[path]`` at the paths (tuples of keys) it names, a scalar
-  False at every other leaf."""
-  def leaf(path, x):
-    key = tuple(str(getattr(entry, "key", entry)) for entry in path)
-    return chosen.pop(key) if key in chosen else np.bool_(False)
-  out = jax.tree_util.tree_map_with_path(leaf, params)
-  if chosen:
-    raise errors.ConfigError(f"the parameters have no {'/'.join(next(iter(chosen)))}")
-  return out
-
-
 def head_mask(model_config, params, layer: int, head: int):
   """The weights of attention head ``head`` of block ``layer`` (both 0-based), as a mask.
 
@@ -240,7 +221,7 @@ def head_mask(model_config, params, layer: int, head: int):
   Raises:
     ConfigError: no such layer or head.
   """
-  _check_layer(model_config, layer)
+  check_layer(model_config, layer)
   num_heads = model_config.num_heads
   if not 0 <= head < num_heads:
     raise errors.ConfigError(f"head {head} is out of range: each layer has {num_heads} "
@@ -250,7 +231,7 @@ def head_mask(model_config, params, layer: int, head: int):
   owner = lambda index: (index % width) // head_dim == head  # noqa: E731  # index -> its head
   qkv = np.broadcast_to(owner(np.arange(3 * width))[None, :], (width, 3 * width)).copy()
   proj = np.broadcast_to(owner(np.arange(width))[:, None], (width, width)).copy()
-  return _leaf_masks(params, {(f"block_{layer}", "attn", "qkv", "kernel"): qkv,
+  return leaf_masks(params, {(f"block_{layer}", "attn", "qkv", "kernel"): qkv,
                               (f"block_{layer}", "attn", "proj", "kernel"): proj})
 
 
@@ -261,8 +242,8 @@ def layer_mask(model_config, params, layer: int):
   Raises:
     ConfigError: no such layer.
   """
-  _check_layer(model_config, layer)
-  return _leaf_masks(params, {(f"block_{layer}", "attn", "qkv", "kernel"): np.bool_(True),
+  check_layer(model_config, layer)
+  return leaf_masks(params, {(f"block_{layer}", "attn", "qkv", "kernel"): np.bool_(True),
                               (f"block_{layer}", "attn", "proj", "kernel"): np.bool_(True)})
 
 
