@@ -259,6 +259,8 @@ RECORD_KEYS = ("step", "llc_mean", "llc_std", "llc_per_chain", "loss_trace", "in
 
 #: Stored by newer sweeps; a record without them is read as in :func:`record_status`.
 STATUS_KEYS = ("num_good", "status", "warnings")
+#: Convergence diagnostics of the loss trace (:class:`jaxdev.sgld.diagnostics.Convergence`).
+CONVERGENCE_KEYS = ("rhat", "ess_bulk", "ess_mean")
 
 #: Stored when there is something to store: the distance trace, and each chain's MALA
 #: acceptance when the sweep's ``compute_mala`` asks for it (see :func:`result_record`).
@@ -708,7 +710,8 @@ def result_record(step: int, summary: "sgld.LLCResult", trace,
   Besides the summary's numbers: ``num_good`` (surviving chains), ``status`` ("ok", "failed",
   "outliers", see :func:`chain_status`) and ``warnings`` (a string array: the summary's and the
   status's). A "failed" checkpoint stores llc_mean = llc_std = NaN (not estimated). From the
-  trace: ``distance_trace`` [C, T] (‖w_t − w*‖), and with MALA (``compute_mala``)
+  trace: ``distance_trace`` [C, T] (‖w_t − w*‖); ``rhat``, ``ess_bulk`` and ``ess_mean`` of the
+  kept loss draws of the healthy chains (:mod:`jaxdev.sgld.diagnostics`); with MALA (``compute_mala``)
   ``mala_acceptance`` [C]: each chain's mean acceptance probability over its kept draws (those
   of the estimate; draw 0 has none), NaN for a failed chain. Over the surviving chains it
   averages to ``estimate_llc``'s ``diagnostics["mala_mean"]``.
@@ -729,6 +732,9 @@ def result_record(step: int, summary: "sgld.LLCResult", trace,
       status=np.str_(status),
       warnings=np.array(list(summary.warnings) + status_warnings, dtype=np.str_).reshape(-1),
   )
+  if summary.convergence is not None:
+    record.update({name: np.float64(value) for name, value in
+                   summary.convergence._asdict().items() if name in CONVERGENCE_KEYS})
   if hasattr(trace, "distance"):
     record["distance_trace"] = np.asarray(trace.distance)
   mala = getattr(trace, "mala", None)

@@ -294,7 +294,8 @@ def block_pool(bigrams, bos_id: int) -> np.ndarray:
 
 def with_repeated_blocks(config, rows: np.ndarray, stream: tuple, pool: np.ndarray) -> np.ndarray:
   """``rows`` with the config's repeated blocks (``data.repeat_fraction`` of them carry a random
-  block repeated twice, :func:`jaxdev.data.rows.repeated_blocks`), drawn from the generator
+  block repeated ``data.repeat_copies`` times, :func:`jaxdev.data.rows.repeated_blocks`), drawn
+  from the generator
   seeded by (``data.repeat_seed``, ``*stream``); the rows themselves when the fraction is 0.
 
   Streams: (0, step) a training batch, (1,) the evaluation rows, (2,) the probe rows,
@@ -306,7 +307,8 @@ def with_repeated_blocks(config, rows: np.ndarray, stream: tuple, pool: np.ndarr
   from jaxdev.data import rows as rows_lib  # pylint: disable=import-outside-toplevel
   rng = np.random.default_rng([int(config.data.get("repeat_seed", 0)), *map(int, stream)])
   return rows_lib.repeated_blocks(rows, fraction=fraction, pool=pool, rng=rng,
-                                  length=int(config.data.get("repeat_length", 0)))
+                                  length=int(config.data.get("repeat_length", 0)),
+                                  copies=int(config.data.get("repeat_copies", 2)))
 
 
 def _language_data(config, num_baseline_rows: int) -> Data:
@@ -458,9 +460,13 @@ def check_config(config) -> None:
   if not 0.0 <= fraction <= 1.0:
     raise errors.ConfigError(f"config.data.repeat_fraction must be in [0, 1], got {fraction}")
   length = config.data.get("repeat_length", 0)
-  if fraction and not 0 <= length <= (config.data.row_length - 1) // 2:
-    raise errors.ConfigError(f"config.data.repeat_length must be in [0, (row_length - 1) // 2 = "
-                             f"{(config.data.row_length - 1) // 2}], got {length}")
+  copies = config.data.get("repeat_copies", 2)
+  if fraction and not (isinstance(copies, int) and copies >= 2):
+    raise errors.ConfigError(f"config.data.repeat_copies must be an integer >= 2, got {copies}")
+  most = (config.data.row_length - 1) // copies if fraction else 0
+  if fraction and not 0 <= length <= most:
+    raise errors.ConfigError(f"config.data.repeat_length must be in [0, (row_length - 1) // "
+                             f"repeat_copies = {most}], got {length}")
   if config.model.context_length < config.data.row_length - 1:
     raise errors.ConfigError(f"config.model.context_length ({config.model.context_length}) is "
                              f"shorter than the rows' {config.data.row_length - 1} input tokens")

@@ -6,6 +6,7 @@ import scipy.signal
 import scipy.stats
 
 from jaxdev import errors
+from jaxdev import sgld
 from jaxdev.sgld import diagnostics
 
 
@@ -128,3 +129,41 @@ def test_equal_to_arviz_on_the_same_draws():
         assert np.isnan(mine)
       else:
         assert mine == pytest.approx(reference, rel=1e-10), draws.shape
+
+
+def _trace(loss):
+  zeros = np.zeros_like(loss)
+  return sgld.ChainTrace(loss, zeros, zeros, zeros, zeros)
+
+
+def test_summarize_reports_convergence_of_the_kept_healthy_draws():
+  rng = np.random.default_rng(3)
+  loss = 1.1 + 0.01 * rng.normal(size=(4, 400))
+  loss[2, 50] = np.nan  # a failed chain is left out of the diagnostics
+  result = sgld.summarize(_trace(loss), 1.0, nbeta=10.0, num_burnin=100)
+  kept = loss[[0, 1, 3], 100:]
+  np.testing.assert_allclose(result.convergence, diagnostics.convergence(kept), rtol=1e-12)
+  assert 250 < result.convergence.ess_mean < 1500 and result.convergence.rhat < 1.01
+  assert "R̂ 1.0" in str(result)
+  assert len(result.warnings) == 1 and "1 of 4 chains failed" in result.warnings[0]
+  assert set(result.to_dict()) >= {"rhat", "ess_bulk", "ess_mean", "mcse_mean"}
+
+
+def test_summarize_warns_on_unmixed_or_too_correlated_chains():
+  rng = np.random.default_rng(4)
+  # Chains at different levels: R̂ far above 1.01.
+  loss = 1.1 + 0.01 * rng.normal(size=(4, 400)) + 0.05 * np.arange(4)[:, None]
+  result = sgld.summarize(_trace(loss), 1.0, nbeta=10.0)
+  assert result.convergence.rhat > 1.01
+  assert any(w.startswith("R̂ of the loss trace") for w in result.warnings)
+  # AR(1) chains with ρ = 0.99 that happen to agree: their λ̂ spread understates the error.
+  rho, steps = 0.99, 400
+  noise = rng.normal(size=(4, steps))
+  ar = np.zeros((4, steps))
+  for t in range(1, steps):
+    ar[:, t] = rho * ar[:, t - 1] + noise[:, t]
+  ar -= ar.mean(axis=1, keepdims=True)  # identical chain means: the ± from the chains is 0
+  result = sgld.summarize(_trace(1.1 + 0.01 * ar), 1.0, nbeta=10.0)
+  assert result.llc_sem < 1e-12
+  assert any("too small for the standard error" in w for w in result.warnings)
+  assert result.convergence.ess_mean < 0.1 * ar.size

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxdev import errors
 from jaxdev import tasks
 from jaxdev.configs import language as language_configs
 from jaxdev.configs import regression as regression_configs
@@ -218,3 +219,17 @@ def test_probe_width_is_the_width_of_the_probe_the_task_records(tiny_run, tiny_l
     _, outputs = rundir.RunDir(run).ed_probe()
     assert tasks.probe_width(config) == int(np.prod(outputs.shape[1:]))
     assert tasks.probe_width(config.to_dict()) == tasks.probe_width(config)
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("repeat_fraction", 1.5, "repeat_fraction must be in"),
+    ("repeat_copies", 1, "repeat_copies must be an integer >= 2"),
+    ("repeat_length", 43, r"repeat_length must be in \[0, \(row_length - 1\) // repeat_copies = 42\]"),
+])
+def test_repeated_block_settings_are_checked(field, value, match):
+  config = language_configs.get_config("cpu_random")
+  config.data.repeat_copies = 3
+  config.data[field] = value
+  with pytest.raises(errors.ConfigError, match=match):
+    tasks.check_config(config)
+  assert tasks.check_config(language_configs.get_config("cpu_random")) is None

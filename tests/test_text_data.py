@@ -329,3 +329,31 @@ def test_repeated_blocks_at_random_places_repeat_the_block_after_its_first_copy(
   with pytest.raises(ValueError, match="does not fit"):
     rows_lib.repeated_blocks(rows, fraction=1.0, pool=pool, rng=np.random.default_rng(1),
                              length=33)
+
+
+def test_repeated_blocks_with_three_copies_at_random_places():
+  rows = np.zeros((300, 65), np.int32)
+  pool = np.arange(1000, 1100)
+  out = rows_lib.repeated_blocks(rows, fraction=1.0, pool=pool, rng=np.random.default_rng(2),
+                                 length=12, copies=3)
+  offsets = []
+  for row in out:
+    where = np.flatnonzero(row >= 1000)
+    assert len(where) == 36 and where[0] >= 1 and where[-1] <= 64
+    copies = where.reshape(3, 12)
+    assert np.all(np.diff(copies, axis=1) == 1)  # each copy contiguous, disjoint from the others
+    np.testing.assert_array_equal(row[copies[0]], row[copies[1]])
+    np.testing.assert_array_equal(row[copies[0]], row[copies[2]])
+    offsets.append(copies[1:, 0] - copies[:-1, 0])
+  offsets = np.array(offsets)
+  assert offsets.min() >= 12 and len(np.unique(offsets[:, 0])) > 10 and len(
+      np.unique(offsets[:, 1])) > 10
+  # Fixed places with three copies: h = 64 // 3 = 21 from position 1.
+  fixed = rows_lib.repeated_blocks(rows, fraction=1.0, pool=pool, rng=np.random.default_rng(2),
+                                   copies=3)
+  np.testing.assert_array_equal(fixed[:, 1:22], fixed[:, 22:43])
+  np.testing.assert_array_equal(fixed[:, 1:22], fixed[:, 43:64])
+  assert np.all(fixed[:, 64] == 0)
+  with pytest.raises(ValueError, match="does not fit 3 times"):
+    rows_lib.repeated_blocks(rows, fraction=1.0, pool=pool, rng=np.random.default_rng(1),
+                             length=22, copies=3)

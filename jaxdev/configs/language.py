@@ -13,6 +13,8 @@ Variants, chosen as ``--config configs/language.py:VARIANT`` on the command line
   cpu:   the paper's stages on a 2-core CPU within an hour: the quick run's corpus as
          characters, half the rows carrying a repeated random block, so that induction heads
          form (docs/language.md, "A CPU-scale run").
+  cpu_random: the cpu recipe with the repeated blocks at random places (no copying by position),
+         over 1,024 GPT-2 tokens, three copies of a 24-token block in every row.
   cpu_ci: the cpu recipe shrunk to seconds, for tests.
   tiny:  a seconds-long run for tests.
 Override any field on the command line, e.g. ``--config.model.num_layers=1``.
@@ -29,7 +31,8 @@ from ml_collections import config_dict
 
 
 def get_config(arg: str = "paper") -> ml_collections.ConfigDict:
-  """Returns the training config for variant ``arg`` (paper | quick | cpu | cpu_ci | tiny)."""
+  """Returns the training config for variant ``arg`` (paper | quick | cpu | cpu_random | cpu_ci |
+  tiny)."""
   config = ml_collections.ConfigDict()
   config.task = "language"  # which setting; selects data and model code
   config.seed = 0  # seeds initialisation (the data order is fixed by the corpus, see data)
@@ -53,6 +56,7 @@ def get_config(arg: str = "paper") -> ml_collections.ConfigDict:
   # Block length: 0 = half the row, the two copies at fixed places (copying by position works
   # too); h > 0 = h tokens at random places (only the content says where the first copy is).
   config.data.repeat_length = 0
+  config.data.repeat_copies = 2  # occurrences of the block in a row that carries one
   config.data.repeat_seed = 0
 
   config.model = ml_collections.ConfigDict()
@@ -140,7 +144,7 @@ def get_config(arg: str = "paper") -> ml_collections.ConfigDict:
     config.ed.every = 15
     config.ed.num_sequences = 192
     config.log_every = 15
-  elif arg in ("cpu", "cpu_ci"):
+  elif arg in ("cpu", "cpu_ci", "cpu_random"):
     # The quick run's corpus, the King James Bible, read as characters (byte-level BPE with no
     # merges beyond one: 258 ids) in rows of BOS + 128 tokens, half of which carry a random
     # block of characters repeated twice (data.repeat_fraction). The search behind this
@@ -183,6 +187,25 @@ def get_config(arg: str = "paper") -> ml_collections.ConfigDict:
     config.ed.every = 100  # 301 probes
     config.ed.num_sequences = 192
     config.log_every = 100
+    if arg == "cpu_random":
+      # The blocks at random places, so that only an induction head can find the earlier copy
+      # (no positional shortcut): every row carries a block of 24 tokens three times, the gaps
+      # between the copies random, over the quick run's 1,024-id GPT-2 tokens (794 used). With
+      # so many distinct ids a token of the block rarely occurs elsewhere in the row, so "find
+      # the earlier occurrence of this token, predict its successor" is nearly always right; over
+      # the 74 characters of the cpu recipe the same rule is ambiguous and no induction head
+      # formed within 12 M tokens (docs/language.md). The natural text keeps 56 tokens of each
+      # row, in up to four stretches, for the bigram and n-gram stages.
+      config.data.tokenizer = "gpt2"
+      config.data.vocab_size = 1_024
+      config.model.vocab_size = 1_024
+      config.data.repeat_fraction = 1.0
+      config.data.repeat_length = 24
+      config.data.repeat_copies = 3
+      # 24,000 steps of 8 rows (24.6 M tokens, 16.2 passes over the 11,878 training rows).
+      config.optim.num_steps = 24_000
+      config.data.num_epochs = 17
+      config.checkpoint.num_linear = 41  # every 600 steps, and 20 log-spaced
     if arg == "cpu_ci":
       config.data.tokenizer = "gpt2"
       config.data.vocab_size = 512  # the tiny run's tokenizer and rows (one dataset for tests)
@@ -222,6 +245,6 @@ def get_config(arg: str = "paper") -> ml_collections.ConfigDict:
     config.ed.num_sequences = 16
     config.log_every = 10
   else:
-    raise ValueError(f"unknown config variant {arg!r} for language (choose paper, quick, cpu, cpu_ci, "
-                     "tiny)")
+    raise ValueError(f"unknown config variant {arg!r} for language (choose paper, quick, cpu, "
+                     "cpu_random, cpu_ci, tiny)")
   return config

@@ -66,18 +66,21 @@ def storage_dtype(vocab_size: int):
 
 
 def repeated_blocks(rows: np.ndarray, *, fraction: float, pool: np.ndarray,
-                    rng: np.random.Generator, length: int = 0) -> np.ndarray:
-  """Rows of which a ``fraction`` carry a random block repeated twice (a copy is returned).
+                    rng: np.random.Generator, length: int = 0, copies: int = 2) -> np.ndarray:
+  """Rows of which a ``fraction`` carry a random block repeated ``copies`` times (a copy is
+  returned).
 
   Each row is chosen with probability ``fraction``; in a chosen row ``[BOS, t_1, ..., t_{L-1}]``
-  a block r of ``length`` tokens drawn uniformly (with replacement) from ``pool`` overwrites two
-  stretches: the second copy can be predicted only by looking back at the first, which is what
-  an induction head does. Unchosen rows are left as they are.
+  a block r of h tokens drawn uniformly (with replacement) from ``pool`` overwrites ``copies``
+  disjoint stretches: every copy after the first can be predicted only by looking back at an
+  earlier one, which is what an induction head does. Unchosen rows are left as they are.
 
-  - ``length=0``: h = (L − 1) // 2 and the row becomes ``[BOS, r_1..r_h, r_1..r_h, ...]``: the
+  - ``length=0``: h = (L − 1) // copies and the row becomes ``[BOS, r, r, ..., rest]``: the
     copies always at the same places, so a model may also learn to copy by position alone.
-  - ``length=h > 0`` (2h ≤ L − 1): the first copy starts at s uniform in [1, L − 2h] and the
-    second at t uniform in [s + h, L − h], so only the content tells where to look.
+  - ``length=h > 0`` (copies·h ≤ L − 1): the copies sit at random places: the free
+    L − 1 − copies·h tokens are split into copies + 1 gaps by ``copies`` sorted uniform draws
+    from {0, ..., L − 1 − copies·h}, so the offsets between copies vary from row to row and only
+    the content tells where to look.
 
   Args:
     rows: [N, L] int token rows, BOS first.
@@ -85,25 +88,30 @@ def repeated_blocks(rows: np.ndarray, *, fraction: float, pool: np.ndarray,
     pool: [P] token ids the blocks are drawn from (e.g. the tokens of the training rows other
       than BOS, so that every block token has a trained embedding).
     rng: the generator; the same state gives the same rows.
-    length: the block length, 0 for half the row at fixed places (above).
+    length: the block length, 0 for fixed places (above).
+    copies: how many times the block occurs in a chosen row (≥ 2).
 
   Returns:
     [N, L] rows of the same dtype.
   """
   rows = np.array(rows, copy=True)
   width = rows.shape[1]
-  half = length or (width - 1) // 2
-  if not 1 <= half <= (width - 1) // 2:
-    raise ValueError(f"a repeated block of {half} tokens does not fit twice in rows of {width}")
+  if copies < 2:
+    raise ValueError(f"a repeated block needs at least 2 copies, got {copies}")
+  size = length or (width - 1) // copies
+  if not 1 <= size or copies * size > width - 1:
+    raise ValueError(f"a repeated block of {size} tokens does not fit {copies} times in rows of "
+                     f"{width}")
   chosen = np.flatnonzero(rng.random(len(rows)) < fraction)
-  blocks = rng.choice(np.asarray(pool), size=(len(chosen), half))
+  blocks = rng.choice(np.asarray(pool), size=(len(chosen), size))
+  offsets = size * np.arange(copies)
   if length:
-    first = rng.integers(1, width - 2 * half + 1, size=len(chosen))
-    second = first + half + (rng.random(len(chosen)) * (width - 2 * half - first + 1)).astype(int)
+    gaps = np.sort(rng.integers(0, width - 1 - copies * size + 1, size=(len(chosen), copies)),
+                   axis=1)
+    starts = 1 + gaps + offsets
   else:
-    first = np.ones(len(chosen), int)
-    second = first + half
-  for row, block, s, t in zip(chosen, blocks, first, second):
-    rows[row, s:s + half] = block
-    rows[row, t:t + half] = block
+    starts = np.broadcast_to(1 + offsets, (len(chosen), copies))
+  for row, block, row_starts in zip(chosen, blocks, starts):
+    for start in row_starts:
+      rows[row, start:start + size] = block
   return rows

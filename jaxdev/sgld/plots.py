@@ -28,7 +28,7 @@ def plot_trace(result: LLCResult, *, title: Optional[str] = None):
 
   Args:
     result: an :class:`LLCResult`.
-    title: optional title (default: the estimate).
+    title: optional title (default: the estimate, with R̂ and the bulk ESS of the loss trace).
 
   Returns:
     matplotlib Figure.

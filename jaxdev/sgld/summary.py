@@ -12,6 +12,10 @@ from typing import Optional
 import numpy as np
 
 from jaxdev.errors import ConfigError
+from jaxdev.sgld import diagnostics as convergence_lib
+
+#: R̂ above this draws a warning (Vehtari et al. 2021).
+RHAT_LIMIT = 1.01
 
 
 class LLCWarning(RuntimeWarning):
@@ -49,6 +53,9 @@ class LLCResult:
       ``drift_norm``, and with MALA ``mala`` (acceptance probability, NaN at draw 0) and
       ``mala_mean`` (mean over healthy chains and kept draws).
     observables: None, or with observables recorded, :func:`summarize_observables`'s dict.
+    convergence: :class:`jaxdev.sgld.diagnostics.Convergence` of the kept draws of the healthy
+      chains' loss trace: rank-normalized split-R̂, bulk and mean ESS, and the Monte Carlo
+      standard error of the mean loss (multiply by nβ for λ̂'s); NaN where unusable.
   """
   llc_mean: float
   llc_std: float
@@ -68,6 +75,7 @@ class LLCResult:
   warnings: list
   diagnostics: dict
   observables: Optional[dict] = None
+  convergence: Optional[convergence_lib.Convergence] = None
 
   @property
   def num_chains(self) -> int:
@@ -83,6 +91,8 @@ class LLCResult:
     healthy = self.num_chains - self.num_failed
     text = (f"LLC {self.llc_mean:.4g} ± {self.llc_std:.4g} (std over {healthy} chains, ddof=1; "
             f"nβ={self.nbeta:.4g}, L_n(w*)={self.init_loss:.4g})")
+    if self.convergence is not None and np.isfinite(self.convergence.ess_bulk):
+      text += f"; R̂ {self.convergence.rhat:.3f}, ESS {self.convergence.ess_bulk:.0f}"
     if self.num_failed:
       text += f"; {self.num_failed} of {self.num_chains} chains failed"
     return text
@@ -109,6 +119,8 @@ class LLCResult:
                   settled=bool(self.settled), warnings=list(self.warnings))
     if "mala_mean" in self.diagnostics:
       record["mala_mean"] = clean(self.diagnostics["mala_mean"])
+    if self.convergence is not None:
+      record.update({k: clean(v) for k, v in self.convergence._asdict().items()})
     if include_traces:
       record["loss_trace"] = np.asarray(self.loss_trace).tolist()
       record["llc_trace"] = np.asarray(self.llc_trace).tolist()
@@ -218,6 +230,9 @@ def summarize(trace, init_loss: float, *, nbeta: float, num_burnin: int = 0, thi
                     f"L_n(w*) over the second half, negative λ̂): w* is not a local minimum at "
                     f"this nbeta and gamma; increase gamma or reduce step_size")
 
+  convergence = convergence_lib.convergence(loss[healthy][:, kept])
+  messages.extend(convergence_warnings(convergence, nbeta, llc_sem))
+
   diagnostics = {}
   for name in ("distance", "grad_norm", "noise_norm", "drift_norm", "mala"):
     value = getattr(trace, name, None)
@@ -230,7 +245,30 @@ def summarize(trace, init_loss: float, *, nbeta: float, num_burnin: int = 0, thi
                    llc_per_chain=per_chain, loss_trace=loss, llc_trace=llc_trace,
                    init_loss=init_loss, nbeta=nbeta, num_burnin=num_burnin, thin=thin,
                    failed_chains=failed, failure_step=failure_step, num_failed=num_failed,
-                   escaped=escaped, settled=settled, warnings=messages, diagnostics=diagnostics)
+                   escaped=escaped, settled=settled, warnings=messages, diagnostics=diagnostics,
+                   convergence=convergence)
+
+
+def convergence_warnings(convergence: "convergence_lib.Convergence", nbeta: float,
+                         llc_sem: float) -> list:
+  """Warnings about the loss trace's convergence diagnostics.
+
+  - R̂ > :data:`RHAT_LIMIT`: the chains have not mixed into one distribution.
+  - The ESS is too small for the standard error printed: nβ × the Monte Carlo standard error of
+    the pooled mean loss (from the autocorrelation, ``convergence.mcse_mean``) exceeds twice
+    ``llc_sem`` (from the spread of the chains' estimates), i.e. the ± shown understates the
+    estimate's Monte Carlo error.
+  """
+  messages = []
+  if np.isfinite(convergence.rhat) and convergence.rhat > RHAT_LIMIT:
+    messages.append(f"R̂ of the loss trace is {convergence.rhat:.3f} > {RHAT_LIMIT}: the chains "
+                    f"have not mixed; run longer chains or add burn-in")
+  mcse = nbeta * convergence.mcse_mean
+  if np.isfinite(mcse) and np.isfinite(llc_sem) and mcse > 2.0 * llc_sem:
+    messages.append(f"effective sample size {convergence.ess_mean:.0f} is too small for the "
+                    f"standard error shown: from the autocorrelation λ̂'s Monte Carlo error is "
+                    f"{mcse:.3g}, more than twice {llc_sem:.3g}; run longer chains")
+  return messages
 
 
 def summarize_observables(observables, loss, init_observables, *, nbeta: float,
