@@ -73,3 +73,21 @@ def sweep_mesh(num_chains: int, devices: Sequence[jax.Device] | None = None) -> 
   chain_size = math.gcd(num_devices, num_chains)
   grid = np.asarray(devices, dtype=object).reshape(num_devices // chain_size, chain_size)
   return Mesh(grid, ("ckpt", "chain"))
+
+
+def main_process_raises(error: Exception | None, what: str) -> None:
+  """Raises process 0's ``error`` (None: nothing went wrong) on every process.
+
+  Process 0 raises its own error; the others raise a :class:`jaxdev.errors.UserError` pointing to
+  it, instead of waiting for process 0 in a later collective. Collective in a multi-process
+  runtime (every process must call it).
+  """
+  failed = error is not None
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+    failed = bool(multihost_utils.broadcast_one_to_all(np.int32(failed)))
+  if error is not None:
+    raise error
+  if failed:
+    from jaxdev import errors  # pylint: disable=import-outside-toplevel
+    raise errors.UserError(f"process 0 could not {what} (its error line says why)")

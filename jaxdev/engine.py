@@ -13,6 +13,9 @@ output becomes a record::
 :func:`plan` decides what to do, on process 0 (the process that reads and writes records; other
 hosts may not see the run directory) and hands the decision to every process:
 
+- one writer: process 0 takes the record directory's write lock
+  (:class:`jaxdev.rundir.WriteLock`; another process writing it is refused with
+  :class:`jaxdev.rundir.LockedError`) and holds it until :func:`map_checkpoints` returns;
 - settings: a record directory started with other settings is refused with
   :class:`SettingsConflictError`; a new one gets its ``settings.json`` before any work;
 - records present that read back are skipped; records that exist but do not read back are
@@ -36,6 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from typing import Callable, Iterable, Sequence
 
@@ -79,6 +83,13 @@ class Plan:
   missing: dict
   damaged: dict
   pending: tuple | None = None
+  locks: tuple = dataclasses.field(default=(), compare=False, repr=False)
+
+  def release(self) -> None:
+    """Releases the record directories' write locks (:func:`map_checkpoints` does it when it
+    returns; dropping the plan does it too)."""
+    for lock in self.locks:
+      lock.release()
 
 
 @dataclasses.dataclass
@@ -166,18 +177,20 @@ def plan(run, records: rundir.RecordDir, *, settings_record: dict,
 
   Raises:
     SettingsConflictError: ``records`` was started with other settings.
+    jaxdev.rundir.LockedError: another process is writing ``records``.
     jaxdev.errors.SweepError: the run holds no checkpoints.
     jaxdev.errors.RunDirError: damaged settings, or a record directory that cannot be made.
     (On processes other than 0, a SweepError that points to process 0's error.)
   """
   run = run if isinstance(run, rundir.RunDir) else rundir.RunDir(run)
   wanted = None if steps is None else sorted({int(s) for s in steps})
-  error, lists, damaged = None, [[], [], [], []], {}
+  error, lists, damaged, lock = None, [[], [], [], []], {}, None
   if distributed.is_main_process():
     try:
       available = checkpoints.list_steps(run.checkpoints)
       if not available:
         raise errors.SweepError(f"{run.path} holds no checkpoints")
+      lock = records.write_lock(f"records {os.path.basename(records.path)!r}").acquire()
       wanted = available if wanted is None else wanted
       _check_settings(records, _normalized(settings_record),
                       _normalized(settings_defaults or {}), what, rename_hint)
@@ -191,13 +204,15 @@ def plan(run, records: rundir.RecordDir, *, settings_record: dict,
       error = err
   failed, (todo, skipped, missing, damaged_steps) = _share(error is not None, lists)
   if error is not None:
+    if lock is not None:
+      lock.release()
     raise error
   if failed:
     raise errors.SweepError(f"{records.path}: process 0 could not plan the computation (its "
                             "error line says why)")
   damaged = {s: damaged.get(s, f"{records.record_path(s)} is damaged") for s in damaged_steps}
   return Plan(run, records, todo, skipped, {s: "no checkpoint at this step" for s in missing},
-              damaged)
+              damaged, locks=(lock,) if lock is not None else ())
 
 
 def combine(plans: Sequence[Plan]) -> Plan:
@@ -216,7 +231,8 @@ def combine(plans: Sequence[Plan]) -> Plan:
     missing.update(p.missing)
     damaged.update({s: m for s, m in p.damaged.items() if s not in damaged})
   return Plan(plans[0].run, tuple(p.records for p in plans), todo, skipped, missing, damaged,
-              tuple(frozenset(p.todo) for p in plans))
+              tuple(frozenset(p.todo) for p in plans),
+              locks=tuple(lock for p in plans for lock in p.locks))
 
 
 # ----------------------------------------------------------------------------- layout on devices
@@ -329,6 +345,18 @@ def map_checkpoints(plan: Plan, build: Callable[[], Callable], *, abstract_param
   Returns:
     A MapResult. ``failed.json`` in the record directory lists the failed steps, if any.
   """
+  try:
+    return _map_checkpoints(plan, build, abstract_params=abstract_params, to_record=to_record,
+                            mesh=mesh, checkpoints_per_batch=checkpoints_per_batch,
+                            host_driven=host_driven, desc=desc, show_progress=show_progress,
+                            rate=rate)
+  finally:
+    plan.release()
+
+
+def _map_checkpoints(plan: Plan, build, *, abstract_params, to_record, mesh,
+                     checkpoints_per_batch, host_driven, desc, show_progress,
+                     rate) -> MapResult:
   is_main = distributed.is_main_process()
   records = plan.records
   failed, done = dict(plan.missing), []

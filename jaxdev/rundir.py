@@ -24,6 +24,8 @@ silently different number. Layout (see docs/run-directory.md)::
   forms.json                       forms found in the essential dynamics
   figures/*.png                    figures of the analysis
   calibration/                     SGLD calibration grids and figures
+  .lock, llc/NAME/.lock, ...       who is writing: training holds the run's, a sweep or indicator
+                                   set its record directory's (see WriteLock)
 
 Every file is written whole (temporary file + rename), so a kill leaves the old or the new
 version, never half of one.
@@ -32,8 +34,12 @@ version, never half of one.
 from __future__ import annotations
 
 import contextlib
+import datetime
+import fcntl
 import json
 import os
+import socket
+import sys
 import tempfile
 import zipfile
 from typing import Iterable
@@ -59,12 +65,95 @@ CALIBRATION = "calibration"
 SETTINGS = "settings.json"
 FAILED = "failed.json"
 SHARED_CHECK = ".shared-check"
+LOCK = ".lock"
 _PROBE_STEPS, _PROBE_OUTPUTS, _PROBE_PROGRESS = "steps.npy", "outputs.npy", "progress.json"
 _RECORD_PREFIX, _RECORD_SUFFIX = "step_", ".npz"
 
 #: Every name above: no other module of the package spells them.
 FILE_NAMES = (CONFIG, METRICS, ED_PROBE, BASELINES, STAGES, FORMS, SETTINGS, FAILED, SHARED_CHECK,
-              _PROBE_STEPS, _PROBE_OUTPUTS, _PROBE_PROGRESS)
+              LOCK, _PROBE_STEPS, _PROBE_OUTPUTS, _PROBE_PROGRESS)
+
+
+class LockedError(RunDirError):
+  """Another process is writing the same output (the message names it)."""
+
+
+class WriteLock:
+  """One writer per output: an advisory ``fcntl.flock`` on ``DIRECTORY/.lock``.
+
+  The file holds the holder's pid, host, command and start time, so that a second writer is
+  refused with one line naming the first. The operating system drops the lock when its holder
+  exits, killed or not: a lock file left behind is simply taken by the next writer. Where the
+  file system has no ``flock`` (some network mounts), writing goes on unlocked.
+
+  Use as a context manager, or :meth:`acquire` / :meth:`release`. ``enabled=False`` (a process
+  that writes nothing, e.g. not process 0) makes it do nothing.
+
+  Raises (from :meth:`acquire`):
+    LockedError: another process holds the lock.
+    RunDirError: the lock file cannot be created.
+  """
+
+  def __init__(self, directory: str, what: str, enabled: bool = True):
+    self.directory = os.fspath(directory)
+    self.path = os.path.join(self.directory, LOCK)
+    self.what = what
+    self.enabled = enabled
+    self._file = None
+
+  def acquire(self) -> "WriteLock":
+    if not self.enabled or self._file is not None:
+      return self
+    makedirs(self.directory)
+    try:
+      handle = open(self.path, "a+", encoding="utf-8")  # pylint: disable=consider-using-with
+    except OSError as err:
+      raise RunDirError(f"cannot create the lock {self.path}: {err.strerror}") from None
+    try:
+      fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      handle.seek(0)
+      holder = handle.read().strip()
+      handle.close()
+      try:
+        info = json.loads(holder)
+        who = (f"pid {info['pid']} on {info['host']} since {info['since']}: "
+               f"{info['command']}")
+      except (ValueError, KeyError, TypeError):
+        who = "another process"
+      raise LockedError(f"{self.what} in {self.directory} is being written by {who}; wait for it "
+                        "to finish or stop it") from None
+    except OSError:  # no flock here (e.g. some network file systems): go on unlocked
+      handle.close()
+      return self
+    handle.seek(0)
+    handle.truncate()
+    handle.write(json.dumps({
+        "pid": os.getpid(), "host": socket.gethostname(),
+        "since": datetime.datetime.now().isoformat(timespec="seconds"),
+        "command": " ".join(sys.argv) or "python"}) + "\n")
+    handle.flush()
+    self._file = handle
+    return self
+
+  def release(self) -> None:
+    if self._file is not None:
+      fcntl.flock(self._file, fcntl.LOCK_UN)
+      self._file.close()
+      self._file = None
+
+  @property
+  def held(self) -> bool:
+    return self._file is not None
+
+  def __enter__(self) -> "WriteLock":
+    return self.acquire()
+
+  def __exit__(self, *exc) -> None:
+    self.release()
+
+  def __del__(self):
+    self.release()
 
 
 def _umask() -> int:
@@ -362,6 +451,10 @@ class RecordDir:
     makedirs(self.path)
     atomic_write_json(self.settings_path, record)
 
+  def write_lock(self, what: str, enabled: bool = True) -> WriteLock:
+    """The :class:`WriteLock` of this directory (not yet acquired)."""
+    return WriteLock(self.path, what, enabled)
+
   def write_failed(self, failed: dict) -> None:
     """Records ``{step: reason}`` of the checkpoints that could not be used."""
     atomic_write_text(self.failed_path,
@@ -541,6 +634,10 @@ class RunDir:
       return True
     atomic_write_json(self.config_path, config_dict)
     return False
+
+  def write_lock(self, enabled: bool = True) -> WriteLock:
+    """The :class:`WriteLock` training holds on the run (not yet acquired)."""
+    return WriteLock(self.path, "the training run", enabled)
 
   def probe_store(self, steps: Iterable[int], row_shape: tuple, enabled: bool = True) -> ProbeStore:
     return ProbeStore(self.ed_probe_dir, steps, row_shape, enabled=enabled)

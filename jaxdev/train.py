@@ -311,6 +311,22 @@ def train(config, workdir: str, *, show_progress: bool = True, devices=None) -> 
   require_shared_workdir(workdir)
   if run.is_complete:
     return TrainResult("already finished", workdir, run.num_steps_done())
+  lock, error = run.write_lock(enabled=is_main), None
+  try:
+    lock.acquire()
+  except rundir.RunDirError as err:
+    error = err
+  distributed.main_process_raises(error, f"lock {workdir} for training")
+  with lock:
+    if run.is_complete:  # finished by the process that held the lock before us
+      return TrainResult("already finished", workdir, run.num_steps_done())
+    return _train(config, run, is_main=is_main, show_progress=show_progress, devices=devices)
+
+
+def _train(config, run: rundir.RunDir, *, is_main: bool, show_progress: bool,
+           devices) -> TrainResult:
+  """:func:`train` once the run directory is prepared and locked."""
+  workdir = run.path
 
   task = make_task(config)
   num_steps = config.optim.num_steps

@@ -253,3 +253,17 @@ def test_a_run_without_checkpoints_is_one_error(tmp_path):
   with pytest.raises(errors.SweepError, match="holds no checkpoints"):
     engine.plan(empty, empty.indicators("fake"), settings_record=SETTINGS)
   assert not os.path.exists(empty.indicators("fake").path)
+
+
+def test_one_writer_per_record_directory(run):
+  records = run.indicators("fake")
+  plan = engine.plan(run, records, settings_record=SETTINGS)
+  with pytest.raises(rundir.LockedError, match="records 'fake' .* is being written by pid"):
+    engine.plan(run, records, settings_record={**SETTINGS, "scale": 3.0})
+  assert records.settings() == json.loads(json.dumps(SETTINGS))  # the refused writer wrote nothing
+  engine.plan(run, run.indicators("other"), settings_record=SETTINGS).release()  # another output
+  mesh = _one_axis_mesh(4)
+  result = engine.map_checkpoints(plan, _builder(mesh, []), abstract_params=ABSTRACT, mesh=mesh,
+                                  show_progress=False)
+  assert result.done == STEPS
+  assert _map(run, records).skipped == STEPS  # released when the mapping returned
