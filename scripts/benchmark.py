@@ -9,6 +9,7 @@
   python scripts/benchmark.py devinterp --batch 128 --chains 4 --draws 200   # needs torch, devinterp
   python scripts/benchmark.py compare --batch 128 --chains 4 --draws 200     # both, one after the other
   python scripts/benchmark.py forms --num_nulls 100  # form detectors: null paths, planted turns
+  python scripts/benchmark.py groundtruth --max_params 1000000 --budget 80000  # DLN ladder vs exact λ
 """
 
 import json
@@ -42,6 +43,10 @@ _DIM = flags.DEFINE_integer("dim", 20000, "ED probe width (ed).")
 _SEQUENCES = flags.DEFINE_integer("sequences", 1024, "Sequences in the Hessian batch (hessian).")
 _PROBES = flags.DEFINE_integer("probes", 100, "Hutchinson probes (hessian).")
 _NUM_NULLS = flags.DEFINE_integer("num_nulls", 20, "Null paths per model, planted turns per index.")
+_MAX_PARAMS = flags.DEFINE_integer("max_params", 1_000_000, "Largest model of the ladder (groundtruth).")
+_BUDGET = flags.DEFINE_integer("budget", 80_000, "Gradient evaluations per model (groundtruth).")
+_PRECONDITIONER = flags.DEFINE_enum("preconditioner", "none", ["none", "rmsprop"],
+                                    "The procedure's sampler (groundtruth).")
 _ED_SCORES = flags.DEFINE_string(
     "ed_scores", cli.repo_path(__file__, "docs", "reproduction", "lr-seed0", "ed_scores.csv"),
     "A run's published PC scores: T, the speed profile and the noise level (forms).")
@@ -57,9 +62,10 @@ def main(argv):
       train_steps=_TRAIN_STEPS.value, repeats=_REPEATS.value, ed_steps=_NUM_STEPS.value,
       ed_dim=_DIM.value, hessian_sequences=_SEQUENCES.value, hessian_probes=_PROBES.value,
       num_nulls=_NUM_NULLS.value, ed_scores=_ED_SCORES.value, restrictions=_RESTRICTIONS.value,
-      restriction_map=_RESTRICTION_MAP.value)
-  for line in result if isinstance(result, list) else [result]:
-    print(json.dumps(line))
+      restriction_map=_RESTRICTION_MAP.value, max_params=_MAX_PARAMS.value, budget=_BUDGET.value,
+      preconditioner=_PRECONDITIONER.value)
+  for line in [result] if isinstance(result, dict) else result:
+    print(json.dumps(line), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Deep linear networks: Aoyagi's exact learning coefficient, the setting, and λ̂ against it."""
 
+import json
 import math
 from fractions import Fraction
 
@@ -11,6 +12,7 @@ import pytest
 from jaxdev import errors
 from jaxdev import sgld
 from jaxdev.groundtruth import dln
+from jaxdev.groundtruth import ladder
 from jaxdev.groundtruth import procedure
 from jaxdev.sgld import diagnostics
 
@@ -250,3 +252,28 @@ def test_dln_estimate_with_the_procedure_s_settings_is_within_ten_percent():
   kept = result.loss_trace[:, result.num_burnin:]
   converged = diagnostics.convergence(kept)
   assert converged.rhat < 1.05 and converged.ess_bulk > 100
+
+
+def test_ladder_rung_records_what_the_procedure_chose():
+  """One small rung through the ladder's code: the record's exact λ is Aoyagi's, its error is
+  (λ̂ − λ)/λ of the estimate it reports, the budget holds, and the table and the filter by size
+  say what they are given."""
+  rung = ladder.Rung((5, 7, 4), seed=1)
+  record = ladder.estimate(rung, budget=20_000, num_examples=20_000, batch_size=100)
+  setting = dln.make(rung.widths, seed=rung.seed, num_examples=20_000)
+  assert record["llc_exact"] == float(setting.llc)
+  assert record["num_params"] == 63 and record["depth"] == 2 and record["rank"] == setting.rank
+  assert record["rel_error"] == pytest.approx((record["llc_hat"] - record["llc_exact"])
+                                              / record["llc_exact"], rel=1e-12)
+  assert abs(record["rel_error"]) < 0.25
+  assert record["gradient_evaluations"] <= 20_000 and record["mala"] >= 0.9
+  assert record["step_size"] > 0 and 1.0 <= record["rhat"] < 1.1 and record["ess_bulk"] > 10
+  assert any(line.startswith("step size: ε =") for line in record["reasons"])
+  json.dumps(record)  # one JSON line per model
+  row = ladder.table([record]).splitlines()[-1]
+  assert row.startswith("| 5-7-4 | 2 | 63 |") and f"{100 * record['rel_error']:+.1f} %" in row
+  sizes = [dln.num_params(r.widths) for r in ladder.LADDER]
+  assert min(sizes) < 2_000 and max(sizes) == 1_000_000
+  assert {len(r.widths) - 1 for r in ladder.LADDER} >= {2, 10}
+  assert list(ladder.run_ladder([ladder.Rung((500, 500, 500))], max_params=1_000,
+                                budget=1)) == []

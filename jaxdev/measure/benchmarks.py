@@ -21,7 +21,7 @@ from jaxdev.measure import timing
 from jaxdev.measure.timing import machine
 
 COMMANDS = ("train", "sgld", "sweep", "restrictions", "ed", "hessian", "devinterp", "compare",
-            "forms")
+            "forms", "groundtruth")
 
 
 def time_compiled(fn, args, repeats: int) -> tuple[float, float]:
@@ -195,11 +195,15 @@ def run(command: str, config, *, batch_size: int, num_chains: int, num_draws: in
         num_checkpoints: int, chain_map: str, train_steps: int, repeats: int,
         ed_steps: int, ed_dim: int, hessian_sequences: int = 1024, hessian_probes: int = 100,
         num_nulls: int = 20, ed_scores: str | None = None, restrictions: str = "heads",
-        restriction_map: str = "map"):
+        restriction_map: str = "map", max_params: int = 1_000_000, budget: int = 80_000,
+        preconditioner: str = "none"):
   """The benchmark ``command`` (one of :data:`COMMANDS`) with the command line's sizes (a dict;
-  for "forms", a list of them)."""
+  for "forms", a list of them; for "groundtruth", a generator of them, one per model)."""
   if command == "forms":
     return forms_benchmark(config, ed_scores, num_nulls=num_nulls)
+  if command == "groundtruth":
+    return groundtruth_benchmark(max_params=max_params, budget=budget,
+                                 preconditioner=preconditioner)
   sizes = dict(batch_size=batch_size, num_chains=num_chains, num_draws=num_draws)
   if command == "train":
     return train_throughput(config, num_steps=train_steps, repeats=repeats)
@@ -222,6 +226,17 @@ def run(command: str, config, *, batch_size: int, num_chains: int, num_draws: in
                                                    num_probes=hessian_probes), **machine()}
   from jaxdev.analysis import ed  # pylint: disable=import-outside-toplevel
   return ed.benchmark_ed(num_steps=ed_steps, dim=ed_dim)
+
+
+def groundtruth_benchmark(*, max_params: int, budget: int, preconditioner: str = "none"):
+  """The deep-linear-network ladder (:mod:`jaxdev.groundtruth.ladder`) up to ``max_params``
+  parameters: one dict per model as it finishes, with the machine."""
+  from jaxdev.groundtruth import ladder  # pylint: disable=import-outside-toplevel
+  info = machine()
+  for record in ladder.run_ladder(max_params=max_params, budget=budget,
+                                  preconditioner=None if preconditioner == "none"
+                                  else preconditioner):
+    yield {"benchmark": "groundtruth", **record, **info}
 
 
 PAPER_FORM_INDICES = (25, 345, 1061, 1689)  # the paper's LR forms (steps 2.5k … 168.9k)

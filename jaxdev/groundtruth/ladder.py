@@ -1,0 +1,151 @@
+"""The ground-truth ladder: deep linear networks from ~10³ to ~10⁶ parameters, each estimated
+with the settings :func:`jaxdev.groundtruth.procedure.select_settings` picks, against Aoyagi's
+exact λ.
+
+Every rung is the setting of :func:`jaxdev.groundtruth.dln.make` (Lau et al.'s: inputs uniform on
+[−10, 10]^{H_0}, noise-free outputs, n examples, nβ = n / ln n, a true parameter with about half
+of its matrices cut to a random rank, drawn from the rung's seed); the sampler's step size and
+localization come from the procedure under a budget of gradient evaluations, never from a
+per-model constant. :func:`estimate` returns one JSON-able dict per rung (``scripts/benchmark.py
+groundtruth`` prints them as they finish).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Iterator, NamedTuple, Sequence
+
+import jax
+import numpy as np
+
+from jaxdev import sgld
+from jaxdev.groundtruth import dln
+from jaxdev.groundtruth import procedure
+
+
+class Rung(NamedTuple):
+  """One model of the ladder: its widths (H_0, …, H_L) and the seed of its true parameter."""
+  widths: tuple
+  seed: int = 0
+
+
+#: Depth 2 to 10, widths from 10 to 500: from 800 to 1,000,000 parameters.
+LADDER = (
+    Rung((10, 20, 20, 10)),                      # L = 3, d = 800
+    Rung((20, 30, 30, 30, 20)),                  # L = 4, d = 3,000
+    Rung((30,) * 11),                            # L = 10, d = 9,000
+    Rung((50, 100, 50)),                         # L = 2, d = 10,000
+    Rung((100, 150, 150, 100)),                  # L = 3, d = 52,500
+    Rung((200, 200, 200, 200)),                  # L = 3, d = 120,000
+    Rung((300, 400, 300)),                       # L = 2, d = 240,000
+    Rung((500, 500, 500, 500, 500)),             # L = 4, d = 1,000,000
+)
+
+
+def estimate(rung: Rung, *, budget: int, num_examples: int = 100_000, batch_size: int = 200,
+             num_chains: int = 4, preconditioner=None, seed: int = 0) -> dict:
+  """Estimates one rung's λ with the procedure's settings; a JSON-able dict.
+
+  Args:
+    rung: the model.
+    budget: gradient evaluations for the whole of it (the procedure's scale and calibration,
+      and the estimate).
+    num_examples: n, the dataset size (nβ = n / ln n).
+    batch_size: the SGLD minibatch size.
+    num_chains: chains of the calibration and of the estimate.
+    preconditioner: None or "rmsprop" (the procedure's option).
+    seed: seeds the procedure's and the estimate's chains.
+
+  Returns:
+    widths, depth, num_params, rank, llc_exact, multiplicity, llc_hat, llc_std (over chains,
+    ddof 1), llc_sem, rel_error ((λ̂ − λ)/λ), step_size, gamma, num_draws, num_burnin,
+    gradient_evaluations, mala, rhat, ess_bulk, seconds, and ``reasons`` (the procedure's); with
+    no usable setting, llc_hat is None and ``reasons`` says why.
+  """
+  start = time.perf_counter()
+  setting = dln.make(rung.widths, seed=rung.seed, num_examples=num_examples)
+  selection_key, estimate_key = jax.random.split(jax.random.key(seed))
+  selection = procedure.select_settings(dln.loss_fn, setting.params, setting.data, selection_key,
+                                        budget=budget, nbeta=setting.nbeta,
+                                        batch_size=batch_size, num_chains=num_chains,
+                                        preconditioner=preconditioner)
+  exact = float(setting.llc)
+  record = dict(widths=list(setting.widths), depth=len(setting.widths) - 1,
+                num_params=setting.num_params, rank=setting.rank, llc_exact=exact,
+                multiplicity=setting.multiplicity, preconditioner=preconditioner or "none",
+                budget=budget, reasons=list(selection.reasons))
+  if not selection.ok:
+    return {**record, "llc_hat": None, "gradient_evaluations": selection.calibration_evaluations,
+            "seconds": time.perf_counter() - start}
+  settings = selection.settings
+  result = sgld.estimate_llc(dln.loss_fn, setting.params, setting.data, estimate_key,
+                             warn=False, **settings._asdict())
+  convergence = result.convergence
+  return {**record, "llc_hat": result.llc_mean, "llc_std": result.llc_std,
+          "llc_sem": result.llc_sem, "rel_error": (result.llc_mean - exact) / exact,
+          "step_size": settings.step_size, "gamma": settings.gamma,
+          "num_chains": settings.num_chains, "num_draws": settings.num_draws,
+          "num_burnin": settings.num_burnin,
+          "gradient_evaluations": (selection.calibration_evaluations
+                                   + settings.num_chains * settings.num_draws),
+          "mala": selection.mala, "rhat": convergence.rhat, "ess_bulk": convergence.ess_bulk,
+          "num_failed": result.num_failed, "warnings": list(result.warnings),
+          "seconds": time.perf_counter() - start}
+
+
+def run_ladder(rungs: Sequence[Rung] = LADDER, *, max_params: int | None = None,
+               **kwargs) -> Iterator[dict]:
+  """:func:`estimate` of each rung with at most ``max_params`` parameters, in order (a
+  generator: each result as it is done)."""
+  for rung in rungs:
+    if max_params is None or dln.num_params(rung.widths) <= max_params:
+      yield estimate(rung, **kwargs)
+
+
+def table(records: Sequence[dict]) -> str:
+  """The ladder as a markdown table."""
+  lines = ["| widths | L | d | r | λ | λ̂ ± std | rel. error | draws | grad. evals | MALA | R̂ | "
+           "ESS | time |", "|" + "---|" * 13]
+  for r in records:
+    head = (f"| {'-'.join(map(str, r['widths']))} | {r['depth']} | {r['num_params']:,} | "
+            f"{r['rank']} | {r['llc_exact']:g} |")
+    if r.get("llc_hat") is None:
+      lines.append(head + " no usable setting | | | "
+                   f"{r['gradient_evaluations']:,} | | | | {r['seconds']:.0f} s |")
+      continue
+    lines.append(
+        head + f" {r['llc_hat']:.1f} ± {r['llc_std']:.1f} | {100 * r['rel_error']:+.1f} % | "
+        f"{r['num_chains']} × {r['num_draws']} | {r['gradient_evaluations']:,} | "
+        f"{r['mala']:.2f} | {r['rhat']:.3f} | {r['ess_bulk']:.0f} | {r['seconds']:.0f} s |")
+  return "\n".join(lines)
+
+
+def plot(records: Sequence[dict], path: str | None = None):
+  """Relative error against the number of parameters, with Lau et al.'s reported band (within
+  ≈ 0–30 % below 10⁵ parameters, 25–75 % too low at 10⁶–10⁸) drawn for comparison."""
+  from jaxdev.analysis import plots  # pylint: disable=import-outside-toplevel
+  figure, ax = plots.figure(figsize=(6.0, 3.6), layout="constrained")
+  done = [r for r in records if r.get("llc_hat") is not None]
+  low = min([5e2] + [0.5 * r["num_params"] for r in done])
+  ax.fill_between([low, 1e5], [-30, -30], [0, 0], color="0.85",
+                  label="Lau et al.: ≈ 0–30 % low (< 10⁵)")
+  ax.fill_between([1e6, 1e8], [-75, -75], [-25, -25], color="0.7",
+                  label="Lau et al.: 25–75 % low (10⁶–10⁸)")
+  ax.axhspan(-10, 10, color="C2", alpha=0.12, label="± 10 %")
+  ax.errorbar([r["num_params"] for r in done], [100 * r["rel_error"] for r in done],
+              yerr=[100 * r["llc_std"] / r["llc_exact"] for r in done], fmt="o", color="C0",
+              label="jaxdev (procedure's settings)")
+  ax.axhline(0.0, color="k", lw=0.8)
+  ax.set_xscale("log")
+  ax.set_xlim(low, 1e8)
+  ax.set_xlabel("parameters d")
+  ax.set_ylabel("(λ̂ − λ) / λ  [%]")
+  ax.legend(fontsize=7, loc="lower left")
+  if path is not None:
+    figure.savefig(path, dpi=130)
+  return figure
+
+
+def as_array(records: Sequence[dict], key: str) -> np.ndarray:
+  """One field of the records as a float array (None as NaN)."""
+  return np.array([np.nan if r.get(key) is None else r[key] for r in records], float)
