@@ -11,6 +11,8 @@ others ``RuntimeError``), so callers that catch those still catch them.
 
 from __future__ import annotations
 
+import math
+
 
 class UserError(Exception):
   """The user's input is wrong (clear, one-line message)."""
@@ -39,8 +41,9 @@ class SweepError(UserError, RuntimeError):
 
 def require_positive(section: str, config, names) -> None:
   """Raises ConfigError unless every field ``names`` of ``config`` (a ConfigDict section
-  called ``section``, e.g. "data") is > 0."""
+  called ``section``, e.g. "data") is a finite number > 0."""
   for name in names:
     value = config[name]
-    if not value > 0:
-      raise ConfigError(f"config.{section}.{name} must be positive, got {value}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+        math.isfinite(value) and value > 0):
+      raise ConfigError(f"config.{section}.{name} must be positive and finite, got {value!r}")

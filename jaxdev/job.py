@@ -133,10 +133,13 @@ def parse_ints(values, what: str) -> list[int] | None:
   """``values`` (ints or strings) as a list of ints >= 0 (None stays None).
 
   Raises:
-    ConfigError: a value is not a whole number >= 0; ``what`` names the list in the message.
+    ConfigError: the list is empty, or a value is not a whole number >= 0; ``what`` names the
+      list in the message.
   """
   if values is None:
     return None
+  if not len(values):
+    raise ConfigError(f"{what} is empty: give at least one number, or leave it out")
   parsed = []
   for value in values:
     try:

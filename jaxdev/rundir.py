@@ -82,9 +82,10 @@ class WriteLock:
   """One writer per output: an advisory ``fcntl.flock`` on ``DIRECTORY/.lock``.
 
   The file holds the holder's pid, host, command and start time, so that a second writer is
-  refused with one line naming the first. The operating system drops the lock when its holder
-  exits, killed or not: a lock file left behind is simply taken by the next writer. Where the
-  file system has no ``flock`` (some network mounts), writing goes on unlocked.
+  refused with one line naming the first; it is removed on release. The operating system drops
+  the lock when its holder exits, killed or not: a lock file left behind by a killed process is
+  simply taken by the next writer. Where the file system has no ``flock`` (some network mounts),
+  writing goes on unlocked.
 
   Use as a context manager, or :meth:`acquire` / :meth:`release`. ``enabled=False`` (a process
   that writes nothing, e.g. not process 0) makes it do nothing.
@@ -105,27 +106,35 @@ class WriteLock:
     if not self.enabled or self._file is not None:
       return self
     makedirs(self.directory)
-    try:
-      handle = open(self.path, "a+", encoding="utf-8")  # pylint: disable=consider-using-with
-    except OSError as err:
-      raise RunDirError(f"cannot create the lock {self.path}: {err.strerror}") from None
-    try:
-      fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-      handle.seek(0)
-      holder = handle.read().strip()
-      handle.close()
+    while True:
       try:
-        info = json.loads(holder)
-        who = (f"pid {info['pid']} on {info['host']} since {info['since']}: "
-               f"{info['command']}")
-      except (ValueError, KeyError, TypeError):
-        who = "another process"
-      raise LockedError(f"{self.what} in {self.directory} is being written by {who}; wait for it "
-                        "to finish or stop it") from None
-    except OSError:  # no flock here (e.g. some network file systems): go on unlocked
-      handle.close()
-      return self
+        handle = open(self.path, "a+", encoding="utf-8")  # pylint: disable=consider-using-with
+      except OSError as err:
+        raise RunDirError(f"cannot create the lock {self.path}: {err.strerror}") from None
+      try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip()
+        handle.close()
+        try:
+          info = json.loads(holder)
+          who = (f"pid {info['pid']} on {info['host']} since {info['since']}: "
+                 f"{info['command']}")
+        except (ValueError, KeyError, TypeError):
+          who = "another process"
+        raise LockedError(f"{self.what} in {self.directory} is being written by {who}; wait for "
+                          "it to finish or stop it") from None
+      except OSError:  # no flock here (e.g. some network file systems): go on unlocked
+        handle.close()
+        return self
+      try:
+        same = os.fstat(handle.fileno()).st_ino == os.stat(self.path).st_ino
+      except FileNotFoundError:
+        same = False
+      if same:
+        break
+      handle.close()  # the holder released and removed it while we opened it: try again
     handle.seek(0)
     handle.truncate()
     handle.write(json.dumps({
@@ -137,7 +146,10 @@ class WriteLock:
     return self
 
   def release(self) -> None:
+    """Removes the lock file and releases the lock (a no-op when not held)."""
     if self._file is not None:
+      with contextlib.suppress(OSError):
+        os.unlink(self.path)
       fcntl.flock(self._file, fcntl.LOCK_UN)
       self._file.close()
       self._file = None

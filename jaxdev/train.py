@@ -110,6 +110,12 @@ def validate_config(config) -> None:
     raise ConfigError(f"config.log_every must be positive, got {config.log_every}")
   if not 0 < config.optim.warmup_fraction <= 1:
     raise ConfigError(f"config.optim.warmup_fraction must be in (0, 1], got {config.optim.warmup_fraction}")
+  for name, low, high in (("b1", 0.0, 1.0), ("b2", 0.0, 1.0), ("weight_decay", 0.0, math.inf)):
+    value = config.optim.get(name, 0.0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+        low <= value < high):
+      raise ConfigError(f"config.optim.{name} must be a number in [{low:g}, {high:g}), got "
+                        f"{value!r}")
 
 
 make_task = tasks_lib.make_task

@@ -27,9 +27,10 @@ def test_a_second_writer_is_refused_with_the_holder_named(tmp_path):
   assert "\n" not in message and f"pid {os.getpid()}" in message
   assert message.startswith(f"records 'x' in {tmp_path / 'out'} is being written by")
   first.release()
+  assert not os.path.exists(first.path)  # removed on release
   with rundir.WriteLock(str(tmp_path / "out"), "records 'x'") as again:
     assert again.held
-  assert not again.held
+  assert not again.held and not os.path.exists(again.path)
   assert not rundir.WriteLock(str(tmp_path / "off"), "x", enabled=False).acquire().held
 
 

@@ -192,6 +192,7 @@ def test_a_missing_workdir_is_not_trained_unless_asked(tmp_path):
 @pytest.mark.parametrize("args, message", [
     ({"steps": ["7", "abc"]}, "checkpoint steps must be whole numbers, got 'abc'"),  # --steps 7,abc
     ({"seeds": ["0", "x"]}, "seeds must be whole numbers, got 'x'"),  # --seeds 0,x
+    ({"seeds": []}, "seeds is empty"),  # --seeds=
     ({"sgld": {"num_chains": 0}}, "num_chains must be positive"),  # --config.sgld.num_chains=0
 ])
 def test_bad_job_arguments_are_one_line_before_any_work(tmp_path, command_error, args, message):

@@ -158,6 +158,8 @@ def test_masked_out_weights_never_move(tiny_run):
     (dict(gamma=float("nan")), "sgld.gamma must be finite"),
     (dict(num_chains=0), "sgld.num_chains must be positive, got 0"),
     (dict(num_burnin=30), "sgld.num_burnin (30) must be below sgld.num_draws (30)"),
+    (dict(num_burnin=29), "sgld.num_draws 30 with sgld.num_burnin 29 and sgld.thin 1 keeps 1 draw"),
+    (dict(thin=1000), "sgld.num_draws 30 with sgld.num_burnin 0 and sgld.thin 1000 keeps 1 draw"),
     (dict(weight_decay=-1.0), "sgld.weight_decay must be finite and >= 0"),
     (dict(bounding_box=-0.1), "sgld.bounding_box must be finite and > 0"),
     (dict(preconditioner="adam"), "sgld.preconditioner must be 'none' or 'rmsprop', got 'adam'"),

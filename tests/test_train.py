@@ -172,6 +172,10 @@ def test_train_command_errors_are_one_line(tmp_path):
     ("num_steps", 0, "num_steps must be positive"),
     ("peak_lr", -1e-3, "peak_lr must be positive"),
     ("batch_size", -4, "batch_size must be positive"),
+    ("peak_lr", float("inf"), "peak_lr must be positive and finite, got inf"),
+    ("weight_decay", float("nan"), "config.optim.weight_decay must be a number in [0, inf), got nan"),
+    ("b1", float("nan"), "config.optim.b1 must be a number in [0, 1), got nan"),
+    ("b2", 1.0, "config.optim.b2 must be a number in [0, 1), got 1.0"),
 ])
 def test_bad_config_gives_one_line_and_writes_nothing(tmp_path, command_error, field, value,
                                                       message):

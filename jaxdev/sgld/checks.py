@@ -72,8 +72,9 @@ def check_count(name: str, value, minimum: int = 1) -> int:
 
 def check_chain_settings(*, num_chains, num_draws, batch_size, num_burnin=0, thin=1,
                          prefix: str = "") -> None:
-  """Raises ConfigError unless chains, draws, batch size and thinning are ≥ 1 and
-  0 ≤ num_burnin < num_draws."""
+  """Raises ConfigError unless chains, draws, batch size and thinning are ≥ 1,
+  0 ≤ num_burnin < num_draws, and at least 2 draws per chain are kept after burn-in and
+  thinning."""
   check_count(f"{prefix}num_chains", num_chains)
   num_draws = check_count(f"{prefix}num_draws", num_draws)
   check_count(f"{prefix}batch_size", batch_size)
@@ -82,6 +83,11 @@ def check_chain_settings(*, num_chains, num_draws, batch_size, num_burnin=0, thi
   if num_burnin >= num_draws:
     raise ConfigError(f"{prefix}num_burnin ({num_burnin}) must be below {prefix}num_draws "
                       f"({num_draws})")
+  kept = -(-(num_draws - num_burnin) // int(thin))
+  if kept < 2:
+    raise ConfigError(f"{prefix}num_draws {num_draws} with {prefix}num_burnin {num_burnin} and "
+                      f"{prefix}thin {thin} keeps {kept} draw per chain; an estimate needs at "
+                      f"least 2 (its spread and settling check are computed from them)")
 
 
 def check_rmsprop(alpha, eps, prefix: str = "RMSProp ") -> tuple:
