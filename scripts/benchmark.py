@@ -1,4 +1,7 @@
-"""Benchmarks; each prints JSON lines (forms: one per detector and null model).
+"""Benchmarks; each prints JSON lines (forms: one per detector and null model). A result with a
+GFLOP/s figure also gives it as fraction_of_peak of this machine's float32 matmul peak.
+
+  python scripts/benchmark.py peak   # matmul GFLOP/s (float32, bfloat16) and memory bandwidth
 
   python scripts/benchmark.py train [--config configs/regression.py:paper]
   python scripts/benchmark.py sgld --batch 128 --chains 4 --draws 200

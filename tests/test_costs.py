@@ -46,3 +46,15 @@ def test_bad_training_config_is_refused_before_any_timing():
   config.optim.batch_size = 0
   with pytest.raises(train.ConfigError, match="batch_size"):
     costs.training_estimate(config)
+
+
+def test_peak_measures_and_fractions(monkeypatch):
+  from jaxdev.measure import peak  # pylint: disable=import-outside-toplevel
+  for dtype in peak.DTYPES:
+    assert 0.01 < peak.matmul_gflops(64, 32, 48, dtype, repeats=1) < 1e6
+  assert 0.01 < peak.memory_gbytes_per_s(1 << 16, repeats=1) < 1e5
+  monkeypatch.setattr(peak, "reference_peak", lambda: 200.0)
+  record = peak.with_fraction({"gflops_per_s": 50.0, "x": 1})
+  assert record == {"gflops_per_s": 50.0, "x": 1, "peak_gflops_per_s": 200.0,
+                    "fraction_of_peak": 0.25}
+  assert {name for name, *_ in peak.SHAPES} >= {"square_1024", "regression_qkv"}

@@ -17,11 +17,12 @@ import jax
 import numpy as np
 
 from jaxdev.measure import costs
+from jaxdev.measure import peak as peak_lib
 from jaxdev.measure import timing
 from jaxdev.measure.timing import machine
 
 COMMANDS = ("train", "sgld", "sweep", "restrictions", "ed", "hessian", "devinterp", "compare",
-            "forms", "groundtruth")
+            "forms", "groundtruth", "peak")
 
 
 def time_compiled(fn, args, repeats: int) -> tuple[float, float]:
@@ -198,7 +199,28 @@ def run(command: str, config, *, batch_size: int, num_chains: int, num_draws: in
         restriction_map: str = "map", max_params: int = 1_000_000, budget: int = 80_000,
         preconditioner: str = "none"):
   """The benchmark ``command`` (one of :data:`COMMANDS`) with the command line's sizes (a dict;
-  for "forms", a list of them; for "groundtruth", a generator of them, one per model)."""
+  for "forms", a list of them; for "groundtruth", a generator of them, one per model). A result
+  with a GFLOP/s figure also has it as ``fraction_of_peak`` of this machine's float32 matmul
+  peak (:func:`jaxdev.measure.peak.with_fraction`)."""
+  result = _run(command, config, batch_size=batch_size, num_chains=num_chains,
+                num_draws=num_draws, num_checkpoints=num_checkpoints, chain_map=chain_map,
+                train_steps=train_steps, repeats=repeats, ed_steps=ed_steps, ed_dim=ed_dim,
+                hessian_sequences=hessian_sequences, hessian_probes=hessian_probes,
+                num_nulls=num_nulls, ed_scores=ed_scores, restrictions=restrictions,
+                restriction_map=restriction_map, max_params=max_params, budget=budget,
+                preconditioner=preconditioner)
+  if isinstance(result, dict):
+    for key in ("gflops_per_s", "jaxdev_gflops_per_s"):
+      if key in result:
+        return peak_lib.with_fraction(result, key)
+  return result
+
+
+def _run(command, config, *, batch_size, num_chains, num_draws, num_checkpoints, chain_map,
+         train_steps, repeats, ed_steps, ed_dim, hessian_sequences, hessian_probes, num_nulls,
+         ed_scores, restrictions, restriction_map, max_params, budget, preconditioner):
+  if command == "peak":
+    return peak_lib.peak(repeats=repeats)
   if command == "forms":
     return forms_benchmark(config, ed_scores, num_nulls=num_nulls)
   if command == "groundtruth":
