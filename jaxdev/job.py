@@ -103,13 +103,26 @@ def restriction_sweeps(sweep_config, train_config) -> list[tuple[str, str]]:
 
 
 def restriction_steps(train_config, sweep_config, steps=None) -> list[int]:
-  """The checkpoints the restricted sweeps estimate: every ``sweep.restriction_every``-th of the
-  run's checkpoint steps (and its last), within ``steps`` when given."""
+  """The checkpoints the restricted sweeps estimate: the steps ``sweep.restriction_steps`` names
+  (comma-separated) or, when it is empty, every ``sweep.restriction_every``-th of the run's
+  checkpoint steps (and its last); within ``steps`` when given.
+
+  Raises:
+    ConfigError: ``sweep.restriction_steps`` names a step that is not a checkpoint of the run.
+  """
   every = int(sweep_config.sweep.get("restriction_every", 1))
   planned = train_lib.checkpoint_steps(train_config.optim.num_steps,
                                        train_config.checkpoint.num_log,
                                        train_config.checkpoint.num_linear)
-  chosen = llc.every_nth(planned, every)
+  named = str(sweep_config.sweep.get("restriction_steps", "") or "").strip()
+  if named:
+    chosen = sorted(set(parse_ints(named.split(","), "sweep.restriction_steps")))
+    unknown = sorted(set(chosen) - {int(s) for s in planned})
+    if unknown:
+      raise ConfigError(f"sweep.restriction_steps {unknown[:5]} are not checkpoint steps of the "
+                        "run")
+  else:
+    chosen = llc.every_nth(planned, every)
   if steps is not None:
     wanted = {int(s) for s in steps}
     chosen = [s for s in chosen if s in wanted]
@@ -328,6 +341,7 @@ def main_job(train_config, sweep_config, workdir: str = DEFAULT_WORKDIR, *,
     masks = [settings.mask] if settings.mask is not None else []
     masks += [mask for _, mask in restriction_sweeps(sweep_config, config)]
     llc.every_nth([], int(sweep_config.sweep.get("restriction_every", 1)))  # checks the value
+    restriction_steps(config, sweep_config)  # checks sweep.restriction_steps
     llc.check_restriction_map(sweep_config.sweep.get("restriction_map", "map"), "sweep.")
     if masks or settings.observables is not None:  # every mask must select weights of this
       model = tasks_lib.model_for(config)          # model and the observable exist, before

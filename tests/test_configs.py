@@ -19,7 +19,8 @@ VARIANTS = {
     "language": (language, ["paper", "quick", "cpu", "cpu_random", "cpu_ci", "tiny"]),
     "llc": (llc, ["paper", "paper_cpu", "paper_cpu_long", "paper_cpu_5k", "paper_positions",
                   "paper_check", "quick", "quick_positions", "tiny", "language", "language_quick",
-                  "language_cpu", "language_cpu_ci", "language_heads", "language_tiny"]),
+                  "language_cpu", "language_cpu_random", "language_cpu_ci", "language_heads",
+                  "language_tiny"]),
 }
 
 

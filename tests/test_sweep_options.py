@@ -300,3 +300,21 @@ def test_restrictions_name_each_head_layer_or_mask():
   assert llc.every_nth([0, 3, 6, 9], 2) == [0, 6, 9]  # the last checkpoint is always kept
   with pytest.raises(errors.ConfigError, match="restriction_every"):
     llc.every_nth([0, 1], 0)
+
+
+def test_restricted_sweeps_at_named_checkpoints():
+  from jaxdev.configs import language as language_configs  # pylint: disable=import-outside-toplevel
+  from jaxdev.configs import llc as llc_configs  # pylint: disable=import-outside-toplevel
+  train_config = language_configs.get_config("cpu_random")
+  sweep_config = llc_configs.get_config("language_cpu_random")
+  steps = job.restriction_steps(train_config, sweep_config)
+  assert steps == [0, 1200, 3000, 4200, 4800, 5400, 6000, 6600, 7200, 7800, 12000, 24000]
+  assert job.restriction_steps(train_config, sweep_config, steps=[600, 4800, 5400]) == [4800, 5400]
+  sweep_config.sweep.restriction_steps = "4800,4801"
+  with pytest.raises(errors.ConfigError, match=r"restriction_steps \[4801\] are not checkpoint"):
+    job.restriction_steps(train_config, sweep_config)
+  sweep_config.sweep.restriction_steps = ""
+  sweep_config.sweep.restriction_every = 20
+  every = job.restriction_steps(train_config, sweep_config)
+  planned = train.checkpoint_steps(24_000, 20, 41)
+  assert every == sorted(planned)[::20] + ([24_000] if sorted(planned)[::20][-1] != 24_000 else [])
