@@ -8,6 +8,7 @@ silently different number. Layout (see docs/run-directory.md)::
   checkpoints/                     orbax checkpoints (see jaxdev.checkpoints)
   damaged-checkpoints/STEP/        checkpoints that no longer read back, moved aside on resume
   metrics.jsonl                    one JSON object per line, each with "step" and "split"
+  metrics.jsonl.damaged            lines of metrics.jsonl that did not read back, set aside
   ed_outputs/steps.npy             int64 [T]: scheduled ED probe steps
   ed_outputs/outputs.npy           float32 [T, *probe_shape]; the first ``num_written`` rows are valid
   ed_outputs/progress.json         {"num_written": n}
@@ -66,6 +67,7 @@ SETTINGS = "settings.json"
 FAILED = "failed.json"
 SHARED_CHECK = ".shared-check"
 LOCK = ".lock"
+DAMAGED_SUFFIX = ".damaged"
 _PROBE_STEPS, _PROBE_OUTPUTS, _PROBE_PROGRESS = "steps.npy", "outputs.npy", "progress.json"
 _RECORD_PREFIX, _RECORD_SUFFIX = "step_", ".npz"
 
@@ -280,15 +282,47 @@ def read_jsonl(path: str) -> list[dict]:
     for number, raw in enumerate(f, start=1):
       if not raw.endswith(b"\n"):
         break
-      try:
-        record = json.loads(raw.decode("utf-8"))
-      except (ValueError, UnicodeDecodeError):
-        record = None
-      if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+      record = _parse_line(raw)
+      if not _is_record(record):
         raise RunDirError(f"{path} line {number} is damaged (not a JSON record with a step); "
-                          "delete that line (and the lines after it) and run again")
+                          f"analysing the run (scripts/analyze.py) or resuming its training "
+                          f"moves such lines to {os.path.basename(path)}{DAMAGED_SUFFIX}, "
+                          "deleting nothing")
       records.append(record)
   return records
+
+
+def _is_record(record) -> bool:
+  return isinstance(record, dict) and isinstance(record.get("step"), int)
+
+
+def _parse_line(raw: bytes):
+  try:
+    return json.loads(raw.decode("utf-8"))
+  except (ValueError, UnicodeDecodeError):
+    return None
+
+
+def set_aside_damaged_lines(path: str) -> int:
+  """Moves the complete lines of the JSONL file ``path`` that are not JSON records with a step to
+  ``path + ".damaged"`` (appended, byte for byte) and rewrites ``path`` without them, both
+  atomically; a torn last line stays. Returns how many lines were moved (0: nothing written)."""
+  if not os.path.exists(path):
+    return 0
+  with open(path, "rb") as f:
+    lines = f.readlines()
+  kept, damaged = [], []
+  for raw in lines:
+    complete = raw.endswith(b"\n")
+    (kept if not complete or _is_record(_parse_line(raw)) else damaged).append(raw)
+  if damaged:
+    side = path + DAMAGED_SUFFIX
+    previous = open(side, "rb").read() if os.path.exists(side) else b""
+    with _atomic_file(side, "wb", os.path.basename(side)) as f:
+      f.write(previous + b"".join(damaged))
+    with _atomic_file(path, "wb", os.path.basename(path)) as f:
+      f.write(b"".join(kept))
+  return len(damaged)
 
 
 def truncate_jsonl(path: str, before_step: int) -> None:
@@ -567,6 +601,11 @@ class RunDir:
     """The records of ``metrics.jsonl`` (only those of ``split``, e.g. "eval", if given)."""
     records = read_jsonl(self.metrics_path)
     return records if split is None else [r for r in records if r.get("split") == split]
+
+  def set_aside_damaged_metrics(self) -> int:
+    """Moves damaged lines of ``metrics.jsonl`` to ``metrics.jsonl.damaged`` (nothing is
+    deleted); returns their count (:func:`set_aside_damaged_lines`)."""
+    return set_aside_damaged_lines(self.metrics_path)
 
   def num_steps_done(self) -> int | None:
     """The number of steps of the finished run (None while unfinished)."""

@@ -347,9 +347,14 @@ def _train(config, run: rundir.RunDir, *, is_main: bool, show_progress: bool,
   init_key, data_key = jax.random.split(jax.random.key(config.seed))
   params, opt_state = init_state(task, optimizer, init_key, mesh)
 
-  # Checked before anything is rewritten: a damaged probe or metrics file changes nothing.
+  # Checked before anything is rewritten: a damaged probe file changes nothing. Damaged lines of
+  # the metrics are set aside (metrics.jsonl.damaged), not deleted.
   probe_store = run.probe_store(probe_steps, task.probe_shape, enabled=is_main)
   if is_main:
+    moved = run.set_aside_damaged_metrics()
+    if moved:
+      tqdm.write(f"warning: {moved} damaged line(s) of {run.metrics_path} moved to "
+                 f"{run.metrics_path}{rundir.DAMAGED_SUFFIX}")
     run.metrics()
   manager = checkpoints.open_manager(run.checkpoints)
   start, restored_params, restored_opt_state, skipped = checkpoints.restore_newest(

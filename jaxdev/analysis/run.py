@@ -340,6 +340,10 @@ def analyze_run(workdir: str, *, sweep: str = "default", num_components: int = 4
   rundir.check_writable(run.figures)
   rundir.makedirs(run.figures)
   summary = {"workdir": workdir, "stages": [], "forms": [], "figures": [], "notes": []}
+  moved = run.set_aside_damaged_metrics()
+  if moved:
+    summary["notes"].append(f"{moved} damaged line(s) of {run.metrics_path} moved to "
+                            f"{run.metrics_path}{rundir.DAMAGED_SUFFIX}")
   evals = run.metrics("eval")
   loss_steps = [r["step"] for r in evals] or None
   test_loss = [r["loss"] for r in evals] or None
