@@ -699,8 +699,21 @@ class RunDir:
   def write_baselines(self, baselines: dict) -> None:
     atomic_write_text(self.baselines_path, json.dumps(baselines, indent=2) + "\n")
 
-  def mark_done(self, num_steps: int) -> None:
-    atomic_write_text(self.done_path, json.dumps({"num_steps": int(num_steps)}) + "\n")
+  def mark_done(self, num_steps: int, origin: str | None = None) -> None:
+    """Writes the ``done`` marker; ``origin`` says where a run that was not trained here came from
+    (e.g. the directory of imported checkpoints)."""
+    record = {"num_steps": int(num_steps)}
+    if origin is not None:
+      record["origin"] = origin
+    atomic_write_text(self.done_path, json.dumps(record) + "\n")
+
+  def origin(self) -> str | None:
+    """Where a finished run that was not trained here came from (None: trained here, or
+    unfinished)."""
+    if not self.is_complete:
+      return None
+    record = read_json(self.done_path, "marker")
+    return record.get("origin") if isinstance(record, dict) else None
 
   def write_stages(self, record: dict) -> None:
     atomic_write_text(self.stages_path, json.dumps(record, indent=2))

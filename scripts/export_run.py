@@ -43,6 +43,9 @@ _DETECTOR = flags.DEFINE_enum("form_detector", None, ["vertices", "turns"], "Wit
                               "find --out's forms again with this detector.")
 _NULLS = flags.DEFINE_integer("form_nulls", 0, "With --form_detector turns: null paths per null "
                               "model for the p-values (about 3 s each at 5,001 probe rows).")
+_ALLOW_INCOMPLETE = flags.DEFINE_bool(
+    "allow_incomplete", False, "Publish a run whose training, checkpoints or sweep are not whole "
+    "(run.json says why); refused otherwise.")
 _PAGE = flags.DEFINE_string("page", None, "A Markdown page quoting comparison.md (e.g. "
                             "docs/reproduction.md): refill its quoted tables afterwards.")
 
@@ -63,7 +66,8 @@ def main(_):
   elif _WORKDIR.value:
     written = artifacts.export_run(_WORKDIR.value, _OUT.value, sweep=_SWEEP.value,
                                    reference_dir=_REFERENCE.value,
-                                   check_sweeps=_CHECKS.value)["files"]
+                                   check_sweeps=_CHECKS.value,
+                                   allow_incomplete=_ALLOW_INCOMPLETE.value)["files"]
   elif cli.given(_SWEEP) or _CHECKS.value or not (_REFERENCE.value or _DETECTOR.value):
     raise errors.UserError("without --workdir, give --reference or --form_detector (and no "
                            "--sweep, --check_sweeps)")

@@ -375,3 +375,38 @@ def test_a_published_directory_is_re_analysed_with_another_detector(tmp_path):
   assert forms["detector"] == "turns" and forms["num_nulls"] == 0
   assert files.load_json(out, files.RUN_JSON)["ed_options"]["detector"] == "turns"
   _assert_same(artifacts.analyze_artifacts(out)["forms"], files.load_json(out, files.FORMS_JSON))
+
+
+def test_an_incomplete_run_is_marked_and_published_only_when_allowed(tiny_run, run_copy,
+                                                                      tmp_path):
+  from jaxdev import checkpoints, llc  # pylint: disable=import-outside-toplevel
+  from jaxdev.configs import llc as llc_configs  # pylint: disable=import-outside-toplevel
+  workdir = run_copy(tiny_run)
+  run = rundir.RunDir(workdir)
+  steps = checkpoints.list_steps(run.checkpoints)
+  assert analysis_run.incomplete(workdir) == []
+  settings = llc.SweepSettings.from_config(llc_configs.get_config("tiny").sgld)
+  llc.sweep(workdir, settings, steps=steps[:3], show_progress=False)
+  partial = analysis_run.incomplete(workdir)
+  assert partial == [f"sweep 'default' has no record at {len(steps) - 3} of {len(steps)} "
+                     f"checkpoints (steps {', '.join(map(str, steps[3:8]))}"
+                     + (f" and {len(steps) - 8} more)" if len(steps) > 8 else ")")]
+  shutil.rmtree(os.path.join(run.checkpoints, str(steps[-1])))
+  shutil.copytree(os.path.join(run.checkpoints, str(steps[1])),
+                  os.path.join(run.checkpoints, "999"))
+  reasons = analysis_run.incomplete(workdir)
+  assert f"scheduled checkpoints missing at steps {steps[-1]}" in reasons
+  assert "checkpoints not in the run's schedule at steps 999" in reasons
+  os.unlink(run.done_path)
+  assert analysis_run.incomplete(workdir)[0] == ("training has not finished (newest checkpoint "
+                                                 "999 of 60 steps)")
+  out = str(tmp_path / "published")
+  with pytest.raises(errors.UserError, match="is incomplete .*training has not finished.*"
+                                             "--allow_incomplete"):
+    artifacts.export_run(workdir, out)
+  assert not os.path.exists(out)
+  artifacts.export_run(workdir, out, allow_incomplete=True)
+  meta = json.load(open(os.path.join(out, files.RUN_JSON)))
+  assert meta["incomplete"] == analysis_run.incomplete(workdir)
+  notes = analysis_run.analyze_run(workdir)["notes"]
+  assert "incomplete: training has not finished (newest checkpoint 999 of 60 steps)" in notes

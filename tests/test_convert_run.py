@@ -87,6 +87,9 @@ def test_import_regression_run_then_sweep_and_analysis(tmp_path):
   summary = analysis.analyze_run(workdir)
   assert os.path.exists(run.figure("llc.png")) and os.path.exists(run.stages_path)
   assert summary["stages"]
+  # An imported run has the steps it was given, not a training schedule: complete as it is.
+  assert run.origin() == f"imported from {os.path.abspath(source)}"
+  assert not any(note.startswith("incomplete") for note in summary["notes"])
 
   indicators = indicator_run.evaluate_run(workdir, which="cheap", plot=False)
   assert indicators.done and all(sorted(steps) == STEPS for steps in indicators.done.values())

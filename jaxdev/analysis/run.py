@@ -178,6 +178,43 @@ def llc_standard_error(llc: dict):
     return np.where(num >= 2, std / np.sqrt(num), np.nan)
 
 
+def incomplete(workdir: str, sweep: str = "default") -> list:
+  """Why the run's files are not the whole of what they promise, as sentences ([] when complete):
+  training not finished; scheduled checkpoints missing, or checkpoints that are not in the
+  schedule (for a run trained here: an imported one has the steps it was given); checkpoints of
+  the run without a record of sweep ``sweep`` (when the sweep exists), or that it could not read.
+  """
+  # pylint: disable=import-outside-toplevel
+  from jaxdev import checkpoints
+  from jaxdev import train as train_lib
+  run = rundir.RunDir(workdir)
+  reasons = []
+  present = checkpoints.list_steps(run.checkpoints) if os.path.isdir(run.checkpoints) else []
+  if run.is_run and not run.is_complete:
+    reasons.append(f"training has not finished (newest checkpoint "
+                   f"{present[-1] if present else 'none'} of {run.config.optim.num_steps} steps)")
+  elif run.is_run and run.origin() is None:
+    config = run.config
+    scheduled = {int(s) for s in train_lib.checkpoint_steps(
+        config.optim.num_steps, config.checkpoint.num_log, config.checkpoint.num_linear)}
+    missing, foreign = sorted(scheduled - set(present)), sorted(set(present) - scheduled)
+    if missing:
+      reasons.append(f"scheduled checkpoints missing at steps {_few(missing)}")
+    if foreign:
+      reasons.append(f"checkpoints not in the run's schedule at steps {_few(foreign)}")
+  records = run.llc(sweep)
+  if records.settings() is not None and present:
+    unswept = sorted(set(present) - set(records.steps()))
+    if unswept:
+      reasons.append(f"sweep {sweep!r} has no record at {len(unswept)} of {len(present)} "
+                     f"checkpoints (steps {_few(unswept)})")
+  return reasons
+
+
+def _few(steps: list) -> str:
+  return ", ".join(map(str, steps[:5])) + (f" and {len(steps) - 5} more" if len(steps) > 5 else "")
+
+
 def stages_from_llc(llc: dict, llc_se=None) -> dict:
   """Stage detection on one sweep's results (``load_llc``'s dict; ``llc_se`` [N] or None).
 
@@ -344,6 +381,7 @@ def analyze_run(workdir: str, *, sweep: str = "default", num_components: int = 4
   if moved:
     summary["notes"].append(f"{moved} damaged line(s) of {run.metrics_path} moved to "
                             f"{run.metrics_path}{rundir.DAMAGED_SUFFIX}")
+  summary["notes"] += [f"incomplete: {reason}" for reason in incomplete(workdir, sweep)]
   evals = run.metrics("eval")
   loss_steps = [r["step"] for r in evals] or None
   test_loss = [r["loss"] for r in evals] or None

@@ -298,5 +298,5 @@ def import_run(checkpoint_dir: str, workdir: str, train_config, *, model_config:
     manager.close()
   if evaluate:
     evaluate_run(run, config, steps, abstract)
-  run.mark_done(config.optim.num_steps)
+  run.mark_done(config.optim.num_steps, origin=f"imported from {os.path.abspath(checkpoint_dir)}")
   return ImportResult(workdir, kind, [s for s in steps if s not in saved], sorted(saved & set(steps)))

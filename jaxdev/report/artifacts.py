@@ -101,7 +101,7 @@ def export_check(workdir: str, out_dir: str, name: str,
 
 def export_run(workdir: str, out_dir: str, *, sweep: str = "default", num_components: int = 16,
                reference_dir: str | None = None, check_sweeps=(),
-               draw_points=(300, 500, 1000, 2000)) -> dict:
+               draw_points=(300, 500, 1000, 2000), allow_incomplete: bool = False) -> dict:
   """Writes the run's published artifacts to ``out_dir`` (see the module docstring).
 
   Stages and forms are recomputed from the written CSVs, with the options the run's own
@@ -119,9 +119,13 @@ def export_run(workdir: str, out_dir: str, *, sweep: str = "default", num_compon
   rank); the forms are recomputed from as many as the run's own analysis used (its
   ``forms.json``; 4 without one).
 
+  A run whose files are not whole (:func:`jaxdev.analysis.run.incomplete`: unfinished training,
+  scheduled checkpoints missing or foreign ones, a partial sweep) is refused unless
+  ``allow_incomplete``; then ``run.json`` lists why under ``incomplete``.
+
   Raises:
-    UserError: ``workdir`` does not exist, has neither LLC results nor an ED probe, or
-      ``out_dir`` is not writable.
+    UserError: ``workdir`` does not exist, has neither LLC results nor an ED probe, is incomplete
+      (without ``allow_incomplete``), or ``out_dir`` is not writable.
   """
   run = rundir.RunDir(workdir)
   if not run.exists:
@@ -132,6 +136,10 @@ def export_run(workdir: str, out_dir: str, *, sweep: str = "default", num_compon
   if not llc and run.ed_probe()[0] is None:
     raise errors.UserError(f"{run.llc(sweep).path} has no LLC results and the run no ED probe: "
                            "run the sweep first")
+  reasons = run_lib.incomplete(workdir, sweep)
+  if reasons and not allow_incomplete:
+    raise errors.UserError(f"{workdir} is incomplete ({'; '.join(reasons)}); pass "
+                           "--allow_incomplete to publish it marked as such")
   checks = {name: _check_csv(run, name, draw_points) for name in check_sweeps}
   rundir.check_writable(out_dir)
   rundir.makedirs(out_dir)
@@ -184,7 +192,7 @@ def export_run(workdir: str, out_dir: str, *, sweep: str = "default", num_compon
   settings = run.llc(sweep).settings()
   rundir.atomic_write_json(os.path.join(out_dir, files.RUN_JSON), {
       "config": run.config_dict() if run.is_run else None, "sweep": sweep, "sweep_settings": settings,
-      "ed_options": options})
+      "ed_options": options, **({"incomplete": reasons} if reasons else {})})
   written.append(os.path.join(out_dir, files.RUN_JSON))
 
   own_forms = run.forms()
