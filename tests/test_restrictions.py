@@ -212,6 +212,7 @@ def test_combined_plans_write_only_where_a_record_is_missing(tiny_run, tmp_path)
   a = engine.plan(rd, rd.llc("a"), settings_record={"x": 1}, steps=[0, 20])
   b = engine.plan(rd, rd.llc("b"), settings_record={"x": 2}, steps=[0, 20])
   rd.llc("a").write(0, {"step": np.int64(0), "v": np.float64(-1.0)})
+  a.release()  # a plan holds its directory's write lock until mapped or released
   a = engine.plan(rd, rd.llc("a"), settings_record={"x": 1}, steps=[0, 20])
   both = engine.combine([a, b])
   assert both.todo == [0, 20] and both.skipped == []
