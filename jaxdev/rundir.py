@@ -167,7 +167,10 @@ class WriteLock:
     self.release()
 
   def __del__(self):
-    self.release()
+    try:
+      self.release()
+    except Exception:  # pylint: disable=broad-except  (interpreter shutdown; the OS releases it)
+      pass
 
 
 def _umask() -> int:
