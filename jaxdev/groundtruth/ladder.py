@@ -140,7 +140,7 @@ def plot(records: Sequence[dict], path: str | None = None):
   ax.set_xlim(low, 1e8)
   ax.set_xlabel("parameters d")
   ax.set_ylabel("(λ̂ − λ) / λ  [%]")
-  ax.legend(fontsize=7, loc="lower left")
+  ax.legend(fontsize=7, loc="upper right")
   if path is not None:
     figure.savefig(path, dpi=130)
   return figure
