@@ -289,3 +289,17 @@ def test_per_position_llcs_are_published_and_set_beside_a_reference(tiny_run, tm
 def rundir_llc(run, name):
   from jaxdev import rundir
   return rundir.RunDir(run).llc(name).path
+
+
+def test_restricted_figure_puts_heads_and_layers_on_panels_of_their_own():
+  from jaxdev.analysis import plots
+  steps = np.array([0, 10, 100])
+  curve = (steps, np.array([0.1, 0.5, 2.0]), np.array([0.05, 0.1, 0.1]))
+  layer = (steps, np.array([1.0, 20.0, 50.0]), np.array([0.2, 0.3, 0.4]))
+  fig = plots.plot_restricted({"head:1.0": curve, "head:1.1": curve, "layer:0": layer},
+                              full=(steps, np.array([5.0, 60.0, 200.0])))
+  heads_ax, others_ax, twin = fig.axes
+  assert [line.get_label() for line in heads_ax.get_lines()] == ["head:1.0", "head:1.1"]
+  assert [line.get_label() for line in others_ax.get_lines()] == ["layer:0"]
+  assert twin.get_lines()[0].get_label() == "all weights"
+  assert len(plots.plot_restricted({"head:0.0": curve}).axes) == 1

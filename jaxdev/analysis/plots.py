@@ -112,41 +112,47 @@ def plot_llc(steps, llc_mean, llc_std, *, loss_steps=None, test_loss=None, analy
 def plot_restricted(curves, *, stages=(), full=None, title: str = "Weight-restricted LLCs"):
   """Weight-restricted LLC curves (e.g. one per attention head) against log step, stages shaded.
 
+  Heads and other restrictions (layers, masks) are drawn on panels of their own when both are
+  given, since a layer's LLC is many times a head's.
+
   Args:
     curves: {label: (steps [K], llc_mean [K], llc_std [K])}. Labels ``head:L.H`` are coloured
       by layer L (one colour map per layer, heads told apart by shade); others take the cycle.
     stages: the stages of the full LLC curve (see :func:`shade_stages`).
-    full: optional (steps, llc_mean) of the unrestricted sweep, drawn on a second y axis.
-    title: the axis title.
+    full: optional (steps, llc_mean) of the unrestricted sweep, drawn on a second y axis of the
+      first panel.
+    title: the first panel's title.
   """
-  fig, ax = figure(1, 1, figsize=(9, 4.6))
-  shade_stages(ax, stages, label=True)
+  heads = {k: v for k, v in curves.items() if k.startswith("head:")}
+  others = {k: v for k, v in curves.items() if not k.startswith("head:")}
+  groups = [g for g in (heads, others) if g] or [curves]
+  fig, axes = figure(len(groups), 1, figsize=(9, 4.6 if len(groups) == 1 else 7.2),
+                     squeeze=False, sharex=True)
   layer_maps = ("Blues", "Oranges", "Greens", "Purples", "Reds", "Greys")
   by_layer = {}
-  for label in curves:
-    if label.startswith("head:"):
-      layer = int(label[5:].split(".")[0])
-      by_layer.setdefault(layer, []).append(label)
-  for i, (label, (steps, mean, std)) in enumerate(curves.items()):
-    colour = f"C{i % 10}"
-    if label in sum(by_layer.values(), []):
-      layer = int(label[5:].split(".")[0])
-      heads = by_layer[layer]
-      shade = 0.45 + 0.5 * heads.index(label) / max(len(heads) - 1, 1)
-      colour = colormaps[layer_maps[layer % len(layer_maps)]](shade)
-    x = np.asarray(steps) + 1
-    ax.plot(x, mean, "o-", ms=2.5, lw=1.2, color=colour, label=label)
-    ax.fill_between(x, np.asarray(mean) - np.asarray(std), np.asarray(mean) + np.asarray(std),
-                    color=colour, alpha=0.15, lw=0)
+  for label in heads:
+    by_layer.setdefault(int(label[5:].split(".")[0]), []).append(label)
+  for k, (ax, group) in enumerate(zip(axes[:, 0], groups)):
+    shade_stages(ax, stages, label=k == 0)
+    for i, (label, (steps, mean, std)) in enumerate(group.items()):
+      colour = f"C{i % 10}"
+      if label in heads:
+        layer = int(label[5:].split(".")[0])
+        shade = 0.45 + 0.5 * by_layer[layer].index(label) / max(len(by_layer[layer]) - 1, 1)
+        colour = colormaps[layer_maps[layer % len(layer_maps)]](shade)
+      x = np.asarray(steps) + 1
+      ax.plot(x, mean, "o-", ms=2.5, lw=1.2, color=colour, label=label)
+      ax.fill_between(x, np.asarray(mean) - np.asarray(std), np.asarray(mean) + np.asarray(std),
+                      color=colour, alpha=0.15, lw=0)
+    ax.set_xscale("log")
+    ax.set_ylabel("restricted LLC λ̂ (± std over chains)")
+    ax.legend(loc="upper left", fontsize=7, ncol=2)
   if full is not None:
-    twin = ax.twinx()
+    twin = axes[0, 0].twinx()
     twin.plot(np.asarray(full[0]) + 1, full[1], color="k", lw=1, ls=":", label="all weights")
     twin.set_ylabel("LLC of all weights (dotted)")
-  ax.set_xscale("log")
-  ax.set_xlabel("training step + 1")
-  ax.set_ylabel("restricted LLC λ̂ (± std over chains)")
-  ax.set_title(title)
-  ax.legend(loc="upper left", fontsize=7, ncol=2)
+  axes[-1, 0].set_xlabel("training step + 1")
+  axes[0, 0].set_title(title)
   fig.tight_layout()
   return fig
 
