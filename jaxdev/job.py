@@ -111,13 +111,11 @@ def restriction_steps(train_config, sweep_config, steps=None) -> list[int]:
     ConfigError: ``sweep.restriction_steps`` names a step that is not a checkpoint of the run.
   """
   every = int(sweep_config.sweep.get("restriction_every", 1))
-  planned = train_lib.checkpoint_steps(train_config.optim.num_steps,
-                                       train_config.checkpoint.num_log,
-                                       train_config.checkpoint.num_linear)
+  planned = train_lib.scheduled_checkpoints(train_config)
   named = str(sweep_config.sweep.get("restriction_steps", "") or "").strip()
   if named:
     chosen = sorted(set(parse_ints(named.split(","), "sweep.restriction_steps")))
-    unknown = sorted(set(chosen) - {int(s) for s in planned})
+    unknown = sorted(set(chosen) - set(planned))
     if unknown:
       raise ConfigError(f"sweep.restriction_steps {unknown[:5]} are not checkpoint steps of the "
                         "run")
@@ -217,8 +215,7 @@ def estimate_costs(runs, to_train, settings: llc.SweepSettings, sweep_config,
     if not (run.is_run or todo):
       continue
     model_config = model_config or run_config
-    checkpoint_steps = train_lib.checkpoint_steps(
-        run_config.optim.num_steps, run_config.checkpoint.num_log, run_config.checkpoint.num_linear)
+    checkpoint_steps = train_lib.scheduled_checkpoints(run_config)
     records = run.llc(sweep_config.sweep.name)
     wanted = set(int(s) for s in (checkpoint_steps if steps is None else steps))
     remaining += sum(not records.has(int(s)) for s in checkpoint_steps if int(s) in wanted)

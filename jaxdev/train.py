@@ -61,6 +61,13 @@ def checkpoint_steps(num_steps: int, num_log: int = 100, num_linear: int = 100) 
   return np.unique(np.clip(steps, 0, num_steps))
 
 
+def scheduled_checkpoints(config) -> list[int]:
+  """The checkpoint steps a training config schedules (:func:`checkpoint_steps` of its
+  ``optim.num_steps`` and ``checkpoint`` section), as sorted Python ints."""
+  return [int(s) for s in checkpoint_steps(config.optim.num_steps, config.checkpoint.num_log,
+                                           config.checkpoint.num_linear)]
+
+
 def learning_rate_schedule(optim_config) -> optax.Schedule:
   """Linear one-cycle schedule (PyTorch OneCycleLR, two phases, anneal 'linear').
 
@@ -336,8 +343,7 @@ def _train(config, run: rundir.RunDir, *, is_main: bool, show_progress: bool,
 
   task = make_task(config)
   num_steps = config.optim.num_steps
-  ckpt_steps = set(int(s) for s in checkpoint_steps(
-      num_steps, config.checkpoint.num_log, config.checkpoint.num_linear))
+  ckpt_steps = set(scheduled_checkpoints(config))
   probe_steps = range(0, num_steps + 1, config.ed.every)
   optimizer = make_optimizer(config.optim)
   schedule = learning_rate_schedule(config.optim)

@@ -194,9 +194,7 @@ def incomplete(workdir: str, sweep: str = "default") -> list:
     reasons.append(f"training has not finished (newest checkpoint "
                    f"{present[-1] if present else 'none'} of {run.config.optim.num_steps} steps)")
   elif run.is_run and run.origin() is None:
-    config = run.config
-    scheduled = {int(s) for s in train_lib.checkpoint_steps(
-        config.optim.num_steps, config.checkpoint.num_log, config.checkpoint.num_linear)}
+    scheduled = set(train_lib.scheduled_checkpoints(run.config))
     missing, foreign = sorted(scheduled - set(present)), sorted(set(present) - scheduled)
     if missing:
       reasons.append(f"scheduled checkpoints missing at steps {_few(missing)}")

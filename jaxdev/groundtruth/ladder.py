@@ -16,7 +16,6 @@ import time
 from typing import Iterator, NamedTuple, Sequence
 
 import jax
-import numpy as np
 
 from jaxdev import sgld
 from jaxdev.groundtruth import dln
@@ -145,7 +144,3 @@ def plot(records: Sequence[dict], path: str | None = None):
     figure.savefig(path, dpi=130)
   return figure
 
-
-def as_array(records: Sequence[dict], key: str) -> np.ndarray:
-  """One field of the records as a float array (None as NaN)."""
-  return np.array([np.nan if r.get(key) is None else r[key] for r in records], float)
