@@ -209,7 +209,7 @@ def estimate_costs(runs, to_train, settings: llc.SweepSettings, sweep_config,
   """
   costs = _costs()
   untrained = [(workdir, config) for (workdir, config), todo in zip(runs, to_train) if todo]
-  remaining, model_config = 0, None
+  remaining, model_config = [], None  # checkpoints still to estimate, one count per sweep
   for (workdir, run_config), todo in zip(runs, to_train):
     run = rundir.RunDir(workdir)
     if not (run.is_run or todo):
@@ -218,11 +218,12 @@ def estimate_costs(runs, to_train, settings: llc.SweepSettings, sweep_config,
     checkpoint_steps = train_lib.scheduled_checkpoints(run_config)
     records = run.llc(sweep_config.sweep.name)
     wanted = set(int(s) for s in (checkpoint_steps if steps is None else steps))
-    remaining += sum(not records.has(int(s)) for s in checkpoint_steps if int(s) in wanted)
+    remaining.append(sum(not records.has(int(s)) for s in checkpoint_steps if int(s) in wanted))
     chosen = restriction_steps(run_config, sweep_config, steps)
     for suffix, _ in restriction_sweeps(sweep_config, run_config):
       restricted = run.llc(f"{sweep_config.sweep.name}-{suffix}")
-      remaining += sum(not restricted.has(s) for s in chosen)
+      remaining.append(sum(not restricted.has(s) for s in chosen))
+  remaining = [n for n in remaining if n]
   estimates = []
   if untrained:
     # One timed program (the runs share a model) for the steps all of them still have to run.

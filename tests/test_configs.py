@@ -16,11 +16,12 @@ from jaxdev.configs import language, llc, regression
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANTS = {
     "regression": (regression, ["paper", "quick", "tiny"]),
-    "language": (language, ["paper", "quick", "cpu", "cpu_random", "cpu_ci", "tiny"]),
+    "language": (language, ["paper", "quick", "cpu", "cpu_random", "cpu_ci", "cpu_random_ci",
+                            "tiny"]),
     "llc": (llc, ["paper", "paper_cpu", "paper_cpu_long", "paper_cpu_5k", "paper_positions",
                   "paper_check", "quick", "quick_positions", "tiny", "language", "language_quick",
-                  "language_cpu", "language_cpu_random", "language_cpu_ci", "language_heads",
-                  "language_tiny"]),
+                  "language_cpu", "language_cpu_random", "language_cpu_ci",
+                  "language_cpu_random_ci", "language_heads", "language_tiny"]),
 }
 
 

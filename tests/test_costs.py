@@ -32,13 +32,15 @@ def test_sweep_estimate_counts_groups_and_draws():
   settings = llc.SweepSettings.from_config(llc_configs.get_config("tiny").sgld)
   settings = settings.__class__(**{**settings.__dict__, "num_chains": 4})
   mesh = distributed.sweep_mesh(4)  # 8 devices: 2 checkpoints × 4 chains
-  record = costs.sweep_estimate(train_config, settings, num_checkpoints=13,
+  # 13 checkpoints in three sweeps (a main one and two restrictions), each padding its last group.
+  record = costs.sweep_estimate(train_config, settings, num_checkpoints=[9, 2, 2],
                                 checkpoints_per_batch=3, mesh=mesh, warmup_draws=2, repeats=1)
-  assert record["group_size"] == 4 and record["num_groups"] == 4  # 3 rounded up to 2·2; ⌈13/4⌉
+  # 3 rounded up to 2·2; ⌈9/4⌉ + 1 + 1 (not ⌈13/4⌉ = 4)
+  assert record["group_size"] == 4 and record["num_groups"] == 5
   assert record["wall_hours"] == pytest.approx(
-      record["seconds_per_group_draw"] * settings.num_draws * 4 / 3600)
+      record["seconds_per_group_draw"] * settings.num_draws * 5 / 3600)
   assert record["device_hours"] == pytest.approx(8 * record["wall_hours"])
-  assert "13 checkpoints in 4 groups of 4, 4 chains" in costs.format_estimate(record)
+  assert "13 checkpoints in 5 groups of 4, 4 chains" in costs.format_estimate(record)
 
 
 def test_bad_training_config_is_refused_before_any_timing():

@@ -101,31 +101,33 @@ def test_main_job_in_process_every_seed(tmp_path, capsys):
 
 
 def test_main_job_on_the_ci_sized_cpu_language_run(tmp_path, text_data_dir, capsys):
-  """configs/language.py:cpu_ci with configs/llc.py:language_cpu_ci: training, the LLC sweep,
-  one weight-restricted sweep per head at every fourth checkpoint, stages, ED and figures."""
+  """configs/language.py:cpu_random_ci with configs/llc.py:language_cpu_random_ci: training on
+  rows with a block at random places, the LLC sweep, weight-restricted sweeps (two heads and a
+  layer) at named checkpoints, stages, ED and figures."""
   workdir = str(tmp_path / "lm")
-  train_config = language_configs.get_config("cpu_ci")
+  train_config = language_configs.get_config("cpu_random_ci")
   train_config.data.data_dir = text_data_dir
-  sweep_config = llc_configs.get_config("language_cpu_ci")
+  sweep_config = llc_configs.get_config("language_cpu_random_ci")
   result = job.main_job(train_config, sweep_config, workdir, train=True)
   out = capsys.readouterr().out
   assert result.exit_status == 0
   assert out.startswith("estimate (train): ")
+  # The sweep's estimate counts each restricted sweep's padded group: 8 checkpoints in 2 groups
+  # of 4, then 4 named checkpoints in one group for each of the 3 restrictions.
+  assert "estimate (sweep): " in out and "(20 checkpoints in 5 groups of 4," in out, out
   steps = train.checkpoint_steps(40, 4, 5).tolist()
   results = llc.load_results(os.path.join(workdir, "llc", "default"))
   assert results["step"].tolist() == steps
-  # One restricted sweep per head (2 layers × 2 heads), at every fourth checkpoint and the last.
-  every_fourth = steps[::4] + ([steps[-1]] if (len(steps) - 1) % 4 else [])
-  heads = ["head0.0", "head0.1", "head1.0", "head1.1"]
-  assert sorted(result.runs[0].restricted) == [f"default-{h}" for h in heads]
-  for head in heads:
-    restricted = llc.load_results(os.path.join(workdir, "llc", f"default-{head}"))
-    assert restricted["step"].tolist() == every_fourth
+  names = ["head1.0", "head1.1", "layer0"]
+  assert sorted(result.runs[0].restricted) == [f"default-{h}" for h in names]
+  for suffix, mask in zip(names, ["head:1.0", "head:1.1", "layer:0"]):
+    restricted = llc.load_results(os.path.join(workdir, "llc", f"default-{suffix}"))
+    assert restricted["step"].tolist() == [0, 12, 20, 40]
     assert np.all(np.isfinite(restricted["llc_mean"]))
     # Each sweep records its mask with its settings (and nothing else differs from the main one).
-    recorded = rundir.RecordDir(os.path.join(workdir, "llc", f"default-{head}")).settings()
+    recorded = rundir.RecordDir(os.path.join(workdir, "llc", f"default-{suffix}")).settings()
     main = rundir.RecordDir(os.path.join(workdir, "llc", "default")).settings()
-    assert recorded["mask"] == [f"head:{head[4:]}"]
+    assert recorded["mask"] == [mask]
     assert {k: v for k, v in recorded.items() if k != "mask"} == {
         k: v for k, v in main.items() if k != "mask"}
   # A restricted sweep is the sweep with that mask: the same records (to float rounding: there

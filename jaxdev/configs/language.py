@@ -16,6 +16,8 @@ Variants, chosen as ``--config configs/language.py:VARIANT`` on the command line
   cpu_random: the cpu recipe with the repeated blocks at random places (no copying by position),
          over 1,024 GPT-2 tokens, three copies of a 24-token block in every row.
   cpu_ci: the cpu recipe shrunk to seconds, for tests.
+  cpu_random_ci: the cpu_random recipe shrunk to seconds (three random-place copies of a
+         6-token block in rows of 32), for tests.
   tiny:  a seconds-long run for tests.
 Override any field on the command line, e.g. ``--config.model.num_layers=1``.
 
@@ -32,7 +34,7 @@ from ml_collections import config_dict
 
 def get_config(arg: str = "paper") -> ml_collections.ConfigDict:
   """Returns the training config for variant ``arg`` (paper | quick | cpu | cpu_random | cpu_ci |
-  tiny)."""
+  cpu_random_ci | tiny)."""
   config = ml_collections.ConfigDict()
   config.task = "language"  # which setting; selects data and model code
   config.seed = 0  # seeds initialisation (the data order is fixed by the corpus, see data)
@@ -144,7 +146,7 @@ def get_config(arg: str = "paper") -> ml_collections.ConfigDict:
     config.ed.every = 15
     config.ed.num_sequences = 192
     config.log_every = 15
-  elif arg in ("cpu", "cpu_ci", "cpu_random"):
+  elif arg in ("cpu", "cpu_ci", "cpu_random", "cpu_random_ci"):
     # The quick run's corpus, the King James Bible, read as characters (byte-level BPE with no
     # merges beyond one: 258 ids) in rows of BOS + 128 tokens, half of which carry a random
     # block of characters repeated twice (data.repeat_fraction). The search behind this
@@ -187,7 +189,7 @@ def get_config(arg: str = "paper") -> ml_collections.ConfigDict:
     config.ed.every = 100  # 301 probes
     config.ed.num_sequences = 192
     config.log_every = 100
-    if arg == "cpu_random":
+    if arg in ("cpu_random", "cpu_random_ci"):
       # The blocks at random places, so that only an induction head can find the earlier copy
       # (no positional shortcut): every row carries a block of 24 tokens three times, the gaps
       # between the copies random, over the quick run's 1,024-id GPT-2 tokens (794 used). With
@@ -206,7 +208,7 @@ def get_config(arg: str = "paper") -> ml_collections.ConfigDict:
       config.optim.num_steps = 24_000
       config.data.num_epochs = 17
       config.checkpoint.num_linear = 41  # every 600 steps, and 20 log-spaced
-    if arg == "cpu_ci":
+    if arg in ("cpu_ci", "cpu_random_ci"):
       config.data.tokenizer = "gpt2"
       config.data.vocab_size = 512  # the tiny run's tokenizer and rows (one dataset for tests)
       config.model.vocab_size = 512
@@ -223,6 +225,8 @@ def get_config(arg: str = "paper") -> ml_collections.ConfigDict:
       config.ed.every = 4
       config.ed.num_sequences = 16
       config.log_every = 10
+    if arg == "cpu_random_ci":
+      config.data.repeat_length = 6  # three copies of 6 tokens in 32, at random places
   elif arg == "tiny":
     config.data.corpus = "kjv"
     config.data.train_files = ""
@@ -246,5 +250,5 @@ def get_config(arg: str = "paper") -> ml_collections.ConfigDict:
     config.log_every = 10
   else:
     raise ValueError(f"unknown config variant {arg!r} for language (choose paper, quick, cpu, "
-                     "cpu_random, cpu_ci, tiny)")
+                     "cpu_random, cpu_ci, cpu_random_ci, tiny)")
   return config

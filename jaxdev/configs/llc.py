@@ -17,9 +17,11 @@ Variants, chosen as ``--config configs/llc.py:VARIANT`` on the command line or a
   language_quick: CPU-sized settings for the quick LM run (configs/language.py:quick).
   language_cpu: the CPU-scale LM run (configs/language.py:cpu): the whole-model sweep, one
          weight-restricted sweep per layer-2 head and one of layer 1 (every third checkpoint).
-  language_cpu_random: the LM run configs/language.py:cpu_random: the whole-model sweep and every
-         head of both layers alone (every second checkpoint).
+  language_cpu_random: the LM run configs/language.py:cpu_random: the whole-model sweep, each
+         layer-2 head alone and layer 1 as a whole at 8 named checkpoints.
   language_cpu_ci: language_cpu shrunk to seconds (with configs/language.py:cpu_ci), for tests.
+  language_cpu_random_ci: language_cpu_random shrunk to seconds (with
+         configs/language.py:cpu_random_ci), for tests.
   language_tiny: seconds-long LM settings for tests.
 """
 
@@ -31,7 +33,7 @@ import ml_collections
 def get_config(arg: str = "paper") -> ml_collections.ConfigDict:
   """Returns the sweep config for variant ``arg`` (paper | paper_cpu | paper_cpu_long |
   paper_cpu_5k | paper_positions | paper_check | quick | quick_positions | tiny |
-  language[_quick|_cpu|_cpu_random|_cpu_ci|_heads|_tiny])."""
+  language[_quick|_cpu|_cpu_random|_cpu_ci|_cpu_random_ci|_heads|_tiny])."""
   config = ml_collections.ConfigDict()
   config.sgld = ml_collections.ConfigDict()
   config.sgld.step_size = 3e-4  # ε
@@ -218,7 +220,7 @@ def get_config(arg: str = "paper") -> ml_collections.ConfigDict:
       config.sgld.num_sampling_examples = 256
       config.sgld.num_init_loss_batches = 4
       config.sweep.checkpoints_per_batch = 4
-  elif arg == "language_cpu_random":
+  elif arg in ("language_cpu_random", "language_cpu_random_ci"):
     # The CPU-scale LM run with its repeated blocks at random places (configs/language.py:
     # cpu_random). Chosen with scripts/calibrate.py on its last checkpoint (docs/language.md):
     # nβ 21.71, ε ∈ {1e-3, 3e-3, 1e-2} × γ ∈ {100, 300}, 2 chains × 150 draws of 8 rows; every
@@ -229,12 +231,20 @@ def get_config(arg: str = "paper") -> ml_collections.ConfigDict:
     config.sgld.gamma = 100.0
     config.sgld.num_sampling_examples = 2 ** 14  # every training row of the corpus (11,878)
     # 4 chains × 100 draws (2 chains of the cpu run could not tell heads apart). Each layer-2
-    # head alone and layer 1 as a whole at 12 checkpoints, dense where the induction heads form
-    # (the ICL score falls between steps 5,400 and 7,800), to keep the job within the hour.
+    # head alone and layer 1 as a whole at 8 checkpoints (one program group: 12 cost two, the
+    # second padded), dense where the induction heads form (the ICL score falls between steps
+    # 5,400 and 7,200), to keep the job within the hour.
     config.sgld.num_chains = 4
     config.sweep.restriction_every = 1
-    config.sweep.restriction_steps = ("0,1200,3000,4200,4800,5400,6000,6600,7200,7800,12000,"
-                                      "24000")
+    config.sweep.restriction_steps = "0,3000,4800,5400,6000,6600,7200,24000"
+    if arg == "language_cpu_random_ci":
+      config.sgld.num_draws = 10
+      config.sgld.batch_size = 4
+      config.sgld.num_sampling_examples = 256
+      config.sgld.num_init_loss_batches = 4
+      config.sweep.checkpoints_per_batch = 4
+      config.sweep.restrictions = "head:1.0;head:1.1;layer:0"
+      config.sweep.restriction_steps = "0,12,20,40"  # checkpoints of configs/language.py:cpu_random_ci
   elif arg == "language_heads":
     # The per-head LLCs of the authors' follow-up on this architecture (Wang et al. 2024): ε 1e-3,
     # γ 200, nβ 30, 4 chains × 200 draws of 32 rows, every head's weights alone moving (the rest at
@@ -263,5 +273,6 @@ def get_config(arg: str = "paper") -> ml_collections.ConfigDict:
     raise ValueError(f"unknown config variant {arg!r} for llc (choose paper, paper_cpu, "
                      "paper_cpu_long, paper_cpu_5k, paper_positions, paper_check, quick, "
                      "quick_positions, tiny, language, language_quick, language_cpu, "
-                     "language_cpu_random, language_cpu_ci, language_heads, language_tiny)")
+                     "language_cpu_random, language_cpu_ci, language_cpu_random_ci, language_heads, "
+                     "language_tiny)")
   return config

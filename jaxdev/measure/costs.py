@@ -125,14 +125,16 @@ def training_estimate(config, *, devices=None, warmup_steps: int = 16,
                  seconds_per_step=seconds, batch_size=config.optim.batch_size)
 
 
-def sweep_estimate(train_config, settings, *, num_checkpoints: int, checkpoints_per_batch: int = 8,
+def sweep_estimate(train_config, settings, *, num_checkpoints, checkpoints_per_batch: int = 8,
                    mesh=None, warmup_draws: int = 4, repeats: int = 1) -> dict:
   """Estimated cost of :func:`jaxdev.llc.sweep` over ``num_checkpoints`` of a run of ``train_config``.
 
   Args:
     train_config: the run's training config (model and data).
     settings: the sweep's :class:`jaxdev.llc.SweepSettings`.
-    num_checkpoints: checkpoints still to estimate.
+    num_checkpoints: checkpoints still to estimate: a count, or one count per sweep (a
+      restricted sweep is one sweep per restriction), each sweep filling its last group with
+      padding that costs as much as a checkpoint.
     checkpoints_per_batch: as in :func:`jaxdev.llc.sweep`.
     mesh: the sweep's mesh (default :func:`jaxdev.distributed.sweep_mesh` over all devices).
     warmup_draws: draws per chain in the timed call (the time scales linearly with draws).
@@ -142,7 +144,9 @@ def sweep_estimate(train_config, settings, *, num_checkpoints: int, checkpoints_
   settings = settings.resolved()
   mesh = distributed.sweep_mesh(settings.num_chains) if mesh is None else mesh
   group_size = engine.group_size(checkpoints_per_batch, mesh)
-  num_groups = -(-num_checkpoints // group_size)
+  counts = [int(n) for n in np.atleast_1d(num_checkpoints)]
+  num_groups = sum(-(-n // group_size) for n in counts)
+  num_checkpoints = sum(counts)
   draws = min(max(warmup_draws, 1), settings.num_draws)
   short = dataclasses.replace(settings, num_draws=draws, num_burnin=0, num_init_loss_batches=1)
 
