@@ -7,6 +7,7 @@ files) becomes one line on stderr and exit status 2 instead of a traceback.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 
@@ -32,9 +33,39 @@ def given(flag_holder) -> bool:
   return flags.FLAGS[flag_holder.name].present > 0
 
 
+#: Errors of the machine, not of the program: a full disk, a quota, a read-only file system, a
+#: file the user may not write. What they mean to the user.
+_MACHINE_ERRORS = {errno.ENOSPC: "no space left on the device",
+                   errno.EDQUOT: "the disk quota is exceeded",
+                   errno.EROFS: "the file system is read-only",
+                   errno.EACCES: "permission denied",
+                   errno.EPERM: "operation not permitted"}
+# How libraries that do not raise OSError (tensorstore under orbax) word the same errors.
+_MACHINE_MESSAGES = {"No space left on device": errno.ENOSPC, "Disk quota exceeded": errno.EDQUOT,
+                     "Read-only file system": errno.EROFS}
+
+
+def machine_error(err: BaseException) -> str | None:
+  """One line for ``err`` if it, or an exception it was raised from, is an error of the machine
+  (:data:`_MACHINE_ERRORS`); None otherwise (a bug, whose traceback should show)."""
+  seen = set()
+  while err is not None and id(err) not in seen:
+    seen.add(id(err))
+    code = err.errno if isinstance(err, OSError) else None
+    if code is None:
+      code = next((c for text, c in _MACHINE_MESSAGES.items() if text in str(err)), None)
+    if code in _MACHINE_ERRORS:
+      where = f" ({err.filename})" if isinstance(err, OSError) and err.filename else ""
+      return (f"{_MACHINE_ERRORS[code]}{where}; what was finished is kept: make room (or fix "
+              "the permissions) and run the same command again")
+    err = err.__cause__ or err.__context__
+  return None
+
+
 def call(main, argv) -> int | None:
   """``main(argv)`` as a script runs it: its return value (the exit status; None is 0), or 2
-  after printing a UserError as one ``error: ...`` line on stderr, or 130 after Ctrl-C."""
+  after printing a UserError or an error of the machine (:func:`machine_error`: a full disk, a
+  read-only file system) as one ``error: ...`` line on stderr, or 130 after Ctrl-C."""
   try:
     return main(argv)
   except KeyboardInterrupt:
@@ -42,6 +73,12 @@ def call(main, argv) -> int | None:
     return 130
   except UserError as err:
     print(f"error: {err}", file=sys.stderr)
+    return 2
+  except Exception as err:  # pylint: disable=broad-except  (re-raised unless the machine's)
+    line = machine_error(err)
+    if line is None:
+      raise
+    print(f"error: {line}", file=sys.stderr)
     return 2
 
 

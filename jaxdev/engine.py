@@ -18,6 +18,10 @@ hosts may not see the run directory) and hands the decision to every process:
   :class:`jaxdev.rundir.LockedError`) and holds it until :func:`map_checkpoints` returns;
 - settings: a record directory started with other settings is refused with
   :class:`SettingsConflictError`; a new one gets its ``settings.json`` before any work;
+- provenance: every record carries the run's identity and the settings that made it
+  (:meth:`jaxdev.rundir.RecordDir.write`); a record made by another run or with other settings
+  than asked for is refused the same way, whatever ``settings.json`` says (it is a copy for
+  readers, not the truth);
 - records present that read back are skipped; records that exist but do not read back are
   reported in ``damaged`` and computed again;
 - wanted steps without a checkpoint are reported in ``failed``.
@@ -74,6 +78,8 @@ class Plan:
       or in ``missing`` when the checkpoint is gone too).
     pending: None for one record directory; for a plan of several (:func:`combine`), the steps
       each of ``records`` still needs (a frozenset per directory).
+    provenance: on process 0, what every record written carries: {"run_id", "settings"} (a
+      tuple of them, one per directory, for a combined plan); None elsewhere.
   """
 
   run: rundir.RunDir
@@ -84,6 +90,7 @@ class Plan:
   damaged: dict
   pending: tuple | None = None
   locks: tuple = dataclasses.field(default=(), compare=False, repr=False)
+  provenance: "dict | tuple | None" = dataclasses.field(default=None, compare=False, repr=False)
 
   def release(self) -> None:
     """Releases the record directories' write locks (:func:`map_checkpoints` does it when it
@@ -139,6 +146,33 @@ def _check_settings(records: rundir.RecordDir, record: dict, defaults: dict, wha
       f"{advice}{', or ' + rename_hint if rename_hint else ''}")
 
 
+def _check_provenance(records: rundir.RecordDir, steps: Sequence[int], provenance: dict,
+                      defaults: dict, what: str, rename_hint: str | None) -> None:
+  """Raises SettingsConflictError if a record among ``steps`` was made by another run or with
+  other settings than ``provenance`` (what its own members say, whatever ``settings.json`` says;
+  records written without provenance are taken as the settings file describes them)."""
+  wanted = rundir.sha256_of(provenance["settings"])
+  hint = f"; {rename_hint}" if rename_hint else ""
+  for step in steps:
+    made = records.provenance(step)
+    if made is None:
+      continue
+    if made["run_id"] != provenance["run_id"]:
+      raise SettingsConflictError(
+          f"{records.record_path(step)} was made from another run ({made['run_id']}, this run is "
+          f"{provenance['run_id']}): the run was made again after these records{hint}")
+    if made["settings_sha256"] != wanted:
+      recorded = {**{k: v for k, v in defaults.items() if k not in made["settings"]},
+                  **made["settings"]}
+      if recorded == provenance["settings"]:
+        continue
+      asked = provenance["settings"]
+      changed = sorted(k for k in set(recorded) | set(asked) if recorded.get(k) != asked.get(k))
+      raise SettingsConflictError(
+          f"{records.record_path(step)} was made with other {what} ({', '.join(changed)} "
+          f"differ) than asked for now{hint}")
+
+
 def _share(failed: bool, lists: list) -> tuple[bool, list]:
   """Process 0's (failed, lists of ints) on every process (as they are with one process)."""
   if jax.process_count() == 1:
@@ -184,7 +218,7 @@ def plan(run, records: rundir.RecordDir, *, settings_record: dict,
   """
   run = run if isinstance(run, rundir.RunDir) else rundir.RunDir(run)
   wanted = None if steps is None else sorted({int(s) for s in steps})
-  error, lists, damaged, lock = None, [[], [], [], []], {}, None
+  error, lists, damaged, lock, provenance = None, [[], [], [], []], {}, None, None
   if distributed.is_main_process():
     try:
       available = checkpoints.list_steps(run.checkpoints)
@@ -192,10 +226,17 @@ def plan(run, records: rundir.RecordDir, *, settings_record: dict,
         raise errors.SweepError(f"{run.path} holds no checkpoints")
       lock = records.write_lock(f"records {os.path.basename(records.path)!r}").acquire()
       wanted = available if wanted is None else wanted
-      _check_settings(records, _normalized(settings_record),
-                      _normalized(settings_defaults or {}), what, rename_hint)
+      defaults = _normalized(settings_defaults or {})
+      run_id = run.identity()["run_id"] if run.is_run else ""  # "": checkpoints without a run
+      provenance = {"run_id": run_id, "settings": _normalized(settings_record)}
       damaged = records.damaged(wanted, tuple(required))
       skipped = [s for s in wanted if records.has(s) and s not in damaged]
+      new = records.settings() is None
+      if not new:  # the settings file first: it names the settings to use
+        _check_settings(records, provenance["settings"], defaults, what, rename_hint)
+      _check_provenance(records, skipped, provenance, defaults, what, rename_hint)
+      if new:
+        _check_settings(records, provenance["settings"], defaults, what, rename_hint)
       todo = [s for s in wanted if s not in set(skipped)]
       present = set(available)
       lists = [[s for s in todo if s in present], skipped, [s for s in todo if s not in present],
@@ -212,7 +253,7 @@ def plan(run, records: rundir.RecordDir, *, settings_record: dict,
                             "error line says why)")
   damaged = {s: damaged.get(s, f"{records.record_path(s)} is damaged") for s in damaged_steps}
   return Plan(run, records, todo, skipped, {s: "no checkpoint at this step" for s in missing},
-              damaged, locks=(lock,) if lock is not None else ())
+              damaged, locks=(lock,) if lock is not None else (), provenance=provenance)
 
 
 def combine(plans: Sequence[Plan]) -> Plan:
@@ -232,7 +273,8 @@ def combine(plans: Sequence[Plan]) -> Plan:
     damaged.update({s: m for s, m in p.damaged.items() if s not in damaged})
   return Plan(plans[0].run, tuple(p.records for p in plans), todo, skipped, missing, damaged,
               tuple(frozenset(p.todo) for p in plans),
-              locks=tuple(lock for p in plans for lock in p.locks))
+              locks=tuple(lock for p in plans for lock in p.locks),
+              provenance=tuple(p.provenance for p in plans))
 
 
 # ----------------------------------------------------------------------------- layout on devices
@@ -382,11 +424,12 @@ def _map_checkpoints(plan: Plan, build, *, abstract_params, to_record, mesh,
           outputs = [jax.tree.map(lambda x, i=i: x[i], stacked) for i in range(len(group))]
         for step, output in zip(group, outputs):
           if is_main and plan.pending is None:
-            records.write(step, to_record(step, output))
+            records.write(step, to_record(step, output), plan.provenance)
           elif is_main:
-            for where, record, pending in zip(records, to_record(step, output), plan.pending):
+            for where, record, pending, provenance in zip(
+                records, to_record(step, output), plan.pending, plan.provenance):
               if step in pending:
-                where.write(step, record)
+                where.write(step, record, provenance)
           done.append(step)
         bar.update(len(group))
         if rate is not None:

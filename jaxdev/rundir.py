@@ -5,6 +5,7 @@
 silently different number. Layout (see docs/run-directory.md)::
 
   config.json                      the training config
+  identity.json                    the run's identity: run_id, config_sha256, origin, created
   checkpoints/                     orbax checkpoints (see jaxdev.checkpoints)
   damaged-checkpoints/STEP/        checkpoints that no longer read back, moved aside on resume
   metrics.jsonl                    one JSON object per line, each with "step" and "split"
@@ -36,12 +37,15 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import fcntl
+import hashlib
 import json
 import os
 import socket
 import sys
 import tempfile
+import uuid
 import zipfile
 from typing import Iterable
 
@@ -50,6 +54,7 @@ import numpy as np
 from jaxdev.errors import RunDirError
 
 CONFIG = "config.json"
+IDENTITY = "identity.json"
 CHECKPOINTS = "checkpoints"
 DAMAGED_CHECKPOINTS = "damaged-checkpoints"
 METRICS = "metrics.jsonl"
@@ -72,8 +77,8 @@ _PROBE_STEPS, _PROBE_OUTPUTS, _PROBE_PROGRESS = "steps.npy", "outputs.npy", "pro
 _RECORD_PREFIX, _RECORD_SUFFIX = "step_", ".npz"
 
 #: Every name above: no other module of the package spells them.
-FILE_NAMES = (CONFIG, METRICS, ED_PROBE, BASELINES, STAGES, FORMS, SETTINGS, FAILED, SHARED_CHECK,
-              LOCK, _PROBE_STEPS, _PROBE_OUTPUTS, _PROBE_PROGRESS)
+FILE_NAMES = (CONFIG, IDENTITY, METRICS, ED_PROBE, BASELINES, STAGES, FORMS, SETTINGS, FAILED,
+              SHARED_CHECK, LOCK, _PROBE_STEPS, _PROBE_OUTPUTS, _PROBE_PROGRESS)
 
 
 class LockedError(RunDirError):
@@ -173,7 +178,7 @@ class WriteLock:
       pass
 
 
-def _umask() -> int:
+def umask() -> int:
   mask = os.umask(0)
   os.umask(mask)
   return mask
@@ -196,7 +201,7 @@ def _atomic_file(path: str, mode: str, suffix: str):
       yield f
       f.flush()
       os.fsync(f.fileno())
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
+    os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes 0600 files; give the usual permissions
     os.replace(tmp, path)
   except OSError as err:
     if os.path.exists(tmp):
@@ -387,6 +392,7 @@ class ProbeStore:
       array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
       array.flush()
       del array
+      allocate(tmp)
       os.replace(tmp, outputs)
       self._array = np.lib.format.open_memmap(outputs, mode="r+")
       self._write_progress(0)
@@ -407,6 +413,44 @@ class ProbeStore:
   def _write_progress(self, num_written: int) -> None:
     atomic_write_text(os.path.join(self.directory, _PROBE_PROGRESS),
                       json.dumps({"num_written": num_written}) + "\n")
+
+
+def allocate(path: str) -> None:
+  """Gives the file ``path`` its disk blocks now, so that writing into it later (through a memory
+  map, where a full disk is a SIGBUS, not an error) cannot run out of space.
+
+  Raises:
+    OSError: ENOSPC (or another error of the file system) now, instead.
+  """
+  size = os.path.getsize(path)
+  with open(path, "r+b") as f:
+    if hasattr(os, "posix_fallocate") and size:
+      try:
+        os.posix_fallocate(f.fileno(), 0, size)
+        return
+      except OSError as err:
+        if err.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+          raise
+    # No fallocate here: write back what is there (zeros), which allocates the blocks.
+    chunk = 1 << 20
+    for start in range(0, size, chunk):
+      data = f.read(min(chunk, size - start))
+      f.seek(start)
+      f.write(data)
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def sha256_of(record) -> str:
+  """The SHA-256 (hex) of a JSON-serialisable record, keys sorted: the same for a record and
+  its JSON round trip."""
+  text = json.dumps(record, sort_keys=True, separators=(",", ":"), allow_nan=True)
+  return hashlib.sha256(text.encode()).hexdigest()
+
+
+#: Members of a record that say what made it (:meth:`RecordDir.write` adds them from
+#: ``provenance``; :meth:`RecordDir.read` leaves them out, :meth:`RecordDir.provenance` reads them).
+PROVENANCE = ("_run_id", "_settings_sha256", "_settings")
 
 
 class RecordDir:
@@ -451,6 +495,10 @@ class RecordDir:
     try:
       with np.load(path, allow_pickle=False) as data:
         record = {name: np.asarray(data[name]) for name in data.files}
+      provenance = {name: record.pop(name) for name in PROVENANCE if name in record}
+      if provenance and (set(provenance) != set(PROVENANCE) or not isinstance(
+          json.loads(str(provenance["_settings"])), dict)):
+        raise ValueError("its provenance members are incomplete")
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
       raise RunDirError(f"{path} is damaged ({type(err).__name__}: {err}); run the same "
                         "command again to recompute it") from None
@@ -473,10 +521,35 @@ class RecordDir:
           out[int(step)] = str(err)
     return out
 
-  def write(self, step: int, arrays: dict) -> None:
-    """Writes the record of ``step`` (a dict of arrays) atomically."""
+  def write(self, step: int, arrays: dict, provenance: dict | None = None) -> None:
+    """Writes the record of ``step`` (a dict of arrays) atomically, with ``provenance``
+    ({"run_id", "settings"}: the run and the settings that made it) as members of its own."""
     makedirs(self.path)
-    atomic_save_npz(self.record_path(step), **arrays)
+    extra = {}
+    if provenance is not None:
+      extra = {"_run_id": np.str_(provenance["run_id"]),
+               "_settings_sha256": np.str_(sha256_of(provenance["settings"])),
+               "_settings": np.str_(json.dumps(provenance["settings"], sort_keys=True))}
+    atomic_save_npz(self.record_path(step), **arrays, **extra)
+
+  def provenance(self, step: int) -> dict | None:
+    """{"run_id", "settings_sha256", "settings"} of the record at ``step`` (None for a record
+    written without them).
+
+    Raises:
+      RunDirError: the file or its provenance members do not read back.
+    """
+    path = self.record_path(step)
+    try:
+      with np.load(path, allow_pickle=False) as data:
+        if "_run_id" not in data.files:
+          return None
+        out = {"run_id": str(data["_run_id"]), "settings_sha256": str(data["_settings_sha256"]),
+               "settings": json.loads(str(data["_settings"]))}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
+      raise RunDirError(f"{path} is damaged ({type(err).__name__}: {err}); run the same "
+                        "command again to recompute it") from None
+    return out
 
   def load(self, keys: Iterable[str]) -> dict:
     """{key: array over records} for ``keys``, sorted by step ({} if there are none)."""
@@ -521,6 +594,7 @@ class RunDir:
     self.path = os.fspath(workdir)
     join = lambda *parts: os.path.join(self.path, *parts)  # noqa: E731
     self.config_path = join(CONFIG)
+    self.identity_path = join(IDENTITY)
     self.checkpoints = join(CHECKPOINTS)
     self.damaged_checkpoints = join(DAMAGED_CHECKPOINTS)
     self.metrics_path = join(METRICS)
@@ -600,6 +674,30 @@ class RunDir:
     import ml_collections  # pylint: disable=import-outside-toplevel
     return ml_collections.ConfigDict(self.config_dict())
 
+  def identity(self) -> dict:
+    """The run's identity: {"run_id", "config_sha256", "origin", "created"} (origin "trained",
+    or where an imported run came from). A run saved without ``identity.json`` gets one derived
+    from its config (run_id ``config-<hash>``, origin and created None).
+
+    Raises:
+      RunDirError: no run here, a damaged ``identity.json``, or a ``config.json`` changed after
+        the run was created.
+    """
+    sha = sha256_of(self.config_dict())
+    if not os.path.exists(self.identity_path):
+      return {"run_id": f"config-{sha[:16]}", "config_sha256": sha, "origin": None,
+              "created": None}
+    record = read_json(self.identity_path, "identity")
+    if not (isinstance(record, dict) and isinstance(record.get("run_id"), str)
+            and isinstance(record.get("config_sha256"), str)):
+      raise RunDirError(f"identity {self.identity_path} is damaged (no run_id or config_sha256); "
+                        "restore it")
+    if record["config_sha256"] != sha:
+      raise RunDirError(
+          f"config {self.config_path} was changed after the run was created (it no longer "
+          f"matches {self.identity_path}); restore it: the checkpoints were made with the first")
+    return record
+
   def metrics(self, split: str | None = None) -> list[dict]:
     """The records of ``metrics.jsonl`` (only those of ``split``, e.g. "eval", if given)."""
     records = read_jsonl(self.metrics_path)
@@ -667,11 +765,15 @@ class RunDir:
           f"workdir {self.path} holds a run with a different config "
           f"({'; '.join(differences[:3])}); use another --workdir")
 
-  def prepare(self, config_dict: dict) -> bool:
+  def prepare(self, config_dict: dict, origin: str = "trained") -> bool:
     """Creates the directory or checks it belongs to this config. Returns True if it existed.
 
+    A new run gets its ``config.json`` and its identity (``origin``: "trained", or e.g.
+    "imported from DIR"); an existing one must have the same config and origin.
+
     Raises:
-      RunDirError: the directory cannot be created or written, or holds a run of another config.
+      RunDirError: the directory cannot be created or written, holds a run of another config
+        or origin, or holds checkpoints without a config.
     """
     workdir = self.path
     if "://" in workdir:
@@ -685,8 +787,20 @@ class RunDir:
       raise RunDirError(f"workdir {workdir} is not writable")
     if self.is_run:
       self.require_config(config_dict)
+      known = self.identity()["origin"]
+      if known is not None and known != origin:
+        raise RunDirError(f"workdir {workdir} holds a run of another origin ({known}, not "
+                          f"{origin}); use another --workdir")
       return True
+    if os.path.exists(self.identity_path) or (
+        os.path.isdir(self.checkpoints) and os.listdir(self.checkpoints)):
+      raise RunDirError(f"workdir {workdir} holds checkpoints but no {CONFIG}: restore it (which "
+                        "model the checkpoints hold is known only from it), or use another "
+                        "--workdir")
     atomic_write_json(self.config_path, config_dict)
+    atomic_write_json(self.identity_path, {
+        "run_id": uuid.uuid4().hex, "config_sha256": sha256_of(config_dict), "origin": origin,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
     return False
 
   def write_lock(self, enabled: bool = True) -> WriteLock:

@@ -408,5 +408,49 @@ def test_an_incomplete_run_is_marked_and_published_only_when_allowed(tiny_run, r
   artifacts.export_run(workdir, out, allow_incomplete=True)
   meta = json.load(open(os.path.join(out, files.RUN_JSON)))
   assert meta["incomplete"] == analysis_run.incomplete(workdir)
+  assert meta["identity"] == run.identity() and meta["identity"]["origin"] == "trained"
+  assert len(meta["identity"]["run_id"]) == 32  # made when the run was created
   notes = analysis_run.analyze_run(workdir)["notes"]
   assert "incomplete: training has not finished (newest checkpoint 999 of 60 steps)" in notes
+
+
+def _tree(directory):
+  """{relative path: bytes} of every file under ``directory``."""
+  out = {}
+  for root, _, names in os.walk(directory):
+    for name in names:
+      path = os.path.join(root, name)
+      with open(path, "rb") as f:
+        out[os.path.relpath(path, directory)] = f.read()
+  return out
+
+
+def test_export_replaces_the_published_directory_whole_or_not_at_all(tmp_path):
+  run = str(_fake_run(tmp_path))
+  analysis_run.analyze_run(run, sigma_schedule="scaled")
+  out = str(tmp_path / "published")
+  artifacts.export_run(run, out)
+  assert os.path.exists(os.path.join(out, files.STAGES_JSON))
+  assert files.load_json(out, files.RUN_JSON)["identity"] is None  # no config: not a whole run
+  with open(os.path.join(out, "notes.md"), "w") as f:  # a file export does not write: kept
+    f.write("notes\n")
+  before = _tree(out)
+  # A failure after some files are written (a reference directory that is not one) leaves the
+  # old export as it was, and nothing else beside it.
+  garbage = tmp_path / "garbage"
+  garbage.mkdir()
+  (garbage / "llc.csv").write_text("not,a\ncsv")
+  with pytest.raises(Exception):  # pylint: disable=broad-exception-caught
+    artifacts.export_run(run, out, reference_dir=str(garbage))
+  assert _tree(out) == before
+  assert sorted(os.listdir(tmp_path)) == sorted(["garbage", "published", os.path.basename(run)])
+  # The run exported again without its sweep: no stale stages.json or LLC table of the old one.
+  shutil.rmtree(os.path.join(run, "llc"))
+  result = artifacts.export_run(run, out)
+  assert result["stages"] is None
+  assert not os.path.exists(os.path.join(out, files.STAGES_JSON))
+  assert not os.path.exists(os.path.join(out, files.LLC_CSV))
+  assert _tree(out)["notes.md"] == b"notes\n"
+  assert all(p.startswith(out + os.sep) and os.path.exists(p) for p in result["files"])
+  with pytest.raises(errors.UserError, match="is the run directory itself"):
+    artifacts.export_run(run, run)

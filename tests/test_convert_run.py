@@ -27,6 +27,7 @@ from jaxdev.configs import language as language_configs  # noqa: E402
 from jaxdev.configs import llc as llc_configs  # noqa: E402
 from jaxdev.configs import regression as regression_configs  # noqa: E402
 from jaxdev.convert import ConversionError  # noqa: E402
+from jaxdev.errors import RunDirError  # noqa: E402
 from jaxdev.convert import regression as convert_regression  # noqa: E402
 from jaxdev.convert import run as convert_run  # noqa: E402
 from jaxdev.convert import transformer_lens as convert_tl  # noqa: E402
@@ -150,6 +151,18 @@ def test_import_refuses_bad_inputs(tmp_path):
     convert_run.import_run(str(tmp_path / "absent"), str(tmp_path / "r0"), base)
   with pytest.raises(ConversionError, match="are a regression model but the training config is a language"):
     convert_run.import_run(source, str(tmp_path / "r1"), language_configs.get_config("tiny"))
+  # A run imported from one directory is not added to from another; an import that did not
+  # finish is finished by importing again, never trained by the main job.
+  other = str(tmp_path / "torch-other")
+  _write_regression_checkpoints(other, steps=[0, 5, 9])
+  workdir = str(tmp_path / "imported")
+  convert_run.import_run(source, workdir, base, evaluate=False)
+  assert rundir.RunDir(workdir).identity()["origin"] == f"imported from {source}"
+  with pytest.raises(RunDirError, match="holds a run of another origin .imported from .*torch,"):
+    convert_run.import_run(other, workdir, base, evaluate=False)
+  os.remove(rundir.RunDir(workdir).done_path)
+  with pytest.raises(RunDirError, match="holds an import that did not finish"):
+    job.main_job(base, llc_configs.get_config("tiny"), workdir, estimate=False, verbose=False)
   damaged = os.path.join(source, "checkpoint_0000005.pt")
   with open(damaged, "wb") as f:
     f.write(b"not a checkpoint")

@@ -248,6 +248,38 @@ def test_other_settings_are_one_error_that_keeps_the_records(run):
     engine.plan(run, records, settings_record={**SETTINGS, "new": 2}, settings_defaults={"new": 1})
 
 
+def test_records_carry_their_run_and_settings_whatever_settings_json_says(run):
+  rundir.atomic_write_json(run.config_path, {"model": {"width": 4}})
+  records = run.indicators("fake")
+  _map(run, records, steps=[0, 1])
+  made = records.provenance(0)
+  assert made["run_id"] == run.identity()["run_id"]
+  assert made["settings"] == json.loads(json.dumps(SETTINGS))
+  assert "_run_id" not in records.read(0)  # readers see the measurement only
+  # settings.json edited to other settings, or removed: the records still say what made them.
+  rundir.atomic_write_json(records.settings_path, {**SETTINGS, "scale": 3.0})
+  with pytest.raises(engine.SettingsConflictError,
+                     match=r"step_00000000.npz was made with other settings \(scale differ\)"):
+    engine.plan(run, records, settings_record={**SETTINGS, "scale": 3.0})
+  os.remove(records.settings_path)
+  with pytest.raises(engine.SettingsConflictError, match=r"\(scale differ\)"):
+    engine.plan(run, records, settings_record={**SETTINGS, "scale": 3.0})
+  assert not os.path.exists(records.settings_path)  # a refused plan writes no settings
+  # The settings that made them: believed, and the settings file is written again.
+  assert _map(run, records, steps=[0, 1]).skipped == [0, 1]
+  assert records.settings() == json.loads(json.dumps(SETTINGS))
+  # The run made again in this directory (a new identity): its old records are not its own.
+  rundir.atomic_write_json(run.identity_path, {
+      "run_id": "another", "config_sha256": run.identity()["config_sha256"], "origin": "trained",
+      "created": None})
+  with pytest.raises(engine.SettingsConflictError, match="was made from another run"):
+    engine.plan(run, records, settings_record=SETTINGS)
+  # config.json edited after the run was created: the checkpoints are the first config's.
+  rundir.atomic_write_json(run.config_path, {"model": {"width": 8}})
+  with pytest.raises(errors.RunDirError, match="was changed after the run was created"):
+    engine.plan(run, run.indicators("new"), settings_record=SETTINGS)
+
+
 def test_a_run_without_checkpoints_is_one_error(tmp_path):
   empty = rundir.RunDir(str(tmp_path / "empty"))
   with pytest.raises(errors.SweepError, match="holds no checkpoints"):

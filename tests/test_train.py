@@ -6,6 +6,7 @@ reports them); ``test_train_command_errors_are_one_line`` runs the script itself
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -195,6 +196,12 @@ def test_workdir_with_another_config_or_unwritable_is_refused(tmp_path, command_
   line, _ = command_error(job.train_job, config, str(workdir), estimate=False)
   assert "different config" in line
   assert sorted(os.listdir(workdir)) == ["config.json"]
+  # Checkpoints whose config was removed: not trained on with whatever config is given.
+  os.remove(workdir / "config.json")
+  (workdir / "checkpoints" / "40").mkdir(parents=True)
+  line, _ = command_error(job.train_job, config, str(workdir), estimate=False)
+  assert "holds checkpoints but no config.json: restore it" in line
+  assert sorted(os.listdir(workdir)) == ["checkpoints"]
 
   blocker = tmp_path / "file"
   blocker.write_text("not a directory")
@@ -282,3 +289,62 @@ def _rewrite_line(path, number, text):
 def _append(path, data):
   with open(path, "ab") as f:
     f.write(data)
+
+
+def test_a_full_disk_is_one_line_and_the_same_command_then_finishes(tiny_run, run_copy,
+                                                                     command_error, monkeypatch):
+  workdir = run_copy(tiny_run, "full")
+  run = rundir.RunDir(workdir)
+  os.remove(run.done_path)
+  for step in checkpoints.list_steps(run.checkpoints)[-2:]:
+    shutil.rmtree(os.path.join(run.checkpoints, str(step)))
+  config = regression_configs.get_config("tiny")
+  save = checkpoints.save
+
+  def full(*args, **kwargs):  # how tensorstore, under orbax, words a full disk
+    raise ValueError('Error writing local file "/runs/x/d/3a1f": No space left on device '
+                     '[tensorstore_spec=...]')
+
+  monkeypatch.setattr(checkpoints, "save", full)
+  line, _ = command_error(job.train_job, config, workdir, estimate=False, verbose=False)
+  assert line.startswith("error: no space left on the device; what was finished is kept")
+  assert line.endswith("run the same command again")
+  assert not os.path.exists(os.path.join(workdir, ".lock")) and not train.is_complete(workdir)
+  monkeypatch.setattr(checkpoints, "save", save)
+  job.train_job(config, workdir, estimate=False)  # the same command, with room again
+  _assert_same_run(tiny_run, workdir)
+
+
+def test_errors_of_the_machine_are_one_line_and_bugs_keep_their_traceback(run_main):
+  import errno  # pylint: disable=import-outside-toplevel
+
+  def raises(err):
+    raise err
+
+  status, _, err = run_main(raises, OSError(errno.ENOSPC, "No space left on device", "/r/x.npz"))
+  assert status == 2 and err.splitlines() == [
+      "error: no space left on the device (/r/x.npz); what was finished is kept: make room (or "
+      "fix the permissions) and run the same command again"]
+  try:
+    raise OSError(errno.EROFS, "Read-only file system")
+  except OSError as cause:
+    wrapped = RuntimeError("could not save")
+    wrapped.__cause__ = cause
+  status, _, err = run_main(raises, wrapped)
+  assert status == 2 and err.startswith("error: the file system is read-only; ")
+  with pytest.raises(ValueError, match="a bug"):
+    run_main(raises, ValueError("a bug"))
+  with pytest.raises(FileNotFoundError):  # not the machine's doing: a traceback
+    run_main(raises, FileNotFoundError(errno.ENOENT, "No such file", "/x"))
+
+
+def test_the_probe_file_has_its_disk_blocks_before_it_is_written(tmp_path):
+  path = str(tmp_path / "outputs.npy")
+  array = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(256, 1024))
+  array.flush()
+  del array
+  size = os.path.getsize(path)
+  assert os.stat(path).st_blocks * 512 < size  # sparse: a memory-mapped write may find no room
+  rundir.allocate(path)
+  assert os.stat(path).st_blocks * 512 >= size
+  assert not np.load(path).any()

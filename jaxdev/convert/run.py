@@ -279,7 +279,8 @@ def import_run(checkpoint_dir: str, workdir: str, train_config, *, model_config:
   config = run_config(train_config, model_cfg, first, steps[-1], config_path, files[steps[0]])
   run = rundir.RunDir(workdir)
   rundir.check_writable(workdir)
-  run.prepare(json.loads(config.to_json()))
+  origin = f"imported from {os.path.abspath(checkpoint_dir)}"
+  run.prepare(json.loads(config.to_json()), origin=origin)
 
   abstract = jax.eval_shape(tasks_lib.model_for(config).init, jax.random.PRNGKey(0))
   optimizer = train.make_optimizer(config.optim)
@@ -298,5 +299,5 @@ def import_run(checkpoint_dir: str, workdir: str, train_config, *, model_config:
     manager.close()
   if evaluate:
     evaluate_run(run, config, steps, abstract)
-  run.mark_done(config.optim.num_steps, origin=f"imported from {os.path.abspath(checkpoint_dir)}")
+  run.mark_done(config.optim.num_steps, origin=origin)
   return ImportResult(workdir, kind, [s for s in steps if s not in saved], sorted(saved & set(steps)))

@@ -26,9 +26,11 @@ PCA depends only on the PC scores, which is why k scores suffice.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import tempfile
 
 import numpy as np
 
@@ -140,9 +142,60 @@ def export_run(workdir: str, out_dir: str, *, sweep: str = "default", num_compon
   if reasons and not allow_incomplete:
     raise errors.UserError(f"{workdir} is incomplete ({'; '.join(reasons)}); pass "
                            "--allow_incomplete to publish it marked as such")
+  if os.path.exists(out_dir) and os.path.samefile(out_dir, workdir):
+    raise errors.UserError(f"--out {out_dir} is the run directory itself; give another directory")
   checks = {name: _check_csv(run, name, draw_points) for name in check_sweeps}
   rundir.check_writable(out_dir)
-  rundir.makedirs(out_dir)
+  with _replacing(out_dir, keep=lambda name: name not in _EXPORTED) as staging:
+    out = _export_into(run, staging, llc=llc, checks=checks, sweep=sweep, reasons=reasons,
+                       num_components=num_components, reference_dir=reference_dir)
+  out["files"] = [os.path.join(out_dir, os.path.relpath(f, staging)) for f in out["files"]]
+  return out
+
+
+#: What :func:`export_run` writes into a published directory (recomputed each time: an old copy
+#: it does not write again is stale and is dropped); other files there (check sweeps added with
+#: :func:`export_check`, notes) are kept.
+_EXPORTED = frozenset({files.LLC_CSV, files.METRICS_CSV, files.INDICATORS_CSV, files.ED_SCORES_CSV,
+                       files.RUN_JSON, files.STAGES_JSON, files.FORMS_JSON, files.FIGURES,
+                       files.COMPARISON_MD})
+
+
+@contextlib.contextmanager
+def _replacing(out_dir: str, keep):
+  """A staging directory beside ``out_dir`` that replaces it when the block ends without error
+  (holding the old directory's entries for which ``keep(name)`` is true, copied in first); on an
+  error it is removed and ``out_dir`` is left as it was."""
+  out_dir = os.path.abspath(out_dir)
+  parent = os.path.dirname(out_dir)
+  rundir.makedirs(parent)
+  try:
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.export-", dir=parent)
+  except OSError as err:
+    raise errors.UserError(f"cannot write into {parent}: {err.strerror or err}") from None
+  try:
+    if os.path.isdir(out_dir):
+      for name in sorted(os.listdir(out_dir)):
+        if keep(name):
+          source = os.path.join(out_dir, name)
+          copy = shutil.copytree if os.path.isdir(source) else shutil.copy2
+          copy(source, os.path.join(staging, name))
+    yield staging
+    os.chmod(staging, 0o777 & ~rundir.umask())
+    if os.path.isdir(out_dir):
+      old = staging + "-old"
+      os.rename(out_dir, old)
+      os.rename(staging, out_dir)
+      shutil.rmtree(old)
+    else:
+      os.rename(staging, out_dir)
+  except BaseException:
+    shutil.rmtree(staging, ignore_errors=True)
+    raise
+
+
+def _export_into(run, out_dir, *, llc, checks, sweep, reasons, num_components, reference_dir):
+  """The body of :func:`export_run`, writing into the (staging) directory ``out_dir``."""
   written = []
 
   if llc:
@@ -191,7 +244,8 @@ def export_run(workdir: str, out_dir: str, *, sweep: str = "default", num_compon
 
   settings = run.llc(sweep).settings()
   rundir.atomic_write_json(os.path.join(out_dir, files.RUN_JSON), {
-      "config": run.config_dict() if run.is_run else None, "sweep": sweep, "sweep_settings": settings,
+      "config": run.config_dict() if run.is_run else None,
+      "identity": run.identity() if run.is_run else None, "sweep": sweep, "sweep_settings": settings,
       "ed_options": options, **({"incomplete": reasons} if reasons else {})})
   written.append(os.path.join(out_dir, files.RUN_JSON))
 
