@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import sys
 
 from absl import app
@@ -25,6 +26,16 @@ def _parse_flags(argv):
   except flags.Error as err:
     lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
     print(f"error: {lines[-1] if lines else err}", file=sys.stderr)
+    sys.exit(2)
+  except (AttributeError, KeyError) as err:  # a config override naming a field the config lacks
+    text = str(err).replace("\\", "")
+    key = (re.findall(r"'(\w+)'", text) or ["?"])[0]
+    names = [a.split("=")[0] for a in argv[1:] if a.startswith("--") and "." in a.split("=")[0]]
+    named = [n for n in names if key in n.split(".")] or names
+    guess = re.search(r'Did you mean "(\w+)"', text)
+    print(f"error: {', '.join(named) or 'a --config flag'} names a field the config does not "
+          f"have ({key!r}{'; did you mean ' + repr(guess.group(1)) if guess else ''})",
+          file=sys.stderr)
     sys.exit(2)
 
 

@@ -98,6 +98,9 @@ class SweepSettings:
       the same chains, and kept per checkpoint as the LLC split over them and their
       susceptibilities (:func:`jaxdev.sgld.summarize_observables`; the record's
       ``observable_*`` and ``susceptibility``).
+    matmul_dtype: ``"float32"`` or ``"bfloat16"``: the precision of the inputs of the regression
+      model's dense products in the chains and in L_n(w*) (bfloat16: mixed precision, with
+      float32 sums, parameters, noise and update; :func:`jaxdev.tasks.make_task`).
   """
 
   step_size: float
@@ -122,6 +125,7 @@ class SweepSettings:
   bounding_box: float | None = None
   compute_mala: bool | str = False
   observables: str | None = None
+  matmul_dtype: str = "float32"
 
   def resolved(self, params=None, selectors=None) -> "SweepSettings":
     """A checked copy in canonical form: nβ filled in, the mask a tuple of selectors (or
@@ -147,6 +151,8 @@ class SweepSettings:
         noise_level=self.noise_level, weight_decay=self.weight_decay,
         bounding_box=self.bounding_box, compute_mala=self.compute_mala, prefix=where)
     size = sgld_checks.check_count(f"{where}num_sampling_examples", self.num_sampling_examples)
+    for name in ("seed", "sampling_seed"):
+      sgld_checks.check_seed(f"{where}{name}", getattr(self, name))
     if self.batch_size > size:
       raise ConfigError(f"{where}batch_size ({self.batch_size}) exceeds the sampling dataset "
                         f"({where}num_sampling_examples = {size})")
@@ -159,6 +165,9 @@ class SweepSettings:
     if not 0 <= self.min_good_fraction < 1:
       raise ConfigError(f"{where}min_good_fraction must be in [0, 1), got "
                         f"{self.min_good_fraction}")
+    if self.matmul_dtype not in ("float32", "bfloat16"):
+      raise ConfigError(f"{where}matmul_dtype must be 'float32' or 'bfloat16', got "
+                        f"{self.matmul_dtype!r}")
     preconditioner, alpha, eps = self.preconditioner, self.rmsprop_alpha, self.rmsprop_eps
     if isinstance(preconditioner, sgld.RMSProp):
       preconditioner, alpha, eps = "rmsprop", preconditioner.alpha, preconditioner.eps
@@ -336,7 +345,7 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
     ConfigError: the saved config cannot make a task.
   """
   config = rundir.RunDir(workdir).config
-  tasks_lib.check_config(config)
+  tasks_lib.check_config(config, complete=True)
   return config
 
 
@@ -494,7 +503,8 @@ def _sweep_context(workdir: str, settings: SweepSettings):
   model) of a sweep of the run in ``workdir``; every setting is checked before any file."""
   run = rundir.RunDir(workdir)
   config = load_run_config(workdir)
-  task = tasks_lib.make_task(config)
+  settings.resolved()  # every value checked before the model is built
+  task = tasks_lib.make_task(config, matmul_dtype=settings.matmul_dtype)
   abstract = jax.eval_shape(task.init, jax.random.key(0))
   selectors = task.model.mask_selectors if task.model is not None else None
   settings = settings.resolved(abstract, selectors)

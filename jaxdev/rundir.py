@@ -224,19 +224,28 @@ def atomic_write_json(path: str, record) -> None:
   atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
+def atomic_save_figure(figure, path: str, **savefig_kwargs) -> None:
+  """Saves a matplotlib figure as ``path`` (its format from the suffix) atomically: a failure
+  (a full disk) leaves the old file, never a truncated one."""
+  fmt = os.path.splitext(path)[1].lstrip(".") or "png"
+  with _atomic_file(path, "wb", os.path.basename(path)) as f:
+    figure.savefig(f, format=fmt, **savefig_kwargs)
+
+
 def atomic_save_npz(path: str, **arrays) -> None:
   """Saves arrays as an .npz via a temporary file and rename."""
   with _atomic_file(path, "wb", ".npz") as f:
     np.savez(f, **arrays)
 
 
-def read_json(path: str, what: str = "file"):
-  """The JSON value in ``path``; a file that does not parse is a RunDirError naming it."""
+def read_json(path: str, what: str = "file", advice: str = "restore or remove it"):
+  """The JSON value in ``path``; a file that does not parse is a RunDirError naming it (and
+  saying what to do: ``advice``)."""
   try:
     with open(path) as f:
       return json.load(f)
   except (ValueError, UnicodeDecodeError) as err:
-    raise RunDirError(f"{what} {path} is damaged (not JSON: {err}); restore or remove it") from None
+    raise RunDirError(f"{what} {path} is damaged (not JSON: {err}); {advice}") from None
   except OSError as err:
     raise RunDirError(f"cannot read {path}: {err.strerror}") from None
 
@@ -285,6 +294,8 @@ def read_jsonl(path: str) -> list[dict]:
   """
   if not os.path.exists(path):
     return []
+  if not os.path.isfile(path):  # a pipe or a device would block or never end
+    raise RunDirError(f"{path} is not a regular file")
   records = []
   with open(path, "rb") as f:
     for number, raw in enumerate(f, start=1):
@@ -300,8 +311,18 @@ def read_jsonl(path: str) -> list[dict]:
   return records
 
 
+def _is_number(value) -> bool:
+  return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
 def _is_record(record) -> bool:
-  return isinstance(record, dict) and isinstance(record.get("step"), int)
+  """A metrics record: an int "step", a string "split" and numbers (or lists of numbers, or
+  null) for everything else."""
+  return (isinstance(record, dict) and isinstance(record.get("step"), int)
+          and not isinstance(record["step"], bool)
+          and isinstance(record.get("split", ""), str)
+          and all(_is_number(v) or (isinstance(v, list) and all(map(_is_number, v)))
+                  for k, v in record.items() if k not in ("step", "split")))
 
 
 def _parse_line(raw: bytes):
@@ -663,7 +684,9 @@ class RunDir:
   def config_dict(self) -> dict:
     """The training config as saved (a JSON dict)."""
     self.require_run()
-    record = read_json(self.config_path, "config")
+    record = read_json(self.config_path, "config",
+                       "restore it: the checkpoints can be read only with the config they were "
+                       "made with")
     if not isinstance(record, dict):
       raise RunDirError(f"config {self.config_path} is damaged (not a JSON object); restore it")
     return record
@@ -687,7 +710,7 @@ class RunDir:
     if not os.path.exists(self.identity_path):
       return {"run_id": f"config-{sha[:16]}", "config_sha256": sha, "origin": None,
               "created": None}
-    record = read_json(self.identity_path, "identity")
+    record = read_json(self.identity_path, "identity", "restore it")
     if not (isinstance(record, dict) and isinstance(record.get("run_id"), str)
             and isinstance(record.get("config_sha256"), str)):
       raise RunDirError(f"identity {self.identity_path} is damaged (no run_id or config_sha256); "
@@ -741,7 +764,7 @@ class RunDir:
     except (OSError, ValueError, EOFError) as err:
       raise RunDirError(f"ED probe {self.ed_probe_dir} is damaged ({err}); the probe has to be "
                         "recomputed by training again") from None
-    if not n <= len(steps) == len(outputs):
+    if not 0 <= n <= len(steps) == len(outputs):
       raise RunDirError(f"ED probe {self.ed_probe_dir} is damaged ({len(steps)} steps, "
                         f"{len(outputs)} rows, {n} written)")
     return steps[:n], np.asarray(outputs[:n], np.float32).reshape(n, -1)

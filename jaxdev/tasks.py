@@ -19,6 +19,7 @@ from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from jaxdev import errors
@@ -144,10 +145,11 @@ class Task(NamedTuple):
 # ----------------------------------------------------------------------------- regression
 
 
-def _regression_model(config) -> Model:
+def _regression_model(config, matmul_dtype: str = "float32") -> Model:
   num_tokens = 2 * config.data.num_examples
   token_dim = config.data.dim + 1
-  module = regression_model.build_model(config.model, max_len=num_tokens, token_dim=token_dim)
+  module = regression_model.build_model(config.model, max_len=num_tokens, token_dim=token_dim,
+                                        matmul_dtype=matmul_dtype)
 
   def init(key):
     return module.init(key, jnp.zeros((1, num_tokens, token_dim)))["params"]
@@ -213,11 +215,12 @@ def _regression_task(model: Model, data: Data) -> Task:
               tuple(data.probe_inputs.shape), data.sampling_data, data.baselines, None, model, data)
 
 
-def regression_task(config) -> Task:
+def regression_task(config, matmul_dtype: str = "float32") -> Task:
   """The in-context linear regression setting (``docs/methods.md``, "The settings") for a
-  training config: :func:`model_for` and :func:`data_for` composed."""
+  training config: :func:`model_for` and :func:`data_for` composed (the model's products in
+  ``matmul_dtype``, see :class:`jaxdev.models.regression.RegressionTransformer`)."""
   check_config(config)
-  return _regression_task(_regression_model(config), _regression_data(config))
+  return _regression_task(_regression_model(config, matmul_dtype), _regression_data(config))
 
 
 # ----------------------------------------------------------------------------- language
@@ -436,14 +439,84 @@ def probe_width(config) -> int:
   return int(probe["num_sequences"] * 2 * data["num_examples"] * (data["dim"] + 1))
 
 
-def check_config(config) -> None:
+def _kind(default) -> str:
+  if isinstance(default, bool):
+    return "true or false"
+  if isinstance(default, int):
+    return "an integer"
+  if isinstance(default, float):
+    return "a number"
+  if isinstance(default, str):
+    return "a string"
+  return "a list"
+
+
+def _same_kind(default, value) -> bool:
+  if default is None or value is None:
+    return True
+  if isinstance(default, bool):
+    return isinstance(value, bool)
+  if isinstance(default, int):
+    return isinstance(value, int) and not isinstance(value, bool)
+  if isinstance(default, float):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+  if isinstance(default, str):
+    return isinstance(value, str)
+  if isinstance(default, (list, tuple)):
+    return isinstance(value, (list, tuple))
+  return True
+
+
+def _check_shape(reference, config, path: str, task: str, required=None) -> None:
+  for key in config.keys():
+    if key not in reference:
+      raise errors.ConfigError(f"{path}.{key} is not a field of a {task} config")
+  for key, default in reference.items():
+    if key not in config:
+      if isinstance(default, ml_collections.ConfigDict) and (required is None or key in required):
+        raise errors.ConfigError(f"{path} has no section {key!r}")
+      continue  # a field added after the config was saved: its users read its default
+    value = config[key]
+    if isinstance(default, ml_collections.ConfigDict):
+      if not isinstance(value, ml_collections.ConfigDict):
+        raise errors.ConfigError(f"{path}.{key} must be a section, got {value!r}")
+      _check_shape(default, value, f"{path}.{key}", task)
+    elif not _same_kind(default, value):
+      raise errors.ConfigError(f"{path}.{key} must be {_kind(default)}, got {value!r}")
+
+
+#: Fields a config may have that its task's default config leaves out (they are read with a
+#: default): {task: {(section, field): default}}.
+OPTIONAL_FIELDS = {
+    "regression": {("model", "double_residual"): False},  # imported checkpoints of the authors'
+    "language": {("model", "normalization"): "LN"},
+}
+
+
+def _reference_config(task: str):
+  """The shape every config of ``task`` has: its default config and :data:`OPTIONAL_FIELDS`."""
+  from jaxdev.configs import language, regression  # pylint: disable=import-outside-toplevel
+  reference = (regression if task == "regression" else language).get_config()
+  for (section, name), default in OPTIONAL_FIELDS[task].items():
+    reference[section][name] = default
+  return reference
+
+
+def check_config(config, *, complete: bool = False) -> None:
   """Raises ConfigError unless the task, data and model sections of a config can make a task.
 
-  Cheap (reads no data), so a run is refused before any work; each builder calls it too.
+  The config must be shaped like its task's configs (``jaxdev.configs.regression`` or
+  ``jaxdev.configs.language``, with :data:`OPTIONAL_FIELDS`): its data and model sections (with
+  ``complete``, every section there, as a run's saved config has them), no field they lack, each
+  value of its field's type (an integer where a number is expected is fine); a field added after
+  a run's config was saved may be missing. Cheap (reads no data), so a run is refused before any
+  work; each builder calls it too.
   """
   task = config.get("task", "regression")
   if task not in TASKS:
     raise errors.ConfigError(f"config.task must be 'regression' or 'language', got {task!r}")
+  _check_shape(_reference_config(task), config, "config", task,
+               required=None if complete else ("data", "model"))
   if task == "regression":
     regression_data.check_config(config.data)
     regression_model.check_config(config.model)
@@ -472,15 +545,23 @@ def check_config(config) -> None:
                              f"shorter than the rows' {config.data.row_length - 1} input tokens")
 
 
-def make_task(config) -> Task:
+def make_task(config, *, matmul_dtype: str = "float32") -> Task:
   """The task named by ``config.task`` ("regression" or "language"): :func:`model_for` and
   :func:`data_for` composed into the functions training and the sweep call.
 
+  ``matmul_dtype`` "bfloat16" runs the regression model's dense products with bfloat16 inputs
+  and float32 sums (mixed precision; parameters and everything else float32). A language model
+  computes in its config's ``model.dtype`` instead.
+
   Raises:
     ConfigError: the config's task, data or model sections cannot make a task, or its data
-      cannot serve it (e.g. missing files, too few rows).
+      cannot serve it (e.g. missing files, too few rows), or ``matmul_dtype`` is not float32
+      for a language model.
   """
   check_config(config)
   if config.get("task", "regression") == "regression":
-    return regression_task(config)
+    return regression_task(config, matmul_dtype)
+  if matmul_dtype != "float32":
+    raise errors.ConfigError(f"matmul_dtype {matmul_dtype!r} applies to the regression model; a "
+                             "language model computes in its config's model.dtype")
   return language_task(config)

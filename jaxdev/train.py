@@ -102,19 +102,29 @@ def make_optimizer(optim_config) -> optax.GradientTransformation:
   return optax.adam(schedule, b1=optim_config.b1, b2=optim_config.b2)
 
 
+#: The most ED probe rows a run may ask for (the paper's runs take 501 and 5,001; each row is a
+#: model output on the probe set, kept on disk and analysed whole).
+MAX_PROBES = 1_000_000
+
+
 def validate_config(config) -> None:
   """Raises ConfigError on sizes or rates that cannot make a run.
 
   Checks the training sections (optim, eval, ed, log_every) here and the task, data and model
   sections with :func:`jaxdev.tasks.check_config`.
   """
-  tasks_lib.check_config(config)
+  tasks_lib.check_config(config, complete=True)
   errors.require_positive("optim", config.optim, ("batch_size", "num_steps", "peak_lr",
                                                   "div_factor", "final_div_factor"))
   errors.require_positive("eval", config.eval, ("num_sequences",))
   errors.require_positive("ed", config.ed, ("every", "num_sequences"))
   if not config.log_every > 0:
     raise ConfigError(f"config.log_every must be positive, got {config.log_every}")
+  probes = config.optim.num_steps // config.ed.every + 1
+  if probes > MAX_PROBES:
+    raise ConfigError(f"config.optim.num_steps {config.optim.num_steps} with config.ed.every "
+                      f"{config.ed.every} makes {probes:,} ED probes (at most {MAX_PROBES:,}): "
+                      "raise config.ed.every")
   if not 0 < config.optim.warmup_fraction <= 1:
     raise ConfigError(f"config.optim.warmup_fraction must be in (0, 1], got {config.optim.warmup_fraction}")
   for name, low, high in (("b1", 0.0, 1.0), ("b2", 0.0, 1.0), ("weight_decay", 0.0, math.inf)):

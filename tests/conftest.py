@@ -158,11 +158,11 @@ def crash_after_records(monkeypatch):
     write = rundir.RecordDir.write
     count = [0]
 
-    def write_or_crash(self, step, arrays):
+    def write_or_crash(self, step, arrays, provenance=None):
       count[0] += 1
       if count[0] == n + 1:
         raise Crash(f"crash before writing the record of step {step}")
-      return write(self, step, arrays)
+      return write(self, step, arrays, provenance)
 
     monkeypatch.setattr(rundir.RecordDir, "write", write_or_crash)
     return Crash

@@ -8,6 +8,8 @@ import sys
 import numpy as np
 import pytest
 
+from jaxdev import errors
+from jaxdev import rundir
 from jaxdev.analysis import ed
 from jaxdev.analysis import geometry
 from jaxdev.analysis import run as analysis_run
@@ -235,6 +237,29 @@ def test_analyze_run_end_to_end(tmp_path):
   assert record["events"]["cusps"] and record["ed_max_step"] is None
   for name in ("llc.png", "llc_slope.png", "ed_pcs.png", "ed_scores.png", "ed_form_potentials.png"):
     assert (run / "figures" / name).stat().st_size > 10_000
+
+
+def test_what_an_analysis_no_longer_makes_is_not_left_behind(tmp_path):
+  run = _fake_run(tmp_path)
+  analysis_run.analyze_run(str(run), sigma_schedule="scaled")
+  assert (run / "stages.json").exists() and (run / "figures" / "llc_slope.png").exists()
+  for path in (run / "llc" / "default").glob("step_*.npz"):  # the sweep redone: every chain failed
+    record = dict(np.load(path))
+    record.update(num_failed=4, llc_per_chain=np.full(4, np.nan))
+    np.savez(path, **record)
+  summary = analysis_run.analyze_run(str(run), sigma_schedule="scaled")
+  assert summary["stages"] == []
+  assert not (run / "stages.json").exists() and not (run / "figures" / "llc_slope.png").exists()
+  assert sum("made by an earlier analysis" in n for n in summary["notes"]) == 2
+  assert (run / "forms.json").exists() and (run / "figures" / "ed_pcs.png").exists()  # remade
+
+
+def test_a_probe_progress_record_out_of_range_is_damaged(tmp_path):
+  run = _fake_run(tmp_path)
+  for written in (-5, 601):
+    (run / "ed_outputs" / "progress.json").write_text(json.dumps({"num_written": written}))
+    with pytest.raises(errors.RunDirError, match=f"600 rows, {written} written"):
+      rundir.RunDir(str(run)).ed_probe()
 
 
 def test_analyze_run_without_llc_or_ed(tmp_path):

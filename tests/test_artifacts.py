@@ -454,3 +454,7 @@ def test_export_replaces_the_published_directory_whole_or_not_at_all(tmp_path):
   assert all(p.startswith(out + os.sep) and os.path.exists(p) for p in result["files"])
   with pytest.raises(errors.UserError, match="is the run directory itself"):
     artifacts.export_run(run, run)
+  os.remove(os.path.join(run, "metrics.jsonl"))
+  os.mkfifo(os.path.join(run, "metrics.jsonl"))  # would block a reader for ever
+  with pytest.raises(errors.UserError, match="metrics.jsonl is not a regular file"):
+    artifacts.export_run(run, out)

@@ -47,6 +47,37 @@ def test_unknown_variant_is_refused(name):
     VARIANTS[name][0].get_config("nonsense")
 
 
+@pytest.mark.parametrize("name", ["regression", "language"])
+def test_configs_are_checked_for_their_shape(name):
+  import json  # pylint: disable=import-outside-toplevel
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  from jaxdev import errors, tasks  # pylint: disable=import-outside-toplevel
+  module, variants = VARIANTS[name]
+  for variant in variants:  # every variant has the shape of its task's configs
+    tasks.check_config(module.get_config(variant))
+
+  def saved(edit):  # a config as config.json holds it, edited
+    record = json.loads(module.get_config("tiny").to_json())
+    edit(record)
+    return ml_collections.ConfigDict(record)
+
+  cases = [
+      (lambda c: c.pop("optim"), "config has no section 'optim'"),
+      (lambda c: c["model"].update(num_layers="two"), "config.model.num_layers must be an "
+                                                      "integer, got 'two'"),
+      (lambda c: c["optim"].update(num_steps=60.0), "config.optim.num_steps must be an integer"),
+      (lambda c: c["optim"].update(peak_lr=True), "config.optim.peak_lr must be a number"),
+      (lambda c: c["data"].update(colour=1), f"config.data.colour is not a field of a {name}"),
+      (lambda c: c.update(model=3), "config.model must be a section, got 3"),
+  ]
+  for edit, message in cases:
+    with pytest.raises(errors.ConfigError, match=message):
+      tasks.check_config(saved(edit), complete=True)
+  tasks.check_config(saved(lambda c: c.pop("optim")))  # the model and data make a task
+  tasks.check_config(saved(lambda c: c["optim"].update(peak_lr=1)))  # an int for a float is fine
+  tasks.check_config(saved(lambda c: c["ed"].pop("seed")))  # a field added after it was saved
+
+
 def test_paper_variants_are_the_spec():
   lr = regression.get_config("paper")
   assert (lr.data.dim, lr.data.num_examples, lr.data.noise_variance, lr.data.num_tasks) == (4, 8, 0.125, 0)

@@ -55,8 +55,11 @@ def test_peak_measures_and_fractions(monkeypatch):
   for dtype in peak.DTYPES:
     assert 0.01 < peak.matmul_gflops(64, 32, 48, dtype, repeats=1) < 1e6
   assert 0.01 < peak.memory_gbytes_per_s(1 << 16, repeats=1) < 1e5
-  monkeypatch.setattr(peak, "reference_peak", lambda: 200.0)
+  monkeypatch.setattr(peak, "reference_peak", lambda dtype="float32": {"float32": 200.0,
+                                                                       "bfloat16": 800.0}[dtype])
   record = peak.with_fraction({"gflops_per_s": 50.0, "x": 1})
   assert record == {"gflops_per_s": 50.0, "x": 1, "peak_gflops_per_s": 200.0,
                     "fraction_of_peak": 0.25}
+  mixed = peak.with_fraction({"gflops_per_s": 50.0, "matmul_dtype": "bfloat16"})
+  assert mixed["peak_gflops_per_s"] == 800.0 and mixed["fraction_of_peak"] == 50.0 / 800.0
   assert {name for name, *_ in peak.SHAPES} >= {"square_1024", "regression_qkv"}

@@ -184,6 +184,13 @@ def test_a_missing_workdir_is_not_trained_unless_asked(tmp_path):
   assert proc.returncode == 2 and len(lines) == 1, proc.stderr
   assert str(typo) in lines[0] and "does not exist" in lines[0] and "--train" in lines[0]
   assert not typo.exists() and not (tmp_path / "runs").exists()
+  # A config override naming a field the config lacks: one line naming it.
+  proc = subprocess.run(base + ["--workdir", str(typo), "--config.sgld.num_draws=5",
+                                "--config.sgld.min_good_fractoin=0.3"],
+                        capture_output=True, text=True, cwd=REPO)
+  assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+      "error: --config.sgld.min_good_fractoin names a field the config does not have "
+      "('min_good_fractoin'; did you mean 'min_good_fraction')"], proc.stderr
   # From Python the same: train=None never creates a run outside the default workdir.
   with pytest.raises(errors.RunDirError, match="does not exist"):
     job.main_job(regression_configs.get_config("tiny"), llc_configs.get_config("tiny"),
@@ -196,6 +203,7 @@ def test_a_missing_workdir_is_not_trained_unless_asked(tmp_path):
     ({"seeds": ["0", "x"]}, "seeds must be whole numbers, got 'x'"),  # --seeds 0,x
     ({"seeds": []}, "seeds is empty"),  # --seeds=
     ({"sgld": {"num_chains": 0}}, "num_chains must be positive"),  # --config.sgld.num_chains=0
+    ({"sgld": {"sampling_seed": 10 ** 20}}, "sgld.sampling_seed must be below 2**31"),
 ])
 def test_bad_job_arguments_are_one_line_before_any_work(tmp_path, command_error, args, message):
   # What llc_sweep.py --train --workdir WORKDIR --config configs/llc.py:tiny ARGS calls.

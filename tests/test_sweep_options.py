@@ -174,6 +174,7 @@ def test_masked_out_weights_never_move(tiny_run):
     (dict(mask="*attn*,heads/*"), "sgld.mask selector 'heads/*' selects no parameter"),
     (dict(mask="neuron:0"), "sgld.mask selector 'neuron:0': unknown kind 'neuron'"),
     (dict(mask="head:0.9"), "head 9 is out of range"),
+    (dict(matmul_dtype="float16"), "sgld.matmul_dtype must be 'float32' or 'bfloat16'"),
 ])
 def test_bad_settings_are_one_config_error_before_any_file(tiny_run, tmp_path, change, message):
   run = _copy_run(tiny_run, tmp_path)
@@ -183,6 +184,29 @@ def test_bad_settings_are_one_config_error_before_any_file(tiny_run, tmp_path, c
   assert isinstance(info.value, errors.UserError) and message in str(info.value), info.value
   assert "\n" not in str(info.value)
   assert _files(run) == before
+
+
+def test_bfloat16_products_move_the_llc_less_than_its_standard_error(tiny_run, tmp_path):
+  """Mixed precision (bfloat16 inputs, float32 sums) with the same chain keys: the model's
+  outputs differ at bfloat16's rounding, and the LLC by far less than the chains' spread."""
+  run = _copy_run(tiny_run, tmp_path)
+  task, params = _task_and_params(run, [60])
+  mixed = tasks.make_task(llc.load_run_config(run), matmul_dtype="bfloat16")
+  data = task.sampling_data(0, 64)
+  exact, rounded = task.loss_fn(params[60], data), mixed.loss_fn(params[60], data)
+  assert 0 < abs(float(rounded) - float(exact)) < 2e-2 * abs(float(exact))
+  steps = [5, 20, 60]
+  for dtype in ("float32", "bfloat16"):
+    llc.sweep(run, dataclasses.replace(BASE, num_draws=100, matmul_dtype=dtype), steps=steps,
+              name=dtype, show_progress=False)
+  f32 = llc.load_results(os.path.join(run, "llc", "float32"))
+  b16 = llc.load_results(os.path.join(run, "llc", "bfloat16"))
+  standard_error = f32["llc_std"] / np.sqrt(BASE.num_chains)
+  assert np.all(f32["llc_mean"] != b16["llc_mean"])
+  np.testing.assert_array_less(np.abs(b16["llc_mean"] - f32["llc_mean"]), standard_error)
+  with pytest.raises(errors.ConfigError, match="applies to the regression model"):
+    from jaxdev.configs import language  # pylint: disable=import-outside-toplevel
+    tasks.make_task(language.get_config("tiny"), matmul_dtype="bfloat16")
 
 
 def _hyperparameter_variants():

@@ -177,6 +177,8 @@ def test_train_command_errors_are_one_line(tmp_path):
     ("weight_decay", float("nan"), "config.optim.weight_decay must be a number in [0, inf), got nan"),
     ("b1", float("nan"), "config.optim.b1 must be a number in [0, 1), got nan"),
     ("b2", 1.0, "config.optim.b2 must be a number in [0, 1), got 1.0"),
+    ("num_steps", 10 ** 10, "makes 2,000,000,001 ED probes (at most 1,000,000): raise "
+                            "config.ed.every"),
 ])
 def test_bad_config_gives_one_line_and_writes_nothing(tmp_path, command_error, field, value,
                                                       message):
@@ -260,23 +262,28 @@ def test_a_damaged_run_file_is_one_line_naming_it(tiny_run, run_copy, command_er
 
 
 def test_damaged_metrics_lines_are_set_aside_not_deleted(tiny_run, run_copy, capsys):
-  """A damaged line and a NUL-filled tail of metrics.jsonl: resuming training moves both to
-  metrics.jsonl.damaged byte for byte, says how many, and finishes; every other line is kept."""
+  """A damaged line, a line with a string loss and a NUL-filled tail of metrics.jsonl: resuming
+  training moves the three to metrics.jsonl.damaged byte for byte, says how many, and finishes;
+  every other line is kept."""
   workdir = run_copy(tiny_run)
   os.unlink(os.path.join(workdir, "done"))
   path = os.path.join(workdir, "metrics.jsonl")
   original = open(path, "rb").read().splitlines(keepends=True)
   _rewrite_line(path, 3, b"{\"step\": 2, garbage\n")
+  _rewrite_line(path, 5, b"{\"step\": 4, \"split\": \"train\", \"loss\": \"low\"}\n")  # a string loss
   _append(path, b"\0" * 64 + b"\n")
   run = rundir.RunDir(workdir)
   with pytest.raises(rundir.RunDirError, match="line 3 is damaged.*deleting nothing"):
     run.metrics()
   result = train.train(regression_configs.get_config("tiny"), workdir, show_progress=False)
   assert result.status == "finished"
-  assert "2 damaged line(s)" in capsys.readouterr().out
-  assert open(path + ".damaged", "rb").read() == b"{\"step\": 2, garbage\n" + b"\0" * 64 + b"\n"
+  assert "3 damaged line(s)" in capsys.readouterr().out
+  assert open(path + ".damaged", "rb").read() == (
+      b"{\"step\": 2, garbage\n" + b"{\"step\": 4, \"split\": \"train\", \"loss\": \"low\"}\n"
+      + b"\0" * 64 + b"\n")
   kept = open(path, "rb").read().splitlines(keepends=True)
-  assert kept == original[:2] + original[3:]  # the rest as an uninterrupted run wrote it
+  # the rest as an uninterrupted run wrote it
+  assert kept == original[:2] + original[3:4] + original[5:]
   assert rundir.set_aside_damaged_lines(path) == 0  # nothing more to move
 
 

@@ -446,11 +446,25 @@ def analyze_run(workdir: str, *, sweep: str = "default", num_components: int = 4
     _save(plots.plot_form_potentials(steps, smoothed, forms), run.figure("ed_form_potentials.png"), summary)
   else:
     summary["notes"].append("no ED probe (or fewer than 10 rows): essential dynamics skipped")
+  # What an earlier analysis made and this one did not (a sweep that has failed since, another
+  # sweep's curve) no longer describes the run: removed (each is remade from the records).
+  made = set(summary["figures"]) | ({run.stages_path} if analysis is not None else set()) | (
+      {run.forms_path} if summary.get("explained_variance") is not None else set())
+  for path in [run.stages_path, run.forms_path] + [run.figure(n) for n in _ANALYSIS_FIGURES]:
+    if path not in made and os.path.exists(path):
+      os.remove(path)
+      summary["notes"].append(f"removed {path}: made by an earlier analysis, not by this one")
   return summary
 
 
+#: The figures :func:`analyze_run` makes under fixed names from ``sweep`` and the ED probe
+#: (``llc_restricted.png`` depends on the ``restricted`` asked for, and is left alone).
+_ANALYSIS_FIGURES = ("llc_slope.png", "llc.png", "ed_pcs.png", "ed_scores.png",
+                     "ed_form_potentials.png")
+
+
 def _save(fig, path, summary):
-  fig.savefig(path, dpi=110)  # a Figure made without pyplot: nothing to close
+  rundir.atomic_save_figure(fig, path, dpi=110)  # a Figure made without pyplot: nothing to close
   summary["figures"].append(path)
 
 

@@ -70,6 +70,9 @@ def get_config(arg: str = "paper") -> ml_collections.ConfigDict:
   # or "positions" (the loss at each position; each record then holds the per-position LLCs,
   # which average to the LLC, and their susceptibilities).
   config.sgld.observables = ""
+  # The regression model's dense products: "float32", or "bfloat16" inputs with float32 sums
+  # (mixed precision; docs/performance.md measures its speed and its LLC against float32).
+  config.sgld.matmul_dtype = "float32"
 
   config.sweep = ml_collections.ConfigDict()
   config.sweep.name = "default"  # results go to WORKDIR/llc/NAME

@@ -17,6 +17,7 @@ from typing import Iterator, NamedTuple, Sequence
 
 import jax
 
+from jaxdev import rundir
 from jaxdev import sgld
 from jaxdev.groundtruth import dln
 from jaxdev.groundtruth import procedure
@@ -141,6 +142,6 @@ def plot(records: Sequence[dict], path: str | None = None):
   ax.set_ylabel("(λ̂ − λ) / λ  [%]")
   ax.legend(fontsize=7, loc="upper right")
   if path is not None:
-    figure.savefig(path, dpi=130)
+    rundir.atomic_save_figure(figure, path, dpi=130)
   return figure
 

@@ -312,7 +312,7 @@ def plot_run(workdir: str, summary: dict, constants: dict, task: str) -> str:
   fig = indicator_plots.plot_panels(summary["step"], panels, stages=load_stages(workdir),
                                     title=f"Indicators ({os.path.basename(os.path.normpath(workdir))})")
   path = run_dir.figure("indicators.png")
-  fig.savefig(path, dpi=100)  # a Figure made without pyplot: nothing to close
+  rundir.atomic_save_figure(fig, path, dpi=100)  # a Figure made without pyplot: nothing to close
   return path
 
 

@@ -78,19 +78,21 @@ def gradient_flops(task, params, data, batch_size: int) -> float:
   return timing.flops_of(jax.value_and_grad(task.loss_fn), params, batch)
 
 
-def _regression_sampling(config, num_examples: int):
+def _regression_sampling(config, num_examples: int, matmul_dtype: str = "float32"):
   from jaxdev import tasks  # pylint: disable=import-outside-toplevel
-  task = tasks.make_task(config)
+  task = tasks.make_task(config, matmul_dtype=matmul_dtype)
   params = task.init(jax.random.key(0))
   data = task.sampling_data(0, num_examples)
   return task, params, data
 
 
 def sgld_throughput(config, *, batch_size: int, num_chains: int, num_draws: int,
-                    chain_map: str = "vmap", repeats: int = 3) -> dict:
-  """Chain-steps/s of :func:`jaxdev.sgld.run_chains` on the model of ``config``."""
+                    chain_map: str = "vmap", repeats: int = 3,
+                    matmul_dtype: str = "float32") -> dict:
+  """Chain-steps/s of :func:`jaxdev.sgld.run_chains` on the model of ``config`` (its dense
+  products in ``matmul_dtype``, :func:`jaxdev.tasks.make_task`)."""
   from jaxdev import sgld  # pylint: disable=import-outside-toplevel
-  task, params, data = _regression_sampling(config, max(8 * batch_size, 8192))
+  task, params, data = _regression_sampling(config, max(8 * batch_size, 8192), matmul_dtype)
   keys = jax.random.split(jax.random.key(1), num_chains)
   kwargs = dict(step_size=3e-4, nbeta=66.67, gamma=6.67, batch_size=batch_size,
                 chain_map=chain_map)
@@ -101,7 +103,7 @@ def sgld_throughput(config, *, batch_size: int, num_chains: int, num_draws: int,
   seconds, _ = time_compiled(run, (params, data, keys), repeats)
   flops = num_chains * num_draws * gradient_flops(task, params, data, batch_size)
   return {"benchmark": "sgld", "batch_size": batch_size, "num_chains": num_chains,
-          "num_draws": num_draws, "chain_map": chain_map,
+          "num_draws": num_draws, "chain_map": chain_map, "matmul_dtype": matmul_dtype,
           "chain_steps_per_s": num_chains * num_draws / seconds,
           "ms_per_chain_step": 1e3 * seconds / (num_chains * num_draws),
           "gflops_per_s": flops / seconds / 1e9, **machine()}
@@ -178,13 +180,16 @@ def restrictions_throughput(config, *, num_checkpoints: int, batch_size: int, nu
 
 
 def compare_with_devinterp(config, *, batch_size: int, num_chains: int, num_draws: int,
-                           chain_map: str = "vmap", repeats: int = 3) -> dict:
-  """devinterp's and jaxdev's SGLD throughput on the same model, one after the other."""
+                           chain_map: str = "vmap", repeats: int = 3,
+                           matmul_dtype: str = "float32") -> dict:
+  """devinterp's (float32) and jaxdev's SGLD throughput on the same model, one after the other
+  (jaxdev's dense products in ``matmul_dtype``)."""
   from jaxdev.measure import torch_reference  # pylint: disable=import-outside-toplevel
   sizes = dict(batch_size=batch_size, num_chains=num_chains, num_draws=num_draws)
   reference = torch_reference.devinterp_throughput(**sizes)
-  ours = sgld_throughput(config, chain_map=chain_map, repeats=repeats, **sizes)
-  return {"benchmark": "compare", **sizes,
+  ours = sgld_throughput(config, chain_map=chain_map, repeats=repeats,
+                         matmul_dtype=matmul_dtype, **sizes)
+  return {"benchmark": "compare", **sizes, "matmul_dtype": matmul_dtype,
           "devinterp_chain_steps_per_s": reference["chain_steps_per_s"],
           "jaxdev_chain_steps_per_s": ours["chain_steps_per_s"],
           "jaxdev_gflops_per_s": ours["gflops_per_s"],
@@ -197,18 +202,18 @@ def run(command: str, config, *, batch_size: int, num_chains: int, num_draws: in
         ed_steps: int, ed_dim: int, hessian_sequences: int = 1024, hessian_probes: int = 100,
         num_nulls: int = 20, ed_scores: str | None = None, restrictions: str = "heads",
         restriction_map: str = "map", max_params: int = 1_000_000, budget: int = 80_000,
-        preconditioner: str = "none"):
+        preconditioner: str = "none", matmul_dtype: str = "float32"):
   """The benchmark ``command`` (one of :data:`COMMANDS`) with the command line's sizes (a dict;
   for "forms", a list of them; for "groundtruth", a generator of them, one per model). A result
-  with a GFLOP/s figure also has it as ``fraction_of_peak`` of this machine's float32 matmul
-  peak (:func:`jaxdev.measure.peak.with_fraction`)."""
+  with a GFLOP/s figure also has it as ``fraction_of_peak`` of this machine's matmul peak in
+  its ``matmul_dtype`` (:func:`jaxdev.measure.peak.with_fraction`)."""
   result = _run(command, config, batch_size=batch_size, num_chains=num_chains,
                 num_draws=num_draws, num_checkpoints=num_checkpoints, chain_map=chain_map,
                 train_steps=train_steps, repeats=repeats, ed_steps=ed_steps, ed_dim=ed_dim,
                 hessian_sequences=hessian_sequences, hessian_probes=hessian_probes,
                 num_nulls=num_nulls, ed_scores=ed_scores, restrictions=restrictions,
                 restriction_map=restriction_map, max_params=max_params, budget=budget,
-                preconditioner=preconditioner)
+                preconditioner=preconditioner, matmul_dtype=matmul_dtype)
   if isinstance(result, dict):
     for key in ("gflops_per_s", "jaxdev_gflops_per_s"):
       if key in result:
@@ -218,7 +223,8 @@ def run(command: str, config, *, batch_size: int, num_chains: int, num_draws: in
 
 def _run(command, config, *, batch_size, num_chains, num_draws, num_checkpoints, chain_map,
          train_steps, repeats, ed_steps, ed_dim, hessian_sequences, hessian_probes, num_nulls,
-         ed_scores, restrictions, restriction_map, max_params, budget, preconditioner):
+         ed_scores, restrictions, restriction_map, max_params, budget, preconditioner,
+         matmul_dtype):
   if command == "peak":
     return peak_lib.peak(repeats=repeats)
   if command == "forms":
@@ -230,7 +236,8 @@ def _run(command, config, *, batch_size, num_chains, num_draws, num_checkpoints,
   if command == "train":
     return train_throughput(config, num_steps=train_steps, repeats=repeats)
   if command == "sgld":
-    return sgld_throughput(config, chain_map=chain_map, repeats=repeats, **sizes)
+    return sgld_throughput(config, chain_map=chain_map, repeats=repeats,
+                           matmul_dtype=matmul_dtype, **sizes)
   if command == "sweep":
     return sweep_throughput(config, num_checkpoints=num_checkpoints, repeats=repeats, **sizes)
   if command == "restrictions":
@@ -238,7 +245,8 @@ def _run(command, config, *, batch_size, num_chains, num_draws, num_checkpoints,
                                    restrictions=restrictions, restriction_map=restriction_map,
                                    **sizes)
   if command == "compare":
-    return compare_with_devinterp(config, chain_map=chain_map, repeats=repeats, **sizes)
+    return compare_with_devinterp(config, chain_map=chain_map, repeats=repeats,
+                                  matmul_dtype=matmul_dtype, **sizes)
   if command == "devinterp":
     from jaxdev.measure import torch_reference  # pylint: disable=import-outside-toplevel
     return torch_reference.devinterp_throughput(**sizes)

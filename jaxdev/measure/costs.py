@@ -150,7 +150,7 @@ def sweep_estimate(train_config, settings, *, num_checkpoints, checkpoints_per_b
   draws = min(max(warmup_draws, 1), settings.num_draws)
   short = dataclasses.replace(settings, num_draws=draws, num_burnin=0, num_init_loss_batches=1)
 
-  task = tasks.make_task(train_config)
+  task = tasks.make_task(train_config, matmul_dtype=settings.matmul_dtype)
   num_examples = min(settings.num_sampling_examples, max(64 * settings.batch_size, 8192))
   call = sweep_call(task, short, mesh, num_checkpoints=group_size, num_examples=num_examples,
                     params=task.init(jax.random.key(train_config.seed)))

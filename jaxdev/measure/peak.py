@@ -1,9 +1,9 @@
 """The machine's limits, measured with XLA itself: matmul GFLOP/s in float32 and in bfloat16
 (float32 accumulation), square and at the models' shapes, and memory bandwidth.
 
-The other benchmarks report their GFLOP/s also as a fraction of the float32 square-matmul peak
-measured here in the same process (:func:`reference_peak`), so that figures from different
-machines can be read against what each machine can do.
+The other benchmarks report their GFLOP/s also as a fraction of the square-matmul peak in their
+matmul precision, measured here in the same process (:func:`reference_peak`), so that figures
+from different machines can be read against what each machine can do.
 """
 
 from __future__ import annotations
@@ -59,16 +59,17 @@ def peak(*, repeats: int = 5) -> dict:
 
 
 @functools.lru_cache(maxsize=None)
-def reference_peak() -> float:
-  """This process's float32 peak for the other benchmarks' fraction: the best of the square
-  products of :data:`SHAPES`, GFLOP/s (measured once per process)."""
-  return max(matmul_gflops(m, k, n, "float32") for name, m, k, n in SHAPES
+def reference_peak(dtype: str = "float32") -> float:
+  """This process's peak in ``dtype`` (inputs; float32 sums) for the other benchmarks' fraction:
+  the best of the square products of :data:`SHAPES`, GFLOP/s (measured once per process)."""
+  return max(matmul_gflops(m, k, n, dtype) for name, m, k, n in SHAPES
              if name.startswith("square"))
 
 
 def with_fraction(record: dict, key: str = "gflops_per_s") -> dict:
-  """``record`` with ``fraction_of_peak``: ``record[key]`` over :func:`reference_peak` (and the
-  peak itself as ``peak_gflops_per_s``)."""
-  reference = reference_peak()
+  """``record`` with ``fraction_of_peak``: ``record[key]`` over :func:`reference_peak` in the
+  record's ``matmul_dtype`` (float32 when it has none), and the peak itself as
+  ``peak_gflops_per_s``."""
+  reference = reference_peak(record.get("matmul_dtype", "float32"))
   return {**record, "peak_gflops_per_s": reference,
           "fraction_of_peak": record[key] / reference}

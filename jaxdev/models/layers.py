@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxdev import errors
 
 
-def dense(x, w):
+def dense(x, w, matmul_dtype=None):
   """``x [..., n] @ w [n, m]`` as one rank-2 matmul, reshaped back to ``[..., m]``.
 
   The same product as ``x @ w``, written so that its weight gradient is one plain
   ``[n, rows] @ [rows, m]`` matmul: for a rank-3 ``x @ w`` XLA's CPU backend makes a three-axis
-  transpose and runs that gradient several times slower.
+  transpose and runs that gradient several times slower. With ``matmul_dtype`` (e.g.
+  ``jnp.bfloat16``) both operands are rounded to it and the products summed in float32
+  (``preferred_element_type``); the result, like the parameters, stays float32.
   """
-  return (x.reshape(-1, x.shape[-1]) @ w).reshape(*x.shape[:-1], w.shape[-1])
+  rows = x.reshape(-1, x.shape[-1])
+  if matmul_dtype is None or jnp.dtype(matmul_dtype) == jnp.float32:
+    out = rows @ w
+  else:
+    out = jnp.matmul(rows.astype(matmul_dtype), w.astype(matmul_dtype),
+                     preferred_element_type=jnp.float32)
+  return out.reshape(*x.shape[:-1], w.shape[-1])
 
 
 def check_layer(model_config, layer: int) -> None:

@@ -37,16 +37,18 @@ def torch_uniform(fan_in: int):
 
 
 class Linear(nn.Module):
-  """A dense layer with PyTorch-default initialisation. Kernel shape [in, out]."""
+  """A dense layer with PyTorch-default initialisation. Kernel shape [in, out]; the product in
+  ``matmul_dtype`` (None: float32) with float32 sums (:func:`jaxdev.models.layers.dense`)."""
 
   features: int
   use_bias: bool = True
+  matmul_dtype: str | None = None
 
   @nn.compact
   def __call__(self, x):
     fan_in = x.shape[-1]
     kernel = self.param("kernel", torch_uniform(fan_in), (fan_in, self.features))
-    y = dense(x, kernel)
+    y = dense(x, kernel, self.matmul_dtype)
     if self.use_bias:
       y = y + self.param("bias", torch_uniform(fan_in), (self.features,))
     return y
@@ -101,12 +103,13 @@ class CausalSelfAttention(nn.Module):
   """Multi-head causal self-attention with a fused qkv projection and no biases."""
 
   num_heads: int
+  matmul_dtype: str | None = None
 
   @nn.compact
   def __call__(self, x, query_stride: int = 1):
     batch, length, width = x.shape  # (B, T, C)
     head_dim = width // self.num_heads
-    qkv = Linear(3 * width, use_bias=False, name="qkv")(x)  # (B, T, 3C)
+    qkv = Linear(3 * width, use_bias=False, matmul_dtype=self.matmul_dtype, name="qkv")(x)
     # Heads to a leading batch axis once, so both products are plain batched matmuls.
     qkv = qkv.reshape(batch, length, 3, self.num_heads, head_dim).transpose(2, 0, 3, 1, 4)
     q, k, v = qkv[0][:, :, ::query_stride], qkv[1], qkv[2]  # (B, nh, Tq, hs), (B, nh, T, hs)
@@ -114,7 +117,7 @@ class CausalSelfAttention(nn.Module):
     self.sow("intermediates", "attention", weights)
     out = out.transpose(0, 2, 1, 3)  # (B, Tq, nh, hs)
     out = out.reshape(batch, out.shape[1], width)  # (B, Tq, C)
-    return Linear(width, use_bias=False, name="proj")(out)
+    return Linear(width, use_bias=False, matmul_dtype=self.matmul_dtype, name="proj")(out)
 
 
 class Block(nn.Module):
@@ -122,16 +125,18 @@ class Block(nn.Module):
 
   num_heads: int
   mlp_dim: int
+  matmul_dtype: str | None = None
 
   @nn.compact
   def __call__(self, x, query_stride: int = 1):
     width = x.shape[-1]
-    x = x[:, ::query_stride] + CausalSelfAttention(self.num_heads, name="attn")(
-        nn.LayerNorm(epsilon=1e-5, name="ln1")(x), query_stride)
+    x = x[:, ::query_stride] + CausalSelfAttention(
+        self.num_heads, self.matmul_dtype, name="attn")(
+            nn.LayerNorm(epsilon=1e-5, name="ln1")(x), query_stride)
     h = nn.LayerNorm(epsilon=1e-5, name="ln2")(x)
-    h = Linear(self.mlp_dim, name="fc")(h)
+    h = Linear(self.mlp_dim, matmul_dtype=self.matmul_dtype, name="fc")(h)
     h = nn.relu(h)
-    h = Linear(width, name="fc_out")(h)
+    h = Linear(width, matmul_dtype=self.matmul_dtype, name="fc_out")(h)
     return x + h
 
 
@@ -149,6 +154,9 @@ class RegressionTransformer(nn.Module):
       more (``x <- x + block(x)``, so the stream entering block l+1 is 2x + attn + mlp), as the
       authors' ``DTransformer`` does; False (the default) is the standard ``x <- block(x)``.
       Only needed to load their checkpoints (:mod:`jaxdev.convert.regression`).
+    matmul_dtype: the precision of the inputs of every dense layer's product: "float32" (None)
+      or "bfloat16" (mixed precision: operands rounded to bfloat16, products summed in float32;
+      parameters, LayerNorm, attention and every output stay float32).
 
   Call with tokens of shape [B, T, token_dim] (T <= max_len); returns outputs of the same shape.
   With ``output_stride=s`` only the outputs at positions 0, s, 2s, ... are computed
@@ -165,19 +173,27 @@ class RegressionTransformer(nn.Module):
   max_len: int = 16
   token_dim: int = 5
   double_residual: bool = False
+  matmul_dtype: str | None = None
 
   @nn.compact
   def __call__(self, tokens, output_stride: int = 1):
     length = tokens.shape[-2]
-    x = Linear(self.embed_dim, use_bias=False, name="wte")(tokens)  # (B, T, C)
+    x = Linear(self.embed_dim, use_bias=False, matmul_dtype=self.matmul_dtype,
+               name="wte")(tokens)  # (B, T, C)
     wpe = self.param("wpe", torch_uniform(self.max_len), (self.max_len, self.embed_dim))
     x = x + wpe[:length]  # (B, T, C)
     for i in range(self.num_layers):
       stride = output_stride if i == self.num_layers - 1 else 1
-      out = Block(self.num_heads, self.mlp_dim, name=f"block_{i}")(x, stride)  # (B, T or Tq, C)
+      out = Block(self.num_heads, self.mlp_dim, self.matmul_dtype,
+                  name=f"block_{i}")(x, stride)  # (B, T or Tq, C)
       x = x[:, ::stride] + out if self.double_residual else out
     x = nn.LayerNorm(epsilon=1e-5, name="ln_f")(x)
-    return Linear(self.token_dim, name="head")(x)  # (B, T or Tq, token_dim)
+    return Linear(self.token_dim, matmul_dtype=self.matmul_dtype,
+                  name="head")(x)  # (B, T or Tq, token_dim)
+
+
+#: The matmul input precisions the model offers (sums and parameters stay float32).
+MATMUL_DTYPES = ("float32", "bfloat16")
 
 
 def check_config(model_config) -> None:
@@ -188,8 +204,16 @@ def check_config(model_config) -> None:
     raise errors.ConfigError("config.model.embed_dim must be divisible by config.model.num_heads")
 
 
-def build_model(model_config, *, max_len: int = 16, token_dim: int = 5) -> RegressionTransformer:
-  """A model from a config section with fields num_layers, num_heads, embed_dim, mlp_dim."""
+def build_model(model_config, *, max_len: int = 16, token_dim: int = 5,
+                matmul_dtype: str = "float32") -> RegressionTransformer:
+  """A model from a config section with fields num_layers, num_heads, embed_dim, mlp_dim (and
+  ``matmul_dtype``, one of :data:`MATMUL_DTYPES`: see :class:`RegressionTransformer`).
+
+  Raises:
+    ConfigError: an unknown ``matmul_dtype``.
+  """
+  if matmul_dtype not in MATMUL_DTYPES:
+    raise errors.ConfigError(f"matmul_dtype must be one of {MATMUL_DTYPES}, got {matmul_dtype!r}")
   return RegressionTransformer(
       num_layers=model_config.num_layers,
       num_heads=model_config.num_heads,
@@ -198,6 +222,7 @@ def build_model(model_config, *, max_len: int = 16, token_dim: int = 5) -> Regre
       max_len=max_len,
       token_dim=token_dim,
       double_residual=bool(model_config.get("double_residual", False)),
+      matmul_dtype=None if matmul_dtype == "float32" else matmul_dtype,
   )
 
 

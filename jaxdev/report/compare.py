@@ -427,7 +427,7 @@ def plot_llc_comparison(run_dir: str, reference_dir: str, path: str) -> str:
   ax.set_ylabel("LLC")
   ax.legend(fontsize=8, loc="lower right")
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  rundir.atomic_save_figure(fig, path, dpi=120)
   return path
 
 

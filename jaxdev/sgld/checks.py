@@ -70,6 +70,15 @@ def check_count(name: str, value, minimum: int = 1) -> int:
   return int(value)
 
 
+def check_seed(name: str, value) -> int:
+  """``value`` as an int, or ConfigError unless it is an integer in [0, 2³¹) (what every
+  random-number generator the package seeds accepts)."""
+  value = check_count(name, value, minimum=0)
+  if value >= 2 ** 31:
+    raise ConfigError(f"{name} must be below 2**31, got {value}")
+  return value
+
+
 def check_chain_settings(*, num_chains, num_draws, batch_size, num_burnin=0, thin=1,
                          prefix: str = "") -> None:
   """Raises ConfigError unless chains, draws, batch size and thinning are ≥ 1,
