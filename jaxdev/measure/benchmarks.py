@@ -72,10 +72,11 @@ def train_throughput(config, *, num_steps: int = 16, repeats: int = 5, devices=N
   return result
 
 
-def gradient_flops(task, params, data, batch_size: int) -> float:
-  """XLA's flop count of one loss-and-gradient evaluation on a minibatch (one chain-step's work)."""
+def gradient_flops(task, params, data, batch_size: int, key: str = "flops") -> float:
+  """XLA's flop count of one loss-and-gradient evaluation on a minibatch (one chain-step's work);
+  with ``key`` "bytes accessed", the bytes its operations read and write."""
   batch = jax.tree.map(lambda x: x[:batch_size], data)
-  return timing.flops_of(jax.value_and_grad(task.loss_fn), params, batch)
+  return timing.flops_of(jax.value_and_grad(task.loss_fn), params, batch, key=key)
 
 
 def _regression_sampling(config, num_examples: int, matmul_dtype: str = "float32"):
@@ -101,8 +102,13 @@ def sgld_throughput(config, *, batch_size: int, num_chains: int, num_draws: int,
     return sgld.run_chains(task.loss_fn, params, data, keys, num_draws=num_draws, **kwargs).loss
 
   seconds, _ = time_compiled(run, (params, data, keys), repeats)
-  flops = num_chains * num_draws * gradient_flops(task, params, data, batch_size)
+  step_flops = gradient_flops(task, params, data, batch_size)
+  step_bytes = gradient_flops(task, params, data, batch_size, key="bytes accessed")
+  flops = num_chains * num_draws * step_flops
   return {"benchmark": "sgld", "batch_size": batch_size, "num_chains": num_chains,
+          "mflops_per_chain_step": step_flops / 1e6,
+          "mbytes_accessed_per_chain_step": step_bytes / 1e6,
+          "arithmetic_intensity": step_flops / step_bytes,
           "num_draws": num_draws, "chain_map": chain_map, "matmul_dtype": matmul_dtype,
           "chain_steps_per_s": num_chains * num_draws / seconds,
           "ms_per_chain_step": 1e3 * seconds / (num_chains * num_draws),

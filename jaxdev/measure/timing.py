@@ -34,8 +34,10 @@ def median_seconds(fn: Callable[[], object], repeats: int, *, warmup: int = 1,
   return float(np.median(times))
 
 
-def compiled_flops(compiled) -> float:
-  """XLA's flop count of a compiled program (NaN when the backend reports none).
+def compiled_flops(compiled, key: str = "flops") -> float:
+  """XLA's flop count of a compiled program (NaN when the backend reports none); with ``key``
+  "bytes accessed", the bytes its operations read and write (every operation's operands and
+  result, as if none stayed in a cache: an upper bound of the memory traffic).
 
   Loops (scan/while) are counted once by XLA's cost analysis: a scanned program counts one
   iteration.
@@ -43,12 +45,13 @@ def compiled_flops(compiled) -> float:
   analysis = compiled.cost_analysis()
   if isinstance(analysis, (list, tuple)):
     analysis = analysis[0]
-  return float(analysis.get("flops", float("nan"))) if analysis else float("nan")
+  return float(analysis.get(key, float("nan"))) if analysis else float("nan")
 
 
-def flops_of(fn, *args) -> float:
-  """XLA's flop count for one call of ``jax.jit(fn)(*args)`` (see :func:`compiled_flops`)."""
-  return compiled_flops(jax.jit(fn).lower(*args).compile())
+def flops_of(fn, *args, key: str = "flops") -> float:
+  """XLA's flop count (or another ``key`` of its cost analysis) for one call of
+  ``jax.jit(fn)(*args)`` (see :func:`compiled_flops`)."""
+  return compiled_flops(jax.jit(fn).lower(*args).compile(), key)
 
 
 def machine() -> dict:
