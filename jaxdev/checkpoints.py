@@ -8,6 +8,7 @@ was interrupted is never seen. Paths may be local or ``gs://`` (orbax uses tenso
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import jax
@@ -44,6 +45,23 @@ def open_manager(directory, *, create: bool = True, async_save: bool = True,
       create=create, max_to_keep=None, enable_async_checkpointing=async_save,
       multiprocessing_options=multiprocessing)
   return ocp.CheckpointManager(_path(directory), options=options, item_names=("params", "opt_state"))
+
+
+@contextlib.contextmanager
+def finishing(manager: ocp.CheckpointManager):
+  """Closes ``manager`` when the block ends, after its saves in flight are durable. When the block
+  raises (a full disk, an interrupt), the saves in flight are still waited for (their own errors
+  dropped: the block's is the one raised), so that no writer thread outlives the manager."""
+  try:
+    yield manager
+  except BaseException:
+    with contextlib.suppress(Exception):
+      manager.wait_until_finished()
+    with contextlib.suppress(Exception):
+      manager.close()
+    raise
+  manager.wait_until_finished()
+  manager.close()
 
 
 def save(manager: ocp.CheckpointManager, step: int, params, opt_state) -> None:

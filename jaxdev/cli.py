@@ -8,9 +8,11 @@ files) becomes one line on stderr and exit status 2 instead of a traceback.
 from __future__ import annotations
 
 import errno
+import logging as logging_std
 import os
 import re
 import sys
+import threading
 
 from absl import app
 from absl import flags
@@ -73,6 +75,48 @@ def machine_error(err: BaseException) -> str | None:
   return None
 
 
+def _echo(text: str) -> bool:
+  """True for a message that only echoes an error of the machine from a background thread
+  (orbax's and tensorstore's writers report a full disk there too, and their event loops then
+  fail as they shut down); the main thread reports it once, as one line."""
+  return any(m in text for m in _MACHINE_MESSAGES) or "os_error_code=" in text or (
+      "Event loop is closed" in text)
+
+
+class _QuietEchoes(logging_std.Filter):
+  """Drops log records that only echo an error of the machine (see :func:`_echo`)."""
+
+  def filter(self, record) -> bool:
+    try:
+      text = record.getMessage()
+    except Exception:  # pylint: disable=broad-except
+      return True
+    if record.exc_info and record.exc_info[1] is not None:
+      text += f" {record.exc_info[1]!r}"
+    return not _echo(text)
+
+
+def _quiet_background_echoes() -> None:
+  """Installs :class:`_QuietEchoes` on the log handlers and hooks that print what background
+  threads raise, so that a full disk is one line on the command line, not hundreds."""
+  quiet = _QuietEchoes()
+  for handler in [logging.get_absl_handler(), *logging_std.getLogger().handlers]:
+    handler.addFilter(quiet)
+  for name in ("asyncio", "absl"):
+    logging_std.getLogger(name).addFilter(quiet)
+  hook, thread_hook = sys.excepthook, threading.excepthook
+
+  def excepthook(kind, value, traceback):
+    if not (value is not None and _echo(repr(value))):
+      hook(kind, value, traceback)
+
+  def thread_excepthook(args):
+    if not (args.exc_value is not None and _echo(repr(args.exc_value))):
+      thread_hook(args)
+
+  sys.excepthook, threading.excepthook = excepthook, thread_excepthook
+
+
 def call(main, argv) -> int | None:
   """``main(argv)`` as a script runs it: its return value (the exit status; None is 0), or 2
   after printing a UserError or an error of the machine (:func:`machine_error`: a full disk, a
@@ -104,6 +148,7 @@ def run(main, *, distributed: bool = False, positional: bool = False) -> int:
 
   def wrapped(argv):
     logging.set_verbosity(logging.WARNING)
+    _quiet_background_echoes()
     if len(argv) > 1 and not positional:
       raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     if distributed:

@@ -39,6 +39,10 @@ class SweepError(UserError, RuntimeError):
   other settings); settings that are wrong in themselves are a :class:`ConfigError`."""
 
 
+class DivergenceError(UserError, FloatingPointError):
+  """Training diverged: its loss became NaN or infinite (the checkpoints before are kept)."""
+
+
 def require_positive(section: str, config, names) -> None:
   """Raises ConfigError unless every field ``names`` of ``config`` (a ConfigDict section
   called ``section``, e.g. "data") is a finite number > 0."""

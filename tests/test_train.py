@@ -355,3 +355,14 @@ def test_the_probe_file_has_its_disk_blocks_before_it_is_written(tmp_path):
   rundir.allocate(path)
   assert os.stat(path).st_blocks * 512 >= size
   assert not np.load(path).any()
+
+
+def test_a_diverging_run_is_one_line_and_keeps_its_checkpoints(tmp_path, command_error):
+  config = regression_configs.get_config("tiny")
+  config.optim.peak_lr = 1e30  # valid, finite, and far too large
+  workdir = str(tmp_path / "run")
+  line, _ = command_error(job.train_job, config, workdir, estimate=False, verbose=False)
+  assert "training loss became nan" in line and "the run diverged" in line
+  kept = checkpoints.list_steps(os.path.join(workdir, "checkpoints"))
+  assert kept and f"checkpoints up to step {kept[-1]} are kept" in line
+  assert not train.is_complete(workdir)
