@@ -9,6 +9,7 @@ was interrupted is never seen. Paths may be local or ``gs://`` (orbax uses tenso
 from __future__ import annotations
 
 import contextlib
+import shutil
 from typing import Any
 
 import jax
@@ -64,8 +65,33 @@ def finishing(manager: ocp.CheckpointManager):
   manager.close()
 
 
+#: Room a save asks for beyond twice its arrays: orbax's metadata files of one step.
+SAVE_MARGIN_BYTES = 1 << 20
+
+
+def check_room(directory, step: int, tree) -> None:
+  """Raises CheckpointError unless the local file system of ``directory`` has room for a save of
+  ``tree`` at ``step`` (twice its arrays' bytes plus :data:`SAVE_MARGIN_BYTES`): a full disk is
+  then one error before the writers start, not one inside orbax's threads. URLs are not
+  checked."""
+  if "://" in str(directory):
+    return
+  needed = 2 * sum(int(x.nbytes) for x in jax.tree.leaves(tree)) + SAVE_MARGIN_BYTES
+  free = shutil.disk_usage(str(directory)).free
+  if free < needed:
+    raise CheckpointError(
+        f"no room for the checkpoint at step {step} in {directory}: it needs about "
+        f"{needed / 1e6:.1f} MB, {free / 1e6:.1f} MB are free; make room and run the same "
+        "command again (what was finished is kept)")
+
+
 def save(manager: ocp.CheckpointManager, step: int, params, opt_state) -> None:
-  """Saves (possibly asynchronously) params and optimizer state at ``step``."""
+  """Saves (possibly asynchronously) params and optimizer state at ``step``.
+
+  Raises:
+    CheckpointError: no room for it (:func:`check_room`); nothing is written then.
+  """
+  check_room(manager.directory, step, (params, opt_state))
   manager.save(step, args=ocp.args.Composite(
       params=ocp.args.StandardSave(params), opt_state=ocp.args.StandardSave(opt_state)), force=True)
 

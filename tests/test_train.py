@@ -318,6 +318,16 @@ def test_a_full_disk_is_one_line_and_the_same_command_then_finishes(tiny_run, ru
   assert line.endswith("run the same command again")
   assert not os.path.exists(os.path.join(workdir, ".lock")) and not train.is_complete(workdir)
   monkeypatch.setattr(checkpoints, "save", save)
+  # Less room than a checkpoint needs: refused before orbax writes anything.
+  before = sorted(os.listdir(run.checkpoints))
+  usage = checkpoints.shutil.disk_usage
+  monkeypatch.setattr(checkpoints.shutil, "disk_usage",
+                      lambda path: usage(path)._replace(free=100_000))
+  line, _ = command_error(job.train_job, config, workdir, estimate=False, verbose=False)
+  assert line.startswith("error: no room for the checkpoint at step ")
+  assert "0.1 MB are free; make room and run the same command again" in line
+  assert sorted(os.listdir(run.checkpoints)) == before
+  monkeypatch.setattr(checkpoints.shutil, "disk_usage", usage)
   job.train_job(config, workdir, estimate=False)  # the same command, with room again
   _assert_same_run(tiny_run, workdir)
 
