@@ -167,6 +167,8 @@ def _replacing(out_dir: str, keep):
   (holding the old directory's entries for which ``keep(name)`` is true, copied in first); on an
   error it is removed and ``out_dir`` is left as it was."""
   out_dir = os.path.abspath(out_dir)
+  if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+    raise errors.UserError(f"--out {out_dir} is a file, not a directory")
   parent = os.path.dirname(out_dir)
   rundir.makedirs(parent)
   try:
@@ -185,8 +187,12 @@ def _replacing(out_dir: str, keep):
     if os.path.isdir(out_dir):
       old = staging + "-old"
       os.rename(out_dir, old)
-      os.rename(staging, out_dir)
-      shutil.rmtree(old)
+      try:
+        os.rename(staging, out_dir)
+      except BaseException:
+        os.rename(old, out_dir)  # the old export back in its place
+        raise
+      shutil.rmtree(old, ignore_errors=True)
     else:
       os.rename(staging, out_dir)
   except BaseException:
