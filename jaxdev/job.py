@@ -283,10 +283,16 @@ def run_one(workdir: str, train_config, sweep_config, *, train: bool, steps=None
   if not is_main:
     return out
   if show:
-    for sweep_name, swept in {name: result, **restricted}.items():
+    print(f"{workdir}: LLC sweep {name!r}: {len(result.steps_done)} checkpoints estimated, "
+          f"{len(result.steps_skipped)} already done "
+          f"({result.chain_steps_per_second:.0f} chain-steps/s)")
+    for sweep_name, swept in restricted.items():
       print(f"{workdir}: LLC sweep {sweep_name!r}: {len(swept.steps_done)} checkpoints "
-            f"estimated, {len(swept.steps_skipped)} already done "
-            f"({swept.chain_steps_per_second:.0f} chain-steps/s)")
+            f"estimated, {len(swept.steps_skipped)} already done")
+    if restricted:  # one program: each sweep's rate is its share of the program's time
+      together = sum(s.chain_steps_per_second for s in restricted.values())
+      print(f"{workdir}: the {len(restricted)} restricted sweeps ran as one program "
+            f"({together:.0f} chain-steps/s together)")
     print(llc.format_table(workdir, name))
   if analyze:
     out.analysis = run_analysis(workdir, sweep=name, indicators=indicators, verbose=show,

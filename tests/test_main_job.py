@@ -115,6 +115,8 @@ def test_main_job_on_the_ci_sized_cpu_language_run(tmp_path, text_data_dir, caps
   # The sweep's estimate counts each restricted sweep's padded group: 8 checkpoints in 2 groups
   # of 4, then 4 named checkpoints in one group for each of the 3 restrictions.
   assert "estimate (sweep): " in out and "(20 checkpoints in 5 groups of 4," in out, out
+  assert "the 3 restricted sweeps ran as one program (" in out
+  assert "LLC sweep 'default-head1.0': 4 checkpoints estimated, 0 already done\n" in out
   steps = train.checkpoint_steps(40, 4, 5).tolist()
   results = llc.load_results(os.path.join(workdir, "llc", "default"))
   assert results["step"].tolist() == steps
