@@ -188,9 +188,10 @@ def _to_train(runs, train: bool | None, new_runs: bool) -> list[bool]:
   out = []
   for workdir, _ in runs:
     run = rundir.RunDir(workdir)
-    if run.is_run and not run.is_complete and run.identity()["origin"] not in (None, "trained"):
-      raise RunDirError(f"{workdir} holds an import that did not finish "
-                        f"({run.identity()['origin']}); run the import command again to finish it")
+    origin = run.identity()["origin"] if run.is_run and not run.is_complete else None
+    if origin not in (None, "trained"):
+      raise RunDirError(f"{workdir} holds an import that did not finish ({origin}); run the "
+                        "import command again to finish it")
     if run.is_complete or train is False:
       out.append(False)
     elif run.is_run or train or new_runs:

@@ -400,47 +400,38 @@ def _train(config, run: rundir.RunDir, *, is_main: bool, show_progress: bool,
   bar = tqdm(total=num_steps, initial=start, disable=not (show_progress and is_main),
              desc="train", unit="step", dynamic_ncols=True)
   events = sorted(ckpt_steps.union(probe_steps, [num_steps]))
+  final_eval, step = None, start
   with checkpoints.finishing(manager), bar:
-    final_eval = _train_loop(config, task, manager, start, step_array, params, opt_state,
-                             update, evaluate, probe, metrics_writer, probe_store, ckpt_steps,
-                             events, bar, schedule, mesh)
+    while True:
+      values = record_step(step, params, evaluate=evaluate, probe=probe, metrics=metrics_writer,
+                           probe_store=probe_store, evaluated=step in ckpt_steps)
+      if step in ckpt_steps:
+        final_eval = values
+        if step != start or manager.latest_step() != start:
+          checkpoints.save(manager, step, params, opt_state)
+        probe_store.commit(step)
+      if step == num_steps:
+        break
+      length = chunk_length(step, events[bisect.bisect_right(events, step)])
+      batches = host_batch_array(task, range(step, step + length), mesh)
+      params, opt_state, losses, step_array = update(params, opt_state, step_array, batches,
+                                                     length)
+      logged = [s for s in range(step, step + length) if s % config.log_every == 0]
+      if logged:
+        losses = np.asarray(jax.device_get(losses))
+        for s in logged:
+          loss = float(losses[s - step])
+          if not np.isfinite(loss):
+            raise errors.DivergenceError(
+                f"training loss became {loss} at step {s}: the run diverged (try a lower "
+                f"optim.peak_lr); its checkpoints up to step {manager.latest_step()} are kept")
+          metrics_writer.write({"step": s, "split": "train", "loss": loss,
+                                "lr": float(schedule(s))})
+        bar.set_postfix(loss=f"{loss:.3f}")
+      step += length
+      bar.update(length)
   metrics_writer.close()
   probe_store.commit(num_steps)
   if is_main:
     run.mark_done(num_steps)
   return TrainResult("finished", workdir, num_steps, final_eval)
-
-
-def _train_loop(config, task, manager, start, step_array, params, opt_state, update, evaluate,
-                probe, metrics_writer, probe_store, ckpt_steps, events, bar, schedule, mesh):
-  """The steps of :func:`_train` from ``start`` (checkpoints saved with ``manager``); returns the
-  last evaluation."""
-  num_steps, final_eval, step = config.optim.num_steps, None, start
-  while True:
-    values = record_step(step, params, evaluate=evaluate, probe=probe, metrics=metrics_writer,
-                         probe_store=probe_store, evaluated=step in ckpt_steps)
-    if step in ckpt_steps:
-      final_eval = values
-      if step != start or manager.latest_step() != start:
-        checkpoints.save(manager, step, params, opt_state)
-      probe_store.commit(step)
-    if step == num_steps:
-      break
-    length = chunk_length(step, events[bisect.bisect_right(events, step)])
-    batches = host_batch_array(task, range(step, step + length), mesh)
-    params, opt_state, losses, step_array = update(params, opt_state, step_array, batches, length)
-    logged = [s for s in range(step, step + length) if s % config.log_every == 0]
-    if logged:
-      losses = np.asarray(jax.device_get(losses))
-      for s in logged:
-        loss = float(losses[s - step])
-        if not np.isfinite(loss):
-          raise errors.DivergenceError(
-              f"training loss became {loss} at step {s}: the run diverged (try a lower "
-              f"optim.peak_lr); its checkpoints up to step {manager.latest_step()} are kept")
-        metrics_writer.write({"step": s, "split": "train", "loss": loss,
-                              "lr": float(schedule(s))})
-      bar.set_postfix(loss=f"{loss:.3f}")
-    step += length
-    bar.update(length)
-  return final_eval

@@ -15,6 +15,7 @@ from jaxdev import rundir
 from jaxdev.analysis import run as analysis_run
 from jaxdev.report import artifacts
 from jaxdev.report import files
+from conftest import _snapshot  # pylint: disable=import-error
 from test_analysis import _fake_run  # pylint: disable=import-error
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -414,17 +415,6 @@ def test_an_incomplete_run_is_marked_and_published_only_when_allowed(tiny_run, r
   assert "incomplete: training has not finished (newest checkpoint 999 of 60 steps)" in notes
 
 
-def _tree(directory):
-  """{relative path: bytes} of every file under ``directory``."""
-  out = {}
-  for root, _, names in os.walk(directory):
-    for name in names:
-      path = os.path.join(root, name)
-      with open(path, "rb") as f:
-        out[os.path.relpath(path, directory)] = f.read()
-  return out
-
-
 def test_export_replaces_the_published_directory_whole_or_not_at_all(tmp_path):
   run = str(_fake_run(tmp_path))
   analysis_run.analyze_run(run, sigma_schedule="scaled")
@@ -434,7 +424,7 @@ def test_export_replaces_the_published_directory_whole_or_not_at_all(tmp_path):
   assert files.load_json(out, files.RUN_JSON)["identity"] is None  # no config: not a whole run
   with open(os.path.join(out, "notes.md"), "w") as f:  # a file export does not write: kept
     f.write("notes\n")
-  before = _tree(out)
+  before = _snapshot(out)
   # A failure after some files are written (a reference directory that is not one) leaves the
   # old export as it was, and nothing else beside it.
   garbage = tmp_path / "garbage"
@@ -442,7 +432,7 @@ def test_export_replaces_the_published_directory_whole_or_not_at_all(tmp_path):
   (garbage / "llc.csv").write_text("not,a\ncsv")
   with pytest.raises(Exception):  # pylint: disable=broad-exception-caught
     artifacts.export_run(run, out, reference_dir=str(garbage))
-  assert _tree(out) == before
+  assert _snapshot(out) == before
   assert sorted(os.listdir(tmp_path)) == sorted(["garbage", "published", os.path.basename(run)])
   # The run exported again without its sweep: no stale stages.json or LLC table of the old one.
   shutil.rmtree(os.path.join(run, "llc"))
@@ -450,7 +440,7 @@ def test_export_replaces_the_published_directory_whole_or_not_at_all(tmp_path):
   assert result["stages"] is None
   assert not os.path.exists(os.path.join(out, files.STAGES_JSON))
   assert not os.path.exists(os.path.join(out, files.LLC_CSV))
-  assert _tree(out)["notes.md"] == b"notes\n"
+  assert _snapshot(out)["notes.md"] == b"notes\n"
   assert all(p.startswith(out + os.sep) and os.path.exists(p) for p in result["files"])
   with pytest.raises(errors.UserError, match="is the run directory itself"):
     artifacts.export_run(run, run)

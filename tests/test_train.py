@@ -18,6 +18,7 @@ import pytest
 
 from configs import language as language_configs
 from configs import regression as regression_configs
+from conftest import _snapshot  # pylint: disable=import-error
 from jaxdev import checkpoints
 from jaxdev import job
 from jaxdev import llc
@@ -209,16 +210,6 @@ def test_workdir_with_another_config_or_unwritable_is_refused(tmp_path, command_
   blocker.write_text("not a directory")
   line, _ = command_error(job.train_job, config, str(blocker / "run"), estimate=False)
   assert "cannot create workdir" in line
-
-
-def _snapshot(directory):
-  """{relative path: bytes} of every file under ``directory``."""
-  out = {}
-  for root, _, files in os.walk(directory):
-    for name in files:
-      path = os.path.join(root, name)
-      out[os.path.relpath(path, directory)] = open(path, "rb").read()
-  return out
 
 
 def test_a_damaged_latest_checkpoint_is_skipped_and_rewritten(tiny_run, run_copy, capsys):

@@ -30,6 +30,15 @@ from __future__ import annotations
 import ml_collections
 
 
+def _shrink_to_seconds(config) -> None:
+  """The CI-sized LM sweeps' chains and sampling set: seconds, not minutes."""
+  config.sgld.num_draws = 10
+  config.sgld.batch_size = 4
+  config.sgld.num_sampling_examples = 256
+  config.sgld.num_init_loss_batches = 4
+  config.sweep.checkpoints_per_batch = 4
+
+
 def get_config(arg: str = "paper") -> ml_collections.ConfigDict:
   """Returns the sweep config for variant ``arg`` (paper | paper_cpu | paper_cpu_long |
   paper_cpu_5k | paper_positions | paper_check | quick | quick_positions | tiny |
@@ -218,11 +227,7 @@ def get_config(arg: str = "paper") -> ml_collections.ConfigDict:
     if arg == "language_cpu_ci":
       config.sweep.restrictions = "heads"  # 2 layers × 2 heads
       config.sweep.restriction_every = 4
-      config.sgld.num_draws = 10
-      config.sgld.batch_size = 4
-      config.sgld.num_sampling_examples = 256
-      config.sgld.num_init_loss_batches = 4
-      config.sweep.checkpoints_per_batch = 4
+      _shrink_to_seconds(config)
   elif arg in ("language_cpu_random", "language_cpu_random_ci"):
     # The CPU-scale LM run with its repeated blocks at random places (configs/language.py:
     # cpu_random). Chosen with scripts/calibrate.py on its last checkpoint (docs/language.md):
@@ -241,11 +246,7 @@ def get_config(arg: str = "paper") -> ml_collections.ConfigDict:
     config.sweep.restriction_every = 1
     config.sweep.restriction_steps = "0,3000,4800,5400,6000,6600,7200,24000"
     if arg == "language_cpu_random_ci":
-      config.sgld.num_draws = 10
-      config.sgld.batch_size = 4
-      config.sgld.num_sampling_examples = 256
-      config.sgld.num_init_loss_batches = 4
-      config.sweep.checkpoints_per_batch = 4
+      _shrink_to_seconds(config)
       config.sweep.restrictions = "head:1.0;head:1.1;layer:0"
       config.sweep.restriction_steps = "0,12,20,40"  # checkpoints of configs/language.py:cpu_random_ci
   elif arg == "language_heads":
