@@ -170,13 +170,17 @@ class SweepSettings:
                         f"{self.matmul_dtype!r}")
     preconditioner, alpha, eps = self.preconditioner, self.rmsprop_alpha, self.rmsprop_eps
     if isinstance(preconditioner, sgld.RMSProp):
+      if preconditioner.initial != 0.0:
+        raise ConfigError(f"{where}preconditioner: the sweep's RMSProp starts its running mean "
+                          f"at 0 (devinterp's); RMSProp(initial={preconditioner.initial:g}) is "
+                          f"an option of sgld.estimate_llc")
       preconditioner, alpha, eps = "rmsprop", preconditioner.alpha, preconditioner.eps
     if preconditioner in (None, "none", "identity"):
       preconditioner = "none"
     elif preconditioner != "rmsprop":
       raise ConfigError(f"{where}preconditioner must be 'none' or 'rmsprop', got "
                         f"{preconditioner!r}")
-    alpha, eps = sgld_checks.check_rmsprop(alpha, eps, prefix=f"{where}rmsprop_")
+    alpha, eps, _ = sgld_checks.check_rmsprop(alpha, eps, prefix=f"{where}rmsprop_")
     try:
       mask = sgld_masks.parse_mask(self.mask)
     except ConfigError as err:  # "mask must be ..."

@@ -50,8 +50,10 @@ _MAX_PARAMS = flags.DEFINE_integer("max_params", 1_000_000, "Largest model of th
 _BUDGET = flags.DEFINE_integer("budget", 80_000, "Gradient evaluations per model (groundtruth).")
 _MATMUL_DTYPE = flags.DEFINE_enum("matmul_dtype", "float32", ["float32", "bfloat16"],
                                   "Precision of the dense products' inputs (sgld, compare).")
-_PRECONDITIONER = flags.DEFINE_enum("preconditioner", "none", ["none", "rmsprop"],
-                                    "The procedure's sampler (groundtruth).")
+_PRECONDITIONER = flags.DEFINE_enum(
+    "preconditioner", "none", ["none", "rmsprop", "rmsprop_from_one"],
+    "The procedure's sampler (groundtruth): plain SGLD, RMSProp-SGLD with V starting at 0 "
+    "(devinterp's) or at 1.")
 _ED_SCORES = flags.DEFINE_string(
     "ed_scores", cli.repo_path(__file__, "docs", "reproduction", "lr-seed0", "ed_scores.csv"),
     "A run's published PC scores: T, the speed profile and the noise level (forms).")

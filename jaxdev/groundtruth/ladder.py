@@ -19,8 +19,15 @@ import jax
 
 from jaxdev import rundir
 from jaxdev import sgld
+from jaxdev.sgld import precondition
 from jaxdev.groundtruth import dln
 from jaxdev.groundtruth import procedure
+
+
+#: The samplers the ladder compares, by name: plain SGLD and RMSProp-SGLD (α 0.99, eps 0.1) with
+#: its running mean starting at 0 (devinterp's) or at 1 (Hitchcock & Hoogland's).
+PRECONDITIONERS = {"none": None, "rmsprop": sgld.RMSProp(),
+                   "rmsprop_from_one": sgld.RMSProp(initial=1.0)}
 
 
 class Rung(NamedTuple):
@@ -53,7 +60,7 @@ def estimate(rung: Rung, *, budget: int, num_examples: int = 100_000, batch_size
     num_examples: n, the dataset size (nβ = n / ln n).
     batch_size: the SGLD minibatch size.
     num_chains: chains of the calibration and of the estimate.
-    preconditioner: None or "rmsprop" (the procedure's option).
+    preconditioner: a name of :data:`PRECONDITIONERS`, None or an :class:`jaxdev.sgld.RMSProp`.
     seed: seeds the procedure's and the estimate's chains.
 
   Returns:
@@ -63,6 +70,10 @@ def estimate(rung: Rung, *, budget: int, num_examples: int = 100_000, batch_size
     no usable setting, llc_hat is None and ``reasons`` says why.
   """
   start = time.perf_counter()
+  if isinstance(preconditioner, str) and preconditioner in PRECONDITIONERS:
+    preconditioner = PRECONDITIONERS[preconditioner]
+  preconditioner = precondition.resolve_preconditioner(preconditioner)
+  name = next((k for k, v in PRECONDITIONERS.items() if v == preconditioner), repr(preconditioner))
   setting = dln.make(rung.widths, seed=rung.seed, num_examples=num_examples)
   selection_key, estimate_key = jax.random.split(jax.random.key(seed))
   selection = procedure.select_settings(dln.loss_fn, setting.params, setting.data, selection_key,
@@ -72,7 +83,7 @@ def estimate(rung: Rung, *, budget: int, num_examples: int = 100_000, batch_size
   exact = float(setting.llc)
   record = dict(widths=list(setting.widths), depth=len(setting.widths) - 1,
                 num_params=setting.num_params, rank=setting.rank, llc_exact=exact,
-                multiplicity=setting.multiplicity, preconditioner=preconditioner or "none",
+                multiplicity=setting.multiplicity, preconditioner=name,
                 budget=budget, reasons=list(selection.reasons))
   if not selection.ok:
     return {**record, "llc_hat": None, "gradient_evaluations": selection.calibration_evaluations,

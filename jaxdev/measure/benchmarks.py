@@ -270,8 +270,7 @@ def groundtruth_benchmark(*, max_params: int, budget: int, preconditioner: str =
   from jaxdev.groundtruth import ladder  # pylint: disable=import-outside-toplevel
   info = machine()
   for record in ladder.run_ladder(max_params=max_params, budget=budget,
-                                  preconditioner=None if preconditioner == "none"
-                                  else preconditioner):
+                                  preconditioner=ladder.PRECONDITIONERS[preconditioner]):
     yield {"benchmark": "groundtruth", **record, **info}
 
 

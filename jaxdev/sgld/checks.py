@@ -99,18 +99,21 @@ def check_chain_settings(*, num_chains, num_draws, batch_size, num_burnin=0, thi
                       f"least 2 (its spread and settling check are computed from them)")
 
 
-def check_rmsprop(alpha, eps, prefix: str = "RMSProp ") -> tuple:
-  """(alpha, eps) as floats, or ConfigError unless 0 ≤ alpha < 1 and eps > 0 (finite)."""
+def check_rmsprop(alpha, eps, prefix: str = "RMSProp ", initial=0.0) -> tuple:
+  """(alpha, eps, initial) as floats, or ConfigError unless 0 ≤ alpha < 1, eps > 0 and
+  initial ≥ 0 (finite)."""
   try:
-    alpha, eps = float(alpha), float(eps)
+    alpha, eps, initial = float(alpha), float(eps), float(initial)
   except (TypeError, ValueError):
-    raise ConfigError(f"{prefix}alpha and {prefix}eps must be numbers, got {alpha!r}, "
-                      f"{eps!r}") from None
+    raise ConfigError(f"{prefix}alpha, {prefix}eps and {prefix}initial must be numbers, got "
+                      f"{alpha!r}, {eps!r}, {initial!r}") from None
   if not 0.0 <= alpha < 1.0:
     raise ConfigError(f"{prefix}alpha must be in [0, 1), got {alpha:g}")
   if not (math.isfinite(eps) and eps > 0.0):
     raise ConfigError(f"{prefix}eps must be finite and > 0, got {eps:g}")
-  return alpha, eps
+  if not (math.isfinite(initial) and initial >= 0.0):
+    raise ConfigError(f"{prefix}initial must be finite and >= 0, got {initial:g}")
+  return alpha, eps, initial
 
 
 def check_compute_mala(compute_mala, prefix: str = ""):
