@@ -47,7 +47,11 @@ _SEQUENCES = flags.DEFINE_integer("sequences", 1024, "Sequences in the Hessian b
 _PROBES = flags.DEFINE_integer("probes", 100, "Hutchinson probes (hessian).")
 _NUM_NULLS = flags.DEFINE_integer("num_nulls", 20, "Null paths per model, planted turns per index.")
 _MAX_PARAMS = flags.DEFINE_integer("max_params", 1_000_000, "Largest model of the ladder (groundtruth).")
-_BUDGET = flags.DEFINE_integer("budget", 80_000, "Gradient evaluations per model (groundtruth).")
+_MIN_PARAMS = flags.DEFINE_integer("min_params", 0, "Smallest model of the ladder (groundtruth).")
+_BUDGET = flags.DEFINE_integer(
+    "budget", 80_000, "Gradient evaluations of the procedure and the first estimate (groundtruth).")
+_MAX_BUDGET = flags.DEFINE_integer(
+    "max_budget", 0, "Ceiling when unsettled chains are doubled in length; 0: 16 × budget (groundtruth).")
 _MATMUL_DTYPE = flags.DEFINE_enum("matmul_dtype", "float32", ["float32", "bfloat16"],
                                   "Precision of the dense products' inputs (sgld, compare).")
 _PRECONDITIONER = flags.DEFINE_enum(
@@ -70,6 +74,7 @@ def main(argv):
       ed_dim=_DIM.value, hessian_sequences=_SEQUENCES.value, hessian_probes=_PROBES.value,
       num_nulls=_NUM_NULLS.value, ed_scores=_ED_SCORES.value, restrictions=_RESTRICTIONS.value,
       restriction_map=_RESTRICTION_MAP.value, max_params=_MAX_PARAMS.value, budget=_BUDGET.value,
+      max_budget=_MAX_BUDGET.value, min_params=_MIN_PARAMS.value,
       preconditioner=_PRECONDITIONER.value, matmul_dtype=_MATMUL_DTYPE.value)
   for line in [result] if isinstance(result, dict) else result:
     print(json.dumps(line), flush=True)

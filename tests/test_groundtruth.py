@@ -229,6 +229,36 @@ def test_selection_refuses_a_small_budget_and_reports_no_usable_point():
   assert "no usable grid point" in selection.reasons[-1]
 
 
+def test_unsettled_chains_are_doubled_up_to_the_ceiling():
+  """Step 5: from 8 draws on a 20-dimensional quadratic (far too short to settle) the estimate
+  doubles its draws while the total fits under the ceiling, counts every round's evaluations,
+  and says where it stopped; a settled first round is not repeated."""
+  x = jax.random.normal(jax.random.key(0), (2_000, 20))
+  data = {"x": x}
+  loss = lambda w, batch: jnp.mean((batch["x"] @ w) ** 2)
+  settings = procedure.Settings(step_size=1e-4, gamma=1.0, nbeta=100.0, num_chains=4,
+                                num_draws=8, num_burnin=2, batch_size=100)
+  selection = procedure.Selection(settings, [], 1.0, None, 1.0, 1_000, 10_000)
+  result, last, spent, reasons = procedure.estimate_until_settled(
+      loss, jnp.zeros(20), data, jax.random.key(1), selection, max_budget=1_000 + 4 * 8 * 31)
+  assert [line.split("× ")[1].split(" draws")[0] for line in reasons[:-1]] == [
+      "8", "16", "32", "64", "128"]
+  assert last.num_draws == 128 and last.num_burnin == 32 and result.loss_trace.shape == (4, 128)
+  assert spent == 1_000 + 4 * 8 * 31 and result.warnings
+  assert "above the ceiling 1,992" in reasons[-1]
+  long = selection.settings._replace(num_draws=4_000, num_burnin=1_000, step_size=5e-4)
+  result, last, spent, reasons = procedure.estimate_until_settled(
+      loss, jnp.zeros(20), data, jax.random.key(1), procedure.Selection(
+          long, [], 1.0, None, 1.0, 0, 0), max_budget=10**9)
+  assert not result.warnings and len(reasons) == 1 and reasons[0].endswith("settled")
+  assert spent == 16_000 and result.llc_mean == pytest.approx(10.0, rel=0.05)  # λ = d/2
+
+
+def test_weight_scale_gamma():
+  assert procedure.weight_scale_gamma((jnp.array([1.0, -1.0]), jnp.array([[2.0]]))) == 0.5
+  assert procedure.weight_scale_gamma({"w": jnp.zeros(3)}) == math.inf
+
+
 def test_dln_estimate_with_the_procedure_s_settings_is_within_ten_percent():
   """A 152-parameter DLN (widths 6-8-8-5, third matrix cut to rank 3, r = 3, λ = 15) with
   Lau et al.'s data (n = 10⁵, nβ = n / ln n): every sampler setting comes from
@@ -242,6 +272,9 @@ def test_dln_estimate_with_the_procedure_s_settings_is_within_ten_percent():
                                         batch_size=200)
   assert selection.ok, str(selection)
   settings = selection.settings
+  mean_square = np.mean(np.concatenate([np.ravel(k) for k in setting.params]) ** 2)
+  assert settings.gamma == pytest.approx(1.0 / mean_square, rel=1e-6)
+  assert selection.reasons[1].startswith("localization: γ = 1/mean(w*²)")
   assert selection.mala >= 0.9
   assert settings.step_size in selection.calibration.step_sizes
   assert selection.calibration_evaluations + settings.num_chains * settings.num_draws <= budget
@@ -266,7 +299,10 @@ def test_ladder_rung_records_what_the_procedure_chose():
   assert record["rel_error"] == pytest.approx((record["llc_hat"] - record["llc_exact"])
                                               / record["llc_exact"], rel=1e-12)
   assert abs(record["rel_error"]) < 0.25
-  assert record["gradient_evaluations"] <= 20_000 and record["mala"] >= 0.9
+  assert record["gradient_evaluations"] <= record["max_budget"] == 16 * 20_000
+  assert record["mala"] >= 0.9
+  lengths = [line for line in record["reasons"] if line.startswith("length:")]
+  assert f"{record['num_chains']} chains × {record['num_draws']} draws" in lengths[-1]
   assert record["step_size"] > 0 and 1.0 <= record["rhat"] < 1.1 and record["ess_bulk"] > 10
   assert any(line.startswith("step size: ε =") for line in record["reasons"])
   json.dumps(record)  # one JSON line per model

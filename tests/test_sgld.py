@@ -353,6 +353,18 @@ def test_rmsprop_drift_and_noise_scaling():
   moved, info = kernel(jax.random.key(1), flat, None)
   assert np.std(np.asarray(moved.params)) == pytest.approx(math.sqrt(1e-4 / 0.1), rel=0.03)
   assert float(info.noise_norm) == pytest.approx(np.linalg.norm(moved.params), rel=1e-5)
+  # Running mean started at 1 (Hitchcock & Hoogland's convention): V₁ = α + (1−α)g².
+  from_one = sgld.RMSProp(alpha=alpha, eps=eps, initial=1.0)
+  start = sgld.init(w, preconditioner=from_one)
+  np.testing.assert_array_equal(start.precond, np.ones(2))
+  kernel = sgld.build_kernel(lambda p, b: jnp.sum(p ** 2), step_size=1e-2, nbeta=3.0,
+                             gamma=0.0, noise_level=0.0, preconditioner=from_one)
+  new, _ = kernel(jax.random.key(0), start._replace(center=w_star), None)
+  v = alpha + (1 - alpha) * grad ** 2
+  np.testing.assert_allclose(new.precond, v, rtol=1e-6)
+  np.testing.assert_allclose(new.params, w - 0.005 * 3.0 * grad / (jnp.sqrt(v) + eps), rtol=1e-6)
+  with pytest.raises(errors.ConfigError, match="initial must be finite and >= 0"):
+    sgld.init(w, preconditioner=sgld.RMSProp(initial=-1.0))
 
 
 def test_mala_formula_satisfies_detailed_balance():

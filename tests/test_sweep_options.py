@@ -165,6 +165,7 @@ def test_masked_out_weights_never_move(tiny_run):
     (dict(preconditioner="adam"), "sgld.preconditioner must be 'none' or 'rmsprop', got 'adam'"),
     (dict(preconditioner="rmsprop", rmsprop_alpha=1.0), "sgld.rmsprop_alpha must be in [0, 1)"),
     (dict(preconditioner="rmsprop", rmsprop_eps=0.0), "sgld.rmsprop_eps must be finite and > 0"),
+    (dict(preconditioner=sgld.RMSProp(initial=1.0)), "RMSProp(initial=1) is an option of"),
     (dict(compute_mala="always"), "sgld.compute_mala must be"),
     (dict(min_good_fraction=1.0), "sgld.min_good_fraction must be in [0, 1)"),
     (dict(batch_size=512), "sgld.batch_size (512) exceeds the sampling dataset"),

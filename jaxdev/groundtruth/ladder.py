@@ -49,14 +49,17 @@ LADDER = (
 )
 
 
-def estimate(rung: Rung, *, budget: int, num_examples: int = 100_000, batch_size: int = 200,
-             num_chains: int = 4, preconditioner=None, seed: int = 0) -> dict:
+def estimate(rung: Rung, *, budget: int, max_budget: int | None = None,
+             num_examples: int = 100_000, batch_size: int = 200, num_chains: int = 4,
+             preconditioner=None, seed: int = 0) -> dict:
   """Estimates one rung's λ with the procedure's settings; a JSON-able dict.
 
   Args:
     rung: the model.
-    budget: gradient evaluations for the whole of it (the procedure's scale and calibration,
-      and the estimate).
+    budget: gradient evaluations of the procedure's scale, calibration and first estimate.
+    max_budget: ceiling of the evaluations when the estimate's chains are doubled in length
+      until they settle (:func:`jaxdev.groundtruth.procedure.estimate_until_settled`); None:
+      16 × ``budget``.
     num_examples: n, the dataset size (nβ = n / ln n).
     batch_size: the SGLD minibatch size.
     num_chains: chains of the calibration and of the estimate.
@@ -88,28 +91,29 @@ def estimate(rung: Rung, *, budget: int, num_examples: int = 100_000, batch_size
   if not selection.ok:
     return {**record, "llc_hat": None, "gradient_evaluations": selection.calibration_evaluations,
             "seconds": time.perf_counter() - start}
-  settings = selection.settings
-  result = sgld.estimate_llc(dln.loss_fn, setting.params, setting.data, estimate_key,
-                             warn=False, **settings._asdict())
+  max_budget = 16 * budget if max_budget is None else max_budget
+  result, settings, evaluations, lengths = procedure.estimate_until_settled(
+      dln.loss_fn, setting.params, setting.data, estimate_key, selection, max_budget=max_budget)
+  record["reasons"] += lengths
   convergence = result.convergence
   return {**record, "llc_hat": result.llc_mean, "llc_std": result.llc_std,
           "llc_sem": result.llc_sem, "rel_error": (result.llc_mean - exact) / exact,
           "step_size": settings.step_size, "gamma": settings.gamma,
           "num_chains": settings.num_chains, "num_draws": settings.num_draws,
-          "num_burnin": settings.num_burnin,
-          "gradient_evaluations": (selection.calibration_evaluations
-                                   + settings.num_chains * settings.num_draws),
+          "num_burnin": settings.num_burnin, "max_budget": max_budget,
+          "gradient_evaluations": evaluations,
           "mala": selection.mala, "rhat": convergence.rhat, "ess_bulk": convergence.ess_bulk,
           "num_failed": result.num_failed, "warnings": list(result.warnings),
           "seconds": time.perf_counter() - start}
 
 
 def run_ladder(rungs: Sequence[Rung] = LADDER, *, max_params: int | None = None,
-               **kwargs) -> Iterator[dict]:
-  """:func:`estimate` of each rung with at most ``max_params`` parameters, in order (a
-  generator: each result as it is done)."""
+               min_params: int = 0, **kwargs) -> Iterator[dict]:
+  """:func:`estimate` of each rung with ``min_params`` to ``max_params`` parameters, in order
+  (a generator: each result as it is done)."""
   for rung in rungs:
-    if max_params is None or dln.num_params(rung.widths) <= max_params:
+    size = dln.num_params(rung.widths)
+    if min_params <= size and (max_params is None or size <= max_params):
       yield estimate(rung, **kwargs)
 
 

@@ -28,10 +28,11 @@ evaluations (one minibatch value-and-gradient of one chain is one evaluation):
    λ̂ > 0 and the mean MALA acceptance is at least ``min_mala`` (0.9 by default: Lau et al.'s
    well-tuned DLN runs had 0.86–0.93) (:func:`choose`). The rest of the budget goes to the
    estimate: ``num_chains`` chains of as many draws as it pays for, a quarter of them burn-in.
-
-What the rule does not do: make chains long enough for a network whose curvature spectrum
-spans many decades (deep, narrow DLNs relax over far more steps than a fixed budget pays for);
-the estimate's own settling check, R̂ and ESS say so (:class:`jaxdev.sgld.LLCResult`).
+5. **Length.** :func:`estimate_until_settled` runs that estimate and, while its chains have
+   not settled (the estimate's own checks: halves of the kept draws that disagree, R̂ > 1.01,
+   an ESS too small for the standard error), runs it again with twice the draws, as long as
+   the total stays within ``max_budget``: chains as long as the model's slowest relaxation
+   needs, up to a ceiling, instead of one length for every model.
 
 With a preconditioner the rule is weaker: the MALA acceptance is that of the plain Langevin
 proposal at the preconditioned chains' points (:func:`jaxdev.sgld.mala_acceptance_probability`),
@@ -49,6 +50,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdev import sgld
 from jaxdev.errors import ConfigError
 from jaxdev.sgld import checks
 from jaxdev.sgld.calibration import CalibrationResult
@@ -281,3 +283,48 @@ def select_settings(loss_fn: LossFn, params: PyTree, data: PyTree, key: jax.Arra
   settings = Settings(step_size, gamma, float(nbeta), num_chains, num_draws, num_burnin,
                       batch_size, preconditioner)
   return Selection(settings, reasons, curvature, calibration, mala, spent, budget)
+
+
+def estimate_until_settled(loss_fn: LossFn, params: PyTree, data: PyTree, key: jax.Array,
+                           selection: Selection, *, max_budget: int):
+  """Step 5 of the rule: the estimate with ``selection``'s settings, doubled in length while
+  its chains have not settled and the total fits in ``max_budget``.
+
+  Every round starts again from w* with the same key (a longer chain repeats the shorter one's
+  draws and goes on), a quarter of its draws burn-in. A round with a failed or escaped chain
+  ends the doubling: longer chains do not mend those.
+
+  Args:
+    loss_fn, params, data, key: as for :func:`jaxdev.sgld.estimate_llc`.
+    selection: a :class:`Selection` with settings (``selection.ok``).
+    max_budget: ceiling on the gradient evaluations of everything, the selection's included.
+
+  Returns:
+    (result, settings, evaluations, reasons): the last round's :class:`jaxdev.sgld.LLCResult`
+    and :class:`Settings`, the gradient evaluations of the selection and of every round, and
+    one line per round.
+
+  Raises:
+    ConfigError: ``selection`` has no settings.
+  """
+  if not selection.ok:
+    raise ConfigError("the selection has no settings to estimate with")
+  settings = selection.settings
+  spent = selection.calibration_evaluations
+  reasons = []
+  while True:
+    result = sgld.estimate_llc(loss_fn, params, data, key, warn=False, **settings._asdict())
+    spent += settings.num_chains * settings.num_draws
+    state = "settled" if not result.warnings else "; ".join(w.split(":")[0]
+                                                             for w in result.warnings)
+    reasons.append(f"length: {settings.num_chains} chains × {settings.num_draws} draws "
+                   f"({settings.num_burnin} burn-in): λ̂ {result.llc_mean:.4g}, {state}")
+    more = settings.num_chains * 2 * settings.num_draws
+    if (not result.warnings or result.num_failed or np.any(result.escaped)
+        or spent + more > max_budget):
+      if result.warnings and spent + more > max_budget:
+        reasons.append(f"length: twice the draws would need {spent + more:,} gradient "
+                       f"evaluations in all, above the ceiling {max_budget:,}")
+      return result, settings, spent, reasons
+    settings = settings._replace(num_draws=2 * settings.num_draws,
+                                 num_burnin=2 * settings.num_burnin)

@@ -208,6 +208,7 @@ def run(command: str, config, *, batch_size: int, num_chains: int, num_draws: in
         ed_steps: int, ed_dim: int, hessian_sequences: int = 1024, hessian_probes: int = 100,
         num_nulls: int = 20, ed_scores: str | None = None, restrictions: str = "heads",
         restriction_map: str = "map", max_params: int = 1_000_000, budget: int = 80_000,
+        max_budget: int = 0, min_params: int = 0,
         preconditioner: str = "none", matmul_dtype: str = "float32"):
   """The benchmark ``command`` (one of :data:`COMMANDS`) with the command line's sizes (a dict;
   for "forms", a list of them; for "groundtruth", a generator of them, one per model). A result
@@ -219,6 +220,7 @@ def run(command: str, config, *, batch_size: int, num_chains: int, num_draws: in
                 hessian_sequences=hessian_sequences, hessian_probes=hessian_probes,
                 num_nulls=num_nulls, ed_scores=ed_scores, restrictions=restrictions,
                 restriction_map=restriction_map, max_params=max_params, budget=budget,
+                max_budget=max_budget, min_params=min_params,
                 preconditioner=preconditioner, matmul_dtype=matmul_dtype)
   if isinstance(result, dict):
     for key in ("gflops_per_s", "jaxdev_gflops_per_s"):
@@ -229,14 +231,16 @@ def run(command: str, config, *, batch_size: int, num_chains: int, num_draws: in
 
 def _run(command, config, *, batch_size, num_chains, num_draws, num_checkpoints, chain_map,
          train_steps, repeats, ed_steps, ed_dim, hessian_sequences, hessian_probes, num_nulls,
-         ed_scores, restrictions, restriction_map, max_params, budget, preconditioner,
+         ed_scores, restrictions, restriction_map, max_params, budget, max_budget, min_params,
+         preconditioner,
          matmul_dtype):
   if command == "peak":
     return peak_lib.peak(repeats=repeats)
   if command == "forms":
     return forms_benchmark(config, ed_scores, num_nulls=num_nulls)
   if command == "groundtruth":
-    return groundtruth_benchmark(max_params=max_params, budget=budget,
+    return groundtruth_benchmark(max_params=max_params, budget=budget, max_budget=max_budget,
+                                 min_params=min_params,
                                  preconditioner=preconditioner)
   sizes = dict(batch_size=batch_size, num_chains=num_chains, num_draws=num_draws)
   if command == "train":
@@ -264,12 +268,15 @@ def _run(command, config, *, batch_size, num_chains, num_draws, num_checkpoints,
   return ed.benchmark_ed(num_steps=ed_steps, dim=ed_dim)
 
 
-def groundtruth_benchmark(*, max_params: int, budget: int, preconditioner: str = "none"):
-  """The deep-linear-network ladder (:mod:`jaxdev.groundtruth.ladder`) up to ``max_params``
-  parameters: one dict per model as it finishes, with the machine."""
+def groundtruth_benchmark(*, max_params: int, budget: int, max_budget: int = 0,
+                          min_params: int = 0, preconditioner: str = "none"):
+  """The deep-linear-network ladder (:mod:`jaxdev.groundtruth.ladder`) from ``min_params`` to
+  ``max_params`` parameters: one dict per model as it finishes, with the machine. ``max_budget`` 0: 16 ×
+  ``budget``."""
   from jaxdev.groundtruth import ladder  # pylint: disable=import-outside-toplevel
   info = machine()
-  for record in ladder.run_ladder(max_params=max_params, budget=budget,
+  for record in ladder.run_ladder(min_params=min_params, max_params=max_params, budget=budget,
+                                  max_budget=max_budget or None,
                                   preconditioner=ladder.PRECONDITIONERS[preconditioner]):
     yield {"benchmark": "groundtruth", **record, **info}
 

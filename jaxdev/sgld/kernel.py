@@ -109,7 +109,8 @@ def init(params: PyTree, *, preconditioner=None) -> SGLDState:
     preconditioner: None (plain SGLD), ``"rmsprop"`` or an :class:`RMSProp`.
 
   Returns:
-    SGLDState with params = center = ``params``, V = zeros (RMSProp) or None, step 0.
+    SGLDState with params = center = ``params``, V = V₀ (RMSProp; 0 unless its ``initial``
+    says) or None, step 0.
   """
   precond = precondition.build(preconditioner).init(params)
   return SGLDState(params, params, precond, jnp.zeros((), jnp.int32))
