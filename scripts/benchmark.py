@@ -5,6 +5,7 @@ GFLOP/s figure also gives it as fraction_of_peak of this machine's float32 matmu
 
   python scripts/benchmark.py train [--config configs/regression.py:paper]
   python scripts/benchmark.py sgld --batch 128 --chains 4 --draws 200
+  python scripts/benchmark.py profile --batch 1024 --chains 4 --draws 50  # the SGLD and training steps taken apart
   python scripts/benchmark.py sweep --checkpoints 8 --chains 4 --draws 100 --batch 1024
   python scripts/benchmark.py restrictions --restrictions heads --checkpoints 4 --chains 4 --draws 100
   python scripts/benchmark.py ed --num_steps 5000 --dim 20000

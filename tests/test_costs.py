@@ -63,3 +63,20 @@ def test_peak_measures_and_fractions(monkeypatch):
   mixed = peak.with_fraction({"gflops_per_s": 50.0, "matmul_dtype": "bfloat16"})
   assert mixed["peak_gflops_per_s"] == 800.0 and mixed["fraction_of_peak"] == 50.0 / 800.0
   assert {name for name, *_ in peak.SHAPES} >= {"square_1024", "regression_qkv"}
+
+
+def test_step_profiles_take_the_steps_apart():
+  """Each part of the SGLD and training steps is timed on its own and the parts add up to the
+  whole step (the differences of the module's docstring)."""
+  from jaxdev.measure import profile  # pylint: disable=import-outside-toplevel
+  config = regression_configs.get_config("tiny")
+  record = profile.sgld_step_profile(config, batch_size=8, num_chains=2, num_draws=3, repeats=1)
+  ms, parts = record["ms_per_chain_step"], record["parts_ms"]
+  assert set(ms) == {"gather", "forward", "forward_backward", "noise", "step"}
+  assert all(value > 0 for value in ms.values())
+  assert sum(parts.values()) == pytest.approx(ms["step"])
+  assert parts["backward"] == pytest.approx(ms["forward_backward"] - ms["forward"])
+  assert sum(record["parts_share"].values()) == pytest.approx(1.0)
+  record = profile.train_step_profile(config, num_steps=4, repeats=1)
+  assert sum(record["parts_ms"].values()) == pytest.approx(record["ms_per_step"]["step"])
+  assert all(value > 0 for value in record["ms_per_step"].values())

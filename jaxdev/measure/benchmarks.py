@@ -22,7 +22,7 @@ from jaxdev.measure import timing
 from jaxdev.measure.timing import machine
 
 COMMANDS = ("train", "sgld", "sweep", "restrictions", "ed", "hessian", "devinterp", "compare",
-            "forms", "groundtruth", "peak")
+            "forms", "groundtruth", "peak", "profile")
 
 
 def time_compiled(fn, args, repeats: int) -> tuple[float, float]:
@@ -243,6 +243,10 @@ def _run(command, config, *, batch_size, num_chains, num_draws, num_checkpoints,
                                  min_params=min_params,
                                  preconditioner=preconditioner)
   sizes = dict(batch_size=batch_size, num_chains=num_chains, num_draws=num_draws)
+  if command == "profile":
+    from jaxdev.measure import profile  # pylint: disable=import-outside-toplevel
+    return [profile.sgld_step_profile(config, **sizes, repeats=repeats, matmul_dtype=matmul_dtype),
+            profile.train_step_profile(config, num_steps=train_steps, repeats=repeats)]
   if command == "train":
     return train_throughput(config, num_steps=train_steps, repeats=repeats)
   if command == "sgld":
