@@ -308,6 +308,15 @@ def test_ladder_rung_records_what_the_procedure_chose():
   json.dumps(record)  # one JSON line per model
   row = ladder.table([record]).splitlines()[-1]
   assert row.startswith("| 5-7-4 | 2 | 63 |") and f"{100 * record['rel_error']:+.1f} %" in row
+  assert row.endswith("| settled |") == (not record["warnings"])
+  unsettled = {**record, "warnings": ["R̂ of the loss trace is 1.2 > 1.01: …"],
+               "reasons": record["reasons"] + ["length: … above the ceiling 1"],
+               "preconditioner": "rmsprop"}
+  assert ladder.table([unsettled]).endswith("| not settled (R̂ > 1.01) at the ceiling |")
+  figure = ladder.plot([record, unsettled])
+  labels = figure.axes[0].get_legend_handles_labels()[1]
+  assert "jaxdev rmsprop, not settled" in labels
+  assert any(label.startswith("jaxdev SGLD") for label in labels)
   sizes = [dln.num_params(r.widths) for r in ladder.LADDER]
   assert min(sizes) < 2_000 and max(sizes) == 1_000_000
   assert {len(r.widths) - 1 for r in ladder.LADDER} >= {2, 10}

@@ -117,27 +117,44 @@ def run_ladder(rungs: Sequence[Rung] = LADDER, *, max_params: int | None = None,
       yield estimate(rung, **kwargs)
 
 
+def _short(warning: str) -> str:
+  """A few words for one of the estimate's warnings."""
+  for start, words in (("LLC estimate not settled", "halves differ"),
+                       ("R̂ of the loss trace", "R̂ > 1.01"),
+                       ("effective sample size", "ESS too small")):
+    if warning.startswith(start):
+      return words
+  return warning.split(":")[0]
+
+
 def table(records: Sequence[dict]) -> str:
-  """The ladder as a markdown table."""
-  lines = ["| widths | L | d | r | λ | λ̂ ± std | rel. error | draws | grad. evals | MALA | R̂ | "
-           "ESS | time |", "|" + "---|" * 13]
+  """The ladder as a markdown table; the last column says whether the chains settled (the
+  estimate's warnings, shortened) or, if not, that the ceiling stopped the doubling."""
+  lines = ["| widths | L | d | r | λ | sampler | γ | λ̂ ± std | rel. error | draws | grad. evals | "
+           "MALA | R̂ | ESS | time | chains |", "|" + "---|" * 16]
   for r in records:
     head = (f"| {'-'.join(map(str, r['widths']))} | {r['depth']} | {r['num_params']:,} | "
-            f"{r['rank']} | {r['llc_exact']:g} |")
+            f"{r['rank']} | {r['llc_exact']:g} | {r.get('preconditioner', 'none')} |")
     if r.get("llc_hat") is None:
-      lines.append(head + " no usable setting | | | "
-                   f"{r['gradient_evaluations']:,} | | | | {r['seconds']:.0f} s |")
+      lines.append(head + " | no usable setting | | | "
+                   f"{r['gradient_evaluations']:,} | | | | {r['seconds']:.0f} s | |")
       continue
+    state = "settled" if not r.get("warnings") else "not settled (" + ", ".join(
+        _short(w) for w in r["warnings"]) + (")" if not any(
+            "above the ceiling" in line for line in r["reasons"]) else ") at the ceiling")
     lines.append(
-        head + f" {r['llc_hat']:.1f} ± {r['llc_std']:.1f} | {100 * r['rel_error']:+.1f} % | "
-        f"{r['num_chains']} × {r['num_draws']} | {r['gradient_evaluations']:,} | "
-        f"{r['mala']:.2f} | {r['rhat']:.3f} | {r['ess_bulk']:.0f} | {r['seconds']:.0f} s |")
+        head + f" {r['gamma']:.3g} | {r['llc_hat']:.1f} ± {r['llc_std']:.1f} | "
+        f"{100 * r['rel_error']:+.1f} % | {r['num_chains']} × {r['num_draws']} | "
+        f"{r['gradient_evaluations']:,} | {r['mala']:.2f} | {r['rhat']:.3f} | "
+        f"{r['ess_bulk']:.0f} | {r['seconds']:.0f} s | {state} |")
   return "\n".join(lines)
 
 
 def plot(records: Sequence[dict], path: str | None = None):
-  """Relative error against the number of parameters, with Lau et al.'s reported band (within
-  ≈ 0–30 % below 10⁵ parameters, 25–75 % too low at 10⁶–10⁸) drawn for comparison."""
+  """Relative error against the number of parameters, one series per sampler (the records'
+  ``preconditioner``), with Lau et al.'s reported band (within ≈ 0–30 % below 10⁵ parameters,
+  25–75 % too low at 10⁶–10⁸) drawn for comparison. An estimate whose chains had not settled
+  (it carries warnings) is drawn hollow."""
   from jaxdev.analysis import plots  # pylint: disable=import-outside-toplevel
   figure, ax = plots.figure(figsize=(6.0, 3.6), layout="constrained")
   done = [r for r in records if r.get("llc_hat") is not None]
@@ -147,16 +164,24 @@ def plot(records: Sequence[dict], path: str | None = None):
   ax.fill_between([1e6, 1e8], [-75, -75], [-25, -25], color="0.7",
                   label="Lau et al.: 25–75 % low (10⁶–10⁸)")
   ax.axhspan(-10, 10, color="C2", alpha=0.12, label="± 10 %")
-  ax.errorbar([r["num_params"] for r in done], [100 * r["rel_error"] for r in done],
-              yerr=[100 * r["llc_std"] / r["llc_exact"] for r in done], fmt="o", color="C0",
-              label="jaxdev (procedure's settings)")
+  names = list(dict.fromkeys(r.get("preconditioner", "none") for r in done))
+  for i, name in enumerate(names):
+    series = [r for r in done if r.get("preconditioner", "none") == name]
+    label = "SGLD" if name == "none" else name.replace("_", " ")
+    for settled in (True, False):
+      part = [r for r in series if bool(r.get("warnings")) != settled]
+      if part:
+        ax.errorbar([r["num_params"] * (1.0 + 0.08 * i) for r in part],
+                    [100 * r["rel_error"] for r in part],
+                    yerr=[100 * r["llc_std"] / r["llc_exact"] for r in part], fmt="os"[i % 2],
+                    color=f"C{i}", mfc=None if settled else "none",
+                    label=f"jaxdev {label}" + ("" if settled else ", not settled"))
   ax.axhline(0.0, color="k", lw=0.8)
   ax.set_xscale("log")
   ax.set_xlim(low, 1e8)
   ax.set_xlabel("parameters d")
   ax.set_ylabel("(λ̂ − λ) / λ  [%]")
-  ax.legend(fontsize=7, loc="upper right")
+  ax.legend(fontsize=6.5, loc="lower left", ncol=2)
   if path is not None:
     rundir.atomic_save_figure(figure, path, dpi=130)
   return figure
-
