@@ -315,7 +315,7 @@ def test_ladder_rung_records_what_the_procedure_chose():
   assert ladder.table([unsettled]).endswith("| not settled (R̂ > 1.01) at the ceiling |")
   figure = ladder.plot([record, unsettled])
   labels = figure.axes[0].get_legend_handles_labels()[1]
-  assert "jaxdev rmsprop, not settled" in labels
+  assert "jaxdev RMSProp-SGLD, not settled" in labels
   assert any(label.startswith("jaxdev SGLD") for label in labels)
   sizes = [dln.num_params(r.widths) for r in ladder.LADDER]
   assert min(sizes) < 2_000 and max(sizes) == 1_000_000

@@ -28,6 +28,8 @@ from jaxdev.groundtruth import procedure
 #: its running mean starting at 0 (devinterp's) or at 1 (Hitchcock & Hoogland's).
 PRECONDITIONERS = {"none": None, "rmsprop": sgld.RMSProp(),
                    "rmsprop_from_one": sgld.RMSProp(initial=1.0)}
+SAMPLER_NAMES = {"none": "SGLD", "rmsprop": "RMSProp-SGLD",
+                 "rmsprop_from_one": "RMSProp-SGLD, V₀ = 1"}
 
 
 class Rung(NamedTuple):
@@ -127,6 +129,11 @@ def _short(warning: str) -> str:
   return warning.split(":")[0]
 
 
+def _sampler(record: dict) -> str:
+  name = record.get("preconditioner", "none")
+  return SAMPLER_NAMES.get(name, name)
+
+
 def table(records: Sequence[dict]) -> str:
   """The ladder as a markdown table; the last column says whether the chains settled (the
   estimate's warnings, shortened) or, if not, that the ceiling stopped the doubling."""
@@ -134,7 +141,7 @@ def table(records: Sequence[dict]) -> str:
            "MALA | R̂ | ESS | time | chains |", "|" + "---|" * 16]
   for r in records:
     head = (f"| {'-'.join(map(str, r['widths']))} | {r['depth']} | {r['num_params']:,} | "
-            f"{r['rank']} | {r['llc_exact']:g} | {r.get('preconditioner', 'none')} |")
+            f"{r['rank']} | {r['llc_exact']:g} | {_sampler(r)} |")
     if r.get("llc_hat") is None:
       lines.append(head + " | no usable setting | | | "
                    f"{r['gradient_evaluations']:,} | | | | {r['seconds']:.0f} s | |")
@@ -167,7 +174,7 @@ def plot(records: Sequence[dict], path: str | None = None):
   names = list(dict.fromkeys(r.get("preconditioner", "none") for r in done))
   for i, name in enumerate(names):
     series = [r for r in done if r.get("preconditioner", "none") == name]
-    label = "SGLD" if name == "none" else name.replace("_", " ")
+    label = _sampler({"preconditioner": name})
     for settled in (True, False):
       part = [r for r in series if bool(r.get("warnings")) != settled]
       if part:

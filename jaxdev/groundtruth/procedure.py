@@ -1,6 +1,6 @@
 """Sampler settings chosen by a written rule instead of by hand: :func:`select_settings`.
 
-The rule, in four steps, for a given nβ, batch size, number of chains and budget of gradient
+The rule, in five steps, for a given nβ, batch size, number of chains and budget of gradient
 evaluations (one minibatch value-and-gradient of one chain is one evaluation):
 
 1. **Scale.** The largest Hessian eigenvalue h of the minibatch loss at w* (power iteration with
@@ -11,7 +11,7 @@ evaluations (one minibatch value-and-gradient of one chain is one evaluation):
    stiffest direction's share of λ̂ by 1/(1 − ⅛) ≈ 14 % and softer ones by less; larger c are
    left out because the MALA acceptance does not see this bias when only some of many
    directions are stiff (a 10⁴-parameter DLN read 1,478 at c = 2 and 1,220 at c = ¼ against
-   λ = 1,250 at γ = 1,000, with an acceptance of 1.00 at c = 2).
+   λ = 1,250 at γ = 1,000; the calibration's acceptance at c = 2 was 1.00).
 2. **Localization.** γ = 1 / mean(w*²): the localizing Gaussian's spread per coordinate,
    1/√γ, is the root mean square of w*'s own coordinates, so the chain explores a
    neighbourhood of w* of the weights' own size. Without it (γ ≈ 1 against nβ·h ≈ 10⁵) a chain
