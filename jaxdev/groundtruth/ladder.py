@@ -163,7 +163,7 @@ def plot(records: Sequence[dict], path: str | None = None):
   25–75 % too low at 10⁶–10⁸) drawn for comparison. An estimate whose chains had not settled
   (it carries warnings) is drawn hollow."""
   from jaxdev.analysis import plots  # pylint: disable=import-outside-toplevel
-  figure, ax = plots.figure(figsize=(6.0, 3.6), layout="constrained")
+  figure, ax = plots.figure(figsize=(6.0, 4.8), layout="constrained")
   done = [r for r in records if r.get("llc_hat") is not None]
   low = min([5e2] + [0.5 * r["num_params"] for r in done])
   ax.fill_between([low, 1e5], [-30, -30], [0, 0], color="0.85",
@@ -188,7 +188,7 @@ def plot(records: Sequence[dict], path: str | None = None):
   ax.set_xlim(low, 1e8)
   ax.set_xlabel("parameters d")
   ax.set_ylabel("(λ̂ − λ) / λ  [%]")
-  ax.legend(fontsize=6.5, loc="lower left", ncol=2)
+  ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
   if path is not None:
     rundir.atomic_save_figure(figure, path, dpi=130)
   return figure
