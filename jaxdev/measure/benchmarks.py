@@ -18,6 +18,7 @@ import numpy as np
 
 from jaxdev.measure import costs
 from jaxdev.measure import peak as peak_lib
+from jaxdev.measure import profile
 from jaxdev.measure import timing
 from jaxdev.measure.timing import machine
 
@@ -79,21 +80,13 @@ def gradient_flops(task, params, data, batch_size: int, key: str = "flops") -> f
   return timing.flops_of(jax.value_and_grad(task.loss_fn), params, batch, key=key)
 
 
-def _regression_sampling(config, num_examples: int, matmul_dtype: str = "float32"):
-  from jaxdev import tasks  # pylint: disable=import-outside-toplevel
-  task = tasks.make_task(config, matmul_dtype=matmul_dtype)
-  params = task.init(jax.random.key(0))
-  data = task.sampling_data(0, num_examples)
-  return task, params, data
-
-
 def sgld_throughput(config, *, batch_size: int, num_chains: int, num_draws: int,
                     chain_map: str = "vmap", repeats: int = 3,
                     matmul_dtype: str = "float32") -> dict:
   """Chain-steps/s of :func:`jaxdev.sgld.run_chains` on the model of ``config`` (its dense
   products in ``matmul_dtype``, :func:`jaxdev.tasks.make_task`)."""
   from jaxdev import sgld  # pylint: disable=import-outside-toplevel
-  task, params, data = _regression_sampling(config, max(8 * batch_size, 8192), matmul_dtype)
+  task, params, data = profile.regression_sampling(config, max(8 * batch_size, 8192), matmul_dtype)
   keys = jax.random.split(jax.random.key(1), num_chains)
   kwargs = dict(step_size=3e-4, nbeta=66.67, gamma=6.67, batch_size=batch_size,
                 chain_map=chain_map)
@@ -119,7 +112,7 @@ def sweep_throughput(config, *, num_checkpoints: int, batch_size: int, num_chain
                      num_draws: int, repeats: int = 3) -> dict:
   """Chain-steps/s of the sweep's sharded program for K checkpoints × C chains on all devices."""
   from jaxdev import distributed, engine, llc  # pylint: disable=import-outside-toplevel
-  task, params, data = _regression_sampling(config, max(8 * batch_size, 8192))
+  task, params, data = profile.regression_sampling(config, max(8 * batch_size, 8192))
   settings = llc.SweepSettings(step_size=3e-4, nbeta=66.67, gamma=6.67, num_chains=num_chains,
                                num_draws=num_draws, batch_size=batch_size,
                                num_sampling_examples=max(8 * batch_size, 8192), sampling_seed=0,
@@ -158,7 +151,7 @@ def restrictions_throughput(config, *, num_checkpoints: int, batch_size: int, nu
                                          0, config.data.vocab_size, dtype=np.int32))
     task = task._replace(sampling_data=lambda seed, n: rows[:n])
   else:
-    task, _, _ = _regression_sampling(config, num_examples)
+    task, _, _ = profile.regression_sampling(config, num_examples)
   masks = [mask for _, mask in llc.restrictions(restrictions, config.model)]
   settings = llc.SweepSettings(step_size=1e-4, nbeta=None, gamma=100.0, num_chains=num_chains,
                                num_draws=num_draws, batch_size=batch_size,
@@ -244,7 +237,6 @@ def _run(command, config, *, batch_size, num_chains, num_draws, num_checkpoints,
                                  preconditioner=preconditioner)
   sizes = dict(batch_size=batch_size, num_chains=num_chains, num_draws=num_draws)
   if command == "profile":
-    from jaxdev.measure import profile  # pylint: disable=import-outside-toplevel
     return [profile.sgld_step_profile(config, **sizes, repeats=repeats, matmul_dtype=matmul_dtype),
             profile.train_step_profile(config, num_steps=train_steps, repeats=repeats)]
   if command == "train":

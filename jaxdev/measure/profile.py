@@ -29,6 +29,17 @@ from jaxdev.measure import timing
 from jaxdev.measure.timing import machine
 
 
+def regression_sampling(config, num_examples: int, matmul_dtype: str = "float32"):
+  """(task, params, data): the regression model of ``config`` with its dense products in
+  ``matmul_dtype``, freshly initialised parameters (key 0) and a sampling set of
+  ``num_examples`` sequences (seed 0), as the sampler's benchmarks time it."""
+  from jaxdev import tasks  # pylint: disable=import-outside-toplevel
+  task = tasks.make_task(config, matmul_dtype=matmul_dtype)
+  params = task.init(jax.random.key(0))
+  data = task.sampling_data(0, num_examples)
+  return task, params, data
+
+
 def _per_chain_step(fn, args, repeats: int, count: int) -> float:
   compiled = jax.jit(fn).lower(*args).compile()
   return 1e3 * timing.median_seconds(lambda: compiled(*args), repeats) / count
@@ -44,10 +55,8 @@ def sgld_step_profile(config, *, batch_size: int, num_chains: int, num_draws: in
     over ``step``), and the sizes and machine.
   """
   from jaxdev import sgld  # pylint: disable=import-outside-toplevel
-  from jaxdev.measure import benchmarks  # pylint: disable=import-outside-toplevel
   from jaxdev.sgld import chains  # pylint: disable=import-outside-toplevel
-  task, params, data = benchmarks._regression_sampling(  # pylint: disable=protected-access
-      config, max(8 * batch_size, 8192), matmul_dtype)
+  task, params, data = regression_sampling(config, max(8 * batch_size, 8192), matmul_dtype)
   size = chains.num_examples(data)
   keys = jax.random.split(jax.random.key(1), num_chains)
   value_and_grad = jax.value_and_grad(task.loss_fn)
