@@ -320,9 +320,9 @@ def estimate_until_settled(loss_fn: LossFn, params: PyTree, data: PyTree, key: j
     reasons.append(f"length: {settings.num_chains} chains × {settings.num_draws} draws "
                    f"({settings.num_burnin} burn-in): λ̂ {result.llc_mean:.4g}, {state}")
     more = settings.num_chains * 2 * settings.num_draws
-    if (not result.warnings or result.num_failed or np.any(result.escaped)
-        or spent + more > max_budget):
-      if result.warnings and spent + more > max_budget:
+    over = spent + more > max_budget
+    if not result.warnings or result.num_failed or np.any(result.escaped) or over:
+      if result.warnings and over:
         reasons.append(f"length: twice the draws would need {spent + more:,} gradient "
                        f"evaluations in all, above the ceiling {max_budget:,}")
       return result, settings, spent, reasons

@@ -21,15 +21,10 @@ from jaxdev.measure import peak as peak_lib
 from jaxdev.measure import profile
 from jaxdev.measure import timing
 from jaxdev.measure.timing import machine
+from jaxdev.measure.timing import time_compiled
 
 COMMANDS = ("train", "sgld", "sweep", "restrictions", "ed", "hessian", "devinterp", "compare",
             "forms", "groundtruth", "peak", "profile")
-
-
-def time_compiled(fn, args, repeats: int) -> tuple[float, float]:
-  """(median seconds per call, XLA flops per call) of ``jax.jit(fn)(*args)``."""
-  compiled = jax.jit(fn).lower(*args).compile()
-  return timing.median_seconds(lambda: compiled(*args), repeats), timing.compiled_flops(compiled)
 
 
 def _language_task(config):
@@ -73,11 +68,13 @@ def train_throughput(config, *, num_steps: int = 16, repeats: int = 5, devices=N
   return result
 
 
-def gradient_flops(task, params, data, batch_size: int, key: str = "flops") -> float:
-  """XLA's flop count of one loss-and-gradient evaluation on a minibatch (one chain-step's work);
-  with ``key`` "bytes accessed", the bytes its operations read and write."""
+def gradient_costs(task, params, data, batch_size: int) -> tuple[float, float]:
+  """(flops, bytes accessed) of one loss-and-gradient evaluation on a minibatch (one
+  chain-step's work), from XLA's cost analysis of one compilation (see
+  :func:`jaxdev.measure.timing.compiled_flops`)."""
   batch = jax.tree.map(lambda x: x[:batch_size], data)
-  return timing.flops_of(jax.value_and_grad(task.loss_fn), params, batch, key=key)
+  compiled = jax.jit(jax.value_and_grad(task.loss_fn)).lower(params, batch).compile()
+  return timing.compiled_flops(compiled), timing.compiled_flops(compiled, "bytes accessed")
 
 
 def sgld_throughput(config, *, batch_size: int, num_chains: int, num_draws: int,
@@ -95,8 +92,7 @@ def sgld_throughput(config, *, batch_size: int, num_chains: int, num_draws: int,
     return sgld.run_chains(task.loss_fn, params, data, keys, num_draws=num_draws, **kwargs).loss
 
   seconds, _ = time_compiled(run, (params, data, keys), repeats)
-  step_flops = gradient_flops(task, params, data, batch_size)
-  step_bytes = gradient_flops(task, params, data, batch_size, key="bytes accessed")
+  step_flops, step_bytes = gradient_costs(task, params, data, batch_size)
   flops = num_chains * num_draws * step_flops
   return {"benchmark": "sgld", "batch_size": batch_size, "num_chains": num_chains,
           "mflops_per_chain_step": step_flops / 1e6,
@@ -123,7 +119,7 @@ def sweep_throughput(config, *, num_checkpoints: int, batch_size: int, num_chain
                           num_examples=settings.num_sampling_examples, params=params)
   seconds = timing.median_seconds(call, repeats)
   chain_steps = group * num_chains * num_draws
-  flops = chain_steps * gradient_flops(task, params, data, batch_size)
+  flops = chain_steps * gradient_costs(task, params, data, batch_size)[0]
   return {"benchmark": "sweep", "num_checkpoints": group, "num_chains": num_chains,
           "num_draws": num_draws, "batch_size": batch_size, "mesh": dict(mesh.shape),
           "chain_steps_per_s": chain_steps / seconds,
@@ -225,16 +221,14 @@ def run(command: str, config, *, batch_size: int, num_chains: int, num_draws: in
 def _run(command, config, *, batch_size, num_chains, num_draws, num_checkpoints, chain_map,
          train_steps, repeats, ed_steps, ed_dim, hessian_sequences, hessian_probes, num_nulls,
          ed_scores, restrictions, restriction_map, max_params, budget, max_budget, min_params,
-         preconditioner,
-         matmul_dtype):
+         preconditioner, matmul_dtype):
   if command == "peak":
     return peak_lib.peak(repeats=repeats)
   if command == "forms":
     return forms_benchmark(config, ed_scores, num_nulls=num_nulls)
   if command == "groundtruth":
     return groundtruth_benchmark(max_params=max_params, budget=budget, max_budget=max_budget,
-                                 min_params=min_params,
-                                 preconditioner=preconditioner)
+                                 min_params=min_params, preconditioner=preconditioner)
   sizes = dict(batch_size=batch_size, num_chains=num_chains, num_draws=num_draws)
   if command == "profile":
     return [profile.sgld_step_profile(config, **sizes, repeats=repeats, matmul_dtype=matmul_dtype),
@@ -267,13 +261,14 @@ def _run(command, config, *, batch_size, num_chains, num_draws, num_checkpoints,
 def groundtruth_benchmark(*, max_params: int, budget: int, max_budget: int = 0,
                           min_params: int = 0, preconditioner: str = "none"):
   """The deep-linear-network ladder (:mod:`jaxdev.groundtruth.ladder`) from ``min_params`` to
-  ``max_params`` parameters: one dict per model as it finishes, with the machine. ``max_budget`` 0: 16 ×
-  ``budget``."""
+  ``max_params`` parameters: one dict per model as it finishes, with the machine.
+  ``max_budget`` 0: 16 × ``budget``; ``preconditioner`` a name of
+  :data:`jaxdev.groundtruth.ladder.PRECONDITIONERS`."""
   from jaxdev.groundtruth import ladder  # pylint: disable=import-outside-toplevel
   info = machine()
   for record in ladder.run_ladder(min_params=min_params, max_params=max_params, budget=budget,
                                   max_budget=max_budget or None,
-                                  preconditioner=ladder.PRECONDITIONERS[preconditioner]):
+                                  preconditioner=preconditioner):
     yield {"benchmark": "groundtruth", **record, **info}
 
 

@@ -41,8 +41,8 @@ def regression_sampling(config, num_examples: int, matmul_dtype: str = "float32"
 
 
 def _per_chain_step(fn, args, repeats: int, count: int) -> float:
-  compiled = jax.jit(fn).lower(*args).compile()
-  return 1e3 * timing.median_seconds(lambda: compiled(*args), repeats) / count
+  """Milliseconds per chain-step of ``fn(*args)``, which runs ``count`` of them."""
+  return 1e3 * timing.time_compiled(fn, args, repeats)[0] / count
 
 
 def sgld_step_profile(config, *, batch_size: int, num_chains: int, num_draws: int,
@@ -128,11 +128,10 @@ def train_step_profile(config, *, num_steps: int = 16, repeats: int = 3) -> dict
   program = costs.training_call(task, config, num_steps=num_steps)
   step_ms = 1e3 * timing.median_seconds(program.call, repeats) / program.length
   params = program.params
-  batches = jnp.stack([jnp.asarray(task.host_batch(s)) for s in range(program.length)]) if (
-      task.host_batch is not None) else None
-  if batches is None:  # regression: batches are drawn inside the step from a key
-    keys = jax.random.split(jax.random.key(0), program.length)
-    batches = jax.vmap(task.train_batch)(keys)
+  if task.host_batch is not None:  # text rows, read on the host
+    batches = jnp.stack([jnp.asarray(task.host_batch(s)) for s in range(program.length)])
+  else:  # regression: batches drawn inside the step from a key
+    batches = jax.vmap(task.train_batch)(jax.random.split(jax.random.key(0), program.length))
   value_and_grad = jax.value_and_grad(task.loss_fn)
 
   def forward(params, batches):

@@ -34,6 +34,12 @@ def median_seconds(fn: Callable[[], object], repeats: int, *, warmup: int = 1,
   return float(np.median(times))
 
 
+def time_compiled(fn, args, repeats: int) -> tuple[float, float]:
+  """(median seconds per call, XLA flops per call) of ``jax.jit(fn)(*args)``, compiled once."""
+  compiled = jax.jit(fn).lower(*args).compile()
+  return median_seconds(lambda: compiled(*args), repeats), compiled_flops(compiled)
+
+
 def compiled_flops(compiled, key: str = "flops") -> float:
   """XLA's flop count of a compiled program (NaN when the backend reports none); with ``key``
   "bytes accessed", the bytes its operations read and write (every operation's operands and
@@ -48,10 +54,9 @@ def compiled_flops(compiled, key: str = "flops") -> float:
   return float(analysis.get(key, float("nan"))) if analysis else float("nan")
 
 
-def flops_of(fn, *args, key: str = "flops") -> float:
-  """XLA's flop count (or another ``key`` of its cost analysis) for one call of
-  ``jax.jit(fn)(*args)`` (see :func:`compiled_flops`)."""
-  return compiled_flops(jax.jit(fn).lower(*args).compile(), key)
+def flops_of(fn, *args) -> float:
+  """XLA's flop count for one call of ``jax.jit(fn)(*args)`` (see :func:`compiled_flops`)."""
+  return compiled_flops(jax.jit(fn).lower(*args).compile())
 
 
 def machine() -> dict:
