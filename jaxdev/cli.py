@@ -20,6 +20,10 @@ from absl import logging
 
 from jaxdev.errors import UserError
 
+_CPU_DEVICES = flags.DEFINE_integer(
+    "cpu_devices", 0, "XLA devices the CPU is split into (0: one per core this process may use; "
+    "ignored when XLA_FLAGS sets --xla_force_host_platform_device_count).", lower_bound=0)
+
 
 def _parse_flags(argv):
   """absl's flag parsing, with a parse error reduced to its last (most specific) line."""
@@ -117,6 +121,36 @@ def _quiet_background_echoes() -> None:
   sys.excepthook, threading.excepthook = excepthook, thread_excepthook
 
 
+def cpu_device_count(requested: int, environ=None) -> int | None:
+  """How many XLA devices the CPU platform should have: ``requested``, or with 0 one per core
+  this process may run on; None when ``environ``'s XLA_FLAGS already set the number (the
+  caller's choice, kept).
+
+  One device per core is what lets the sweep's ("ckpt", "chain") mesh use every core: on the
+  2-core development CPU the paper model's 4 chains at batch 64 ran 1.5-1.9x faster split over
+  two devices than on one (docs/performance.md, "One device per core"). Accelerator backends
+  are unaffected: their devices come first in ``jax.devices()``.
+  """
+  environ = os.environ if environ is None else environ
+  if "xla_force_host_platform_device_count" in environ.get("XLA_FLAGS", ""):
+    return None
+  if requested:
+    return int(requested)
+  try:
+    return len(os.sched_getaffinity(0))
+  except AttributeError:  # not on Linux
+    return os.cpu_count() or 1
+
+
+def use_cpu_devices(requested: int) -> None:
+  """Splits the CPU platform into :func:`cpu_device_count` devices; call before JAX has started
+  a backend (as :func:`run` does, before the script's ``main``)."""
+  count = cpu_device_count(requested)
+  if count is not None:
+    import jax  # pylint: disable=import-outside-toplevel
+    jax.config.update("jax_num_cpu_devices", count)
+
+
 def call(main, argv) -> int | None:
   """``main(argv)`` as a script runs it: its return value (the exit status; None is 0), or 2
   after printing a UserError or an error of the machine (:func:`machine_error`: a full disk, a
@@ -142,7 +176,8 @@ def run(main, *, distributed: bool = False, positional: bool = False) -> int:
   with status 2.
 
   Positional arguments are refused (scripts take flags only) unless ``positional`` (a script
-  with subcommands checks them itself). With ``distributed``, the multi-host runtime is started
+  with subcommands checks them itself). The CPU platform is first split into ``--cpu_devices``
+  devices (:func:`use_cpu_devices`; default one per core). With ``distributed``, the multi-host runtime is started
   first when the environment asks for it (:func:`jaxdev.distributed.maybe_initialize`).
   """
 
@@ -151,6 +186,7 @@ def run(main, *, distributed: bool = False, positional: bool = False) -> int:
     _quiet_background_echoes()
     if len(argv) > 1 and not positional:
       raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    use_cpu_devices(_CPU_DEVICES.value)
     if distributed:
       from jaxdev import distributed as distributed_lib  # pylint: disable=import-outside-toplevel
       distributed_lib.maybe_initialize()

@@ -27,6 +27,19 @@ def test_training_estimate_scales_the_timed_step():
   assert text.startswith("estimate (train): ") and "(60 steps at" in text
 
 
+def test_a_training_step_s_flops_count_every_device():
+  """XLA counts one device's share of a partitioned program: the step's flops on the 8-device
+  data mesh, summed over its devices, are those of the same step on one device plus what every
+  device repeats (the optimizer update of the replicated parameters, the gradient all-reduce):
+  9 % more on this tiny model, not a factor of 8 less."""
+  config = regression_configs.get_config("tiny")
+  task = train.make_task(config)
+  eight = costs.training_call(task, config, num_steps=1)
+  one = costs.training_call(task, config, num_steps=1, devices=jax.devices()[:1])
+  assert eight.mesh.size == 8 and one.mesh.size == 1
+  assert one.step_flops() < eight.step_flops() < 1.15 * one.step_flops()
+
+
 def test_sweep_estimate_counts_groups_and_draws():
   train_config = regression_configs.get_config("tiny")
   settings = llc.SweepSettings.from_config(llc_configs.get_config("tiny").sgld)

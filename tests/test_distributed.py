@@ -163,3 +163,20 @@ def test_two_processes_match_one(tiny_run, run_copy):
   assert len(a["step"]) == len(train.checkpoint_steps(60, 6, 4))
   np.testing.assert_allclose(b["llc_mean"], a["llc_mean"], rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(b["init_loss"], a["init_loss"], rtol=1e-6)
+
+
+def test_scripts_split_the_cpu_into_one_device_per_core(tmp_path):
+  """XLA_FLAGS keeps its own count; otherwise --cpu_devices, and 0 is one device per core; the
+  training script then runs on that many CPU devices (its estimate names them)."""
+  from jaxdev import cli  # pylint: disable=import-outside-toplevel
+  assert cli.cpu_device_count(3, {}) == 3
+  assert cli.cpu_device_count(0, {}) == len(os.sched_getaffinity(0))
+  assert cli.cpu_device_count(3, {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}) is None
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  for count in (1, 2):
+    proc = subprocess.run([a for a in TRAIN if a != "--noestimate"]
+                          + ["--estimate_only", f"--cpu_devices={count}",
+                                   "--workdir", str(tmp_path / f"run{count}")],
+                          capture_output=True, text=True, cwd=REPO, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert f"on {count} × cpu" in proc.stdout, proc.stdout

@@ -175,20 +175,31 @@ def restrictions_throughput(config, *, num_checkpoints: int, batch_size: int, nu
 
 
 def compare_with_devinterp(config, *, batch_size: int, num_chains: int, num_draws: int,
-                           chain_map: str = "vmap", repeats: int = 3,
+                           num_checkpoints: int = 2, chain_map: str = "vmap", repeats: int = 3,
                            matmul_dtype: str = "float32") -> dict:
   """devinterp's (float32) and jaxdev's SGLD throughput on the same model, one after the other
-  (jaxdev's dense products in ``matmul_dtype``)."""
+  (jaxdev's dense products in ``matmul_dtype``).
+
+  jaxdev is timed twice: ``jaxdev.sgld.run_chains`` on one device (``speedup``, what
+  ``sgld.estimate_llc`` runs), and, in float32, the sweep's sharded program over every device of
+  this process with ``num_checkpoints`` checkpoints per call (``sweep_speedup``, what
+  ``scripts/llc_sweep.py`` runs; the CPU is one device per core in the scripts).
+  """
   from jaxdev.measure import torch_reference  # pylint: disable=import-outside-toplevel
   sizes = dict(batch_size=batch_size, num_chains=num_chains, num_draws=num_draws)
   reference = torch_reference.devinterp_throughput(**sizes)
   ours = sgld_throughput(config, chain_map=chain_map, repeats=repeats,
                          matmul_dtype=matmul_dtype, **sizes)
+  swept = sweep_throughput(config, num_checkpoints=num_checkpoints, repeats=repeats, **sizes)
+  devinterp = reference["chain_steps_per_s"]
   return {"benchmark": "compare", **sizes, "matmul_dtype": matmul_dtype,
-          "devinterp_chain_steps_per_s": reference["chain_steps_per_s"],
+          "devinterp_chain_steps_per_s": devinterp,
           "jaxdev_chain_steps_per_s": ours["chain_steps_per_s"],
           "jaxdev_gflops_per_s": ours["gflops_per_s"],
-          "speedup": ours["chain_steps_per_s"] / reference["chain_steps_per_s"],
+          "speedup": ours["chain_steps_per_s"] / devinterp,
+          "jaxdev_sweep_chain_steps_per_s": swept["chain_steps_per_s"],
+          "sweep_num_checkpoints": swept["num_checkpoints"], "sweep_mesh": swept["mesh"],
+          "sweep_speedup": swept["chain_steps_per_s"] / devinterp,
           "torch": reference["torch"], **machine()}
 
 
@@ -246,7 +257,8 @@ def _run(command, config, *, batch_size, num_chains, num_draws, num_checkpoints,
                                    **sizes)
   if command == "compare":
     return compare_with_devinterp(config, chain_map=chain_map, repeats=repeats,
-                                  matmul_dtype=matmul_dtype, **sizes)
+                                  num_checkpoints=num_checkpoints, matmul_dtype=matmul_dtype,
+                                  **sizes)
   if command == "devinterp":
     from jaxdev.measure import torch_reference  # pylint: disable=import-outside-toplevel
     return torch_reference.devinterp_throughput(**sizes)

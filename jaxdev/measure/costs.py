@@ -36,7 +36,7 @@ class TrainingCall:
     length: optimizer steps per call.
     mesh: the run's data mesh.
     params: the initial parameters.
-    step_flops: XLA's flop count of one optimizer step.
+    step_flops: XLA's flop count of one optimizer step, on all devices of the mesh together.
   """
   call: Callable[[], jax.Array]
   length: int
@@ -67,7 +67,9 @@ def training_call(task, config, *, num_steps: int, devices=None) -> TrainingCall
 
   def step_flops():
     one = train.host_batch_array(task, range(1), mesh)
-    return timing.compiled_flops(update.lower(state[0], state[1], step, one, 1).compile())
+    # XLA counts the partitioned program of one device: its share of the batch.
+    return mesh.size * timing.compiled_flops(update.lower(state[0], state[1], step, one,
+                                                          1).compile())
 
   return TrainingCall(call, length, mesh, jax.device_get(params), step_flops)
 
