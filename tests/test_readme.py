@@ -61,10 +61,11 @@ def script_commands(text: str) -> list:
 @functools.lru_cache(maxsize=None)
 def script_interface(script: str) -> tuple:
   """({flag: (kind, enum choices or None, default config "file.py:variant" or None)},
-  takes_positional) of ``scripts/<script>``, from its source (absl defines flags at import)."""
-  tree = ast.parse(_read(REPO / "scripts" / script))
+  takes_positional) of ``scripts/<script>``, from its source and that of ``jaxdev/cli.py``, which
+  every script imports (absl defines flags at import)."""
+  trees = [ast.parse(_read(REPO / "scripts" / script)), ast.parse(_read(REPO / "jaxdev" / "cli.py"))]
   defined, positional = {}, False
-  for node in ast.walk(tree):
+  for node in (node for tree in trees for node in ast.walk(tree)):
     if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
       continue
     if node.func.attr == "run" and any(k.arg == "positional" and getattr(k.value, "value", False)
