@@ -177,8 +177,9 @@ def run(main, *, distributed: bool = False, positional: bool = False) -> int:
 
   Positional arguments are refused (scripts take flags only) unless ``positional`` (a script
   with subcommands checks them itself). The CPU platform is first split into ``--cpu_devices``
-  devices (:func:`use_cpu_devices`; default one per core). With ``distributed``, the multi-host runtime is started
-  first when the environment asks for it (:func:`jaxdev.distributed.maybe_initialize`).
+  devices (:func:`use_cpu_devices`; default one per core). With ``distributed``, the multi-host
+  runtime is then started when the environment asks for it
+  (:func:`jaxdev.distributed.maybe_initialize`).
   """
 
   def wrapped(argv):
