@@ -8,13 +8,16 @@
       --form_nulls 100 --reference tests/data/authors-lr-seed0 --page docs/reproduction.md
   python scripts/export_run.py --workdir runs/lr-seed0 --add_checks paper_positions \
       --out docs/reproduction/lr-seed0 --reference tests/data/authors-lr-seed0
+  python scripts/export_run.py --workdir runs/lr-seed0 --merge_checks paper_cpu_5k \
+      --out docs/reproduction/lr-seed0 --reference tests/data/authors-lr-seed0
 
 Stages and forms are recomputed from the written files (jaxdev.report.artifacts), so the
 published directory can be re-analysed on its own. Without --workdir, --out is a directory
 published before: with --form_detector its forms are found again from its files (and null
 paths), and its comparison with --reference is rewritten from its files alone. With
---add_checks, only those sweeps of --workdir are added to --out (llc_NAME.csv). With
---page, the page's quoted tables (``<!-- quoted from PATH, section "TITLE" -->`` …
+--add_checks, only those sweeps of --workdir are added to --out (llc_NAME.csv); with
+--merge_checks, they are added to what --out has of them (a sweep run in parts on machines that
+did not keep each other's records), and each checkpoint both hold is printed. With --page, the page's quoted tables (``<!-- quoted from PATH, section "TITLE" -->`` …
 ``<!-- end of quote -->``) are then refilled from the comparison files they name; the rest of
 the page is left to its author.
 """
@@ -39,6 +42,9 @@ _CHECKS = flags.DEFINE_list("check_sweeps", [], "Other sweeps to publish beside 
                             "paper_check), with their LLC after their first draws.")
 _ADD = flags.DEFINE_list("add_checks", [], "With --workdir: only add these sweeps of the run "
                          "to --out (llc_NAME.csv), keeping the rest of --out.")
+_MERGE = flags.DEFINE_list("merge_checks", [], "With --workdir: add these sweeps' records to "
+                           "--out's llc_NAME.csv, keeping its rows at the checkpoints the run "
+                           "has no record of (one sweep run in parts on several machines).")
 _DETECTOR = flags.DEFINE_enum("form_detector", None, ["vertices", "turns"], "Without --workdir: "
                               "find --out's forms again with this detector.")
 _NULLS = flags.DEFINE_integer("form_nulls", 0, "With --form_detector turns: null paths per null "
@@ -55,12 +61,17 @@ def main(_):
   from jaxdev.report import artifacts, compare, page
   if _PAGE.value and not os.path.isfile(_PAGE.value):
     raise errors.UserError(f"--page {_PAGE.value} is not a file")
-  if _ADD.value and not _WORKDIR.value:
-    raise errors.UserError("--add_checks needs --workdir")
+  if (_ADD.value or _MERGE.value) and not _WORKDIR.value:
+    raise errors.UserError("--add_checks and --merge_checks need --workdir")
   if _WORKDIR.value and _DETECTOR.value:
     raise errors.UserError("--form_detector re-analyses a published --out: omit --workdir")
-  if _WORKDIR.value and _ADD.value:
+  if _WORKDIR.value and (_ADD.value or _MERGE.value):
     written = [artifacts.export_check(_WORKDIR.value, _OUT.value, name) for name in _ADD.value]
+    for name in _MERGE.value:
+      path, overlap = artifacts.merge_check(_WORKDIR.value, _OUT.value, name)
+      written.append(path)
+      for step, before, now in overlap:
+        print(f"{name} at step {step:,}: published {before:.4f}, the run's record {now:.4f}")
     if _REFERENCE.value:
       written += compare.write_comparison(_OUT.value, _REFERENCE.value)
   elif _WORKDIR.value:

@@ -318,6 +318,62 @@ def test_check_sweeps_are_published_with_their_llc_after_their_first_draws(tmp_p
     artifacts.export_run(str(run), str(tmp_path / "other"), reference_dir=str(tmp_path / "nope"))
 
 
+def test_a_check_sweep_run_in_parts_is_merged_into_its_published_table(tmp_path):
+  run = _fake_run(tmp_path)
+  check = run / "llc" / "check"
+  check.mkdir()
+  rng = np.random.default_rng(2)
+  for step in (1, 1000):
+    trace = 2.0 + rng.normal(0, 0.1, (4, 600))
+    per_chain = 10.0 * (trace.mean(axis=1) - 1.5)
+    np.savez(check / f"step_{step:08d}.npz", step=step, llc_mean=per_chain.mean(),
+             llc_std=per_chain.std(ddof=1), num_failed=0, llc_per_chain=per_chain,
+             loss_trace=trace, init_loss=1.5, nbeta=10.0)
+  out = tmp_path / "published"
+  out.mkdir()
+  part = {"step": [1, 10, 5000], "num_draws": [600] * 3, "llc_mean": [4.0, 7.0, 9.0],
+          "llc_std": [0.5, 0.6, 0.7], "num_chains": [4, 4, 3]}
+  files.write_csv(str(out / "llc_check.csv"), part)
+  mine = artifacts._check_csv(rundir.RunDir(str(run)), "check", (300,))  # pylint: disable=protected-access
+  path, overlap = artifacts.merge_check(str(run), str(out), "check", draw_points=(300,))
+  table = files.read_csv(path)
+  assert list(table["step"]) == [1, 10, 1000, 5000]
+  assert list(table["num_chains"]) == [4, 4, 4, 3] and table["num_chains"].dtype == np.int64
+  np.testing.assert_array_equal(table["llc_mean"], [mine["llc_mean"][0], 7.0,
+                                                    mine["llc_mean"][1], 9.0])
+  np.testing.assert_array_equal(np.isnan(table["llc_mean_first_300"]), [False, True, False, True])
+  assert overlap == [(1, 4.0, mine["llc_mean"][0])]
+  # Merging again changes nothing: the run's rows replace themselves.
+  before = (out / "llc_check.csv").read_text()
+  assert artifacts.merge_check(str(run), str(out), "check", draw_points=(300,))[1] == [
+      (1, mine["llc_mean"][0], mine["llc_mean"][0]), (1000, mine["llc_mean"][1],
+                                                      mine["llc_mean"][1])]
+  assert (out / "llc_check.csv").read_text() == before
+
+  # Another sweep published under the name is refused, and the file left as it was.
+  files.write_csv(str(out / "llc_check.csv"), dict(part, num_draws=[5000] * 3))
+  before = (out / "llc_check.csv").read_text()
+  with pytest.raises(errors.UserError, match=r"different num_draws \(\[600, 5000\]\)"):
+    artifacts.merge_check(str(run), str(out), "check")
+  assert (out / "llc_check.csv").read_text() == before
+  with pytest.raises(errors.UserError, match="published check table lacks num_chains"):
+    artifacts.merge_check_tables({n: v for n, v in part.items() if n != "num_chains"}, mine)
+
+  files.write_csv(str(out / "llc_check.csv"), part)
+  script = os.path.join(REPO, "scripts", "export_run.py")
+  proc = subprocess.run([sys.executable, script, "--workdir", str(run), "--out", str(out),
+                         "--merge_checks", "check"], capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr
+  assert f"check at step 1: published 4.0000, the run's record {mine['llc_mean'][0]:.4f}" in (
+      proc.stdout)
+  assert list(files.read_csv(path)["step"]) == [1, 10, 1000, 5000]
+  proc = subprocess.run([sys.executable, script, "--out", str(out), "--merge_checks", "check"],
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines() == [
+      "error: --add_checks and --merge_checks need --workdir"]
+
+
 def test_a_failed_checkpoint_is_excluded_for_the_same_reason_after_export(tmp_path):
   run = _fake_run(tmp_path)
   path = sorted((run / "llc" / "default").glob("step_*.npz"))[10]

@@ -159,6 +159,27 @@ def test_difference_table_pairs_matching_checkpoints_by_range(tmp_path):
   assert int(middle[0]) == int(np.sum((steps >= 10_000) & (steps < 100_000))) - 1
   assert middle[2:4] == ["5.0", "5.0"] and middle[4].startswith("+")
   assert rows["100,000–500,000"][:2] == ["0", "–"]  # nothing past the run's end
+  main = compare.difference_table(str(tmp_path), AUTHORS)
+  os.rename(tmp_path / files.LLC_CSV, tmp_path / files.check_csv("check"))
+  assert compare.difference_table(str(tmp_path), AUTHORS, check="check") == main
+
+
+def test_reduction_summary_pairs_the_main_sweep_with_the_check_at_equal_steps(tmp_path):
+  steps = np.array([0, 500, 2_000, 5_000, 20_000, 50_000, 200_000])
+  check = 100.0 + np.arange(steps.size)
+  files.write_csv(str(tmp_path / files.check_csv("check")), {
+      "step": steps, "num_draws": [5000] * steps.size, "llc_mean": check,
+      "llc_std": np.ones(steps.size), "num_chains": [4] * steps.size})
+  main = check + np.where(steps < 10_000, 2.0, -20.0)
+  main[4] = np.nan  # a failed checkpoint of the main sweep: not paired
+  files.write_csv(str(tmp_path / files.LLC_CSV), {
+      "step": np.append(steps[:-1], 300_000),  # the main sweep lacks 200,000 (has 300,000)
+      "llc_mean": np.append(main[:-1], 1.0), "llc_std": np.ones(steps.size)})
+  rows = {r[0]: r[1:] for r in _rows(compare.reduction_summary_table(str(tmp_path), "check"))}
+  assert rows["0–999"][:4] == ["2", "2.0", "2.0", "2.0"]
+  assert rows["1,000–9,999"] == ["2", "2.0", "2.0", "2.0", "+2.0 %"]  # 2 / 102, 2 / 103
+  assert rows["10,000–99,999"][:4] == ["1", "20.0", "20.0", "-20.0"]
+  assert rows["100,000–500,000"][:2] == ["0", "–"]
 
 
 def test_forms_table_lists_every_form_only_when_some_match_no_paper_form(tmp_path):

@@ -90,15 +90,76 @@ def export_check(workdir: str, out_dir: str, name: str,
   Raises:
     UserError: no such run, or the sweep has no results.
   """
+  return _write_check(workdir, out_dir, name, draw_points, merge=False)[0]
+
+
+def _write_check(workdir, out_dir, name, draw_points, *, merge):
   run = rundir.RunDir(workdir)
   if not run.exists:
     run.require_run()
   table = _check_csv(run, name, draw_points)
+  published = files.read_csv_if_present(out_dir, files.check_csv(name)) if merge else None
+  overlap = []
+  if published is not None:
+    table, overlap = merge_check_tables(published, table)
   rundir.check_writable(out_dir)
   rundir.makedirs(out_dir)
   path = os.path.join(out_dir, files.check_csv(name))
   files.write_csv(path, table)
-  return path
+  return path, overlap
+
+
+_CHECK_COLUMNS = ("step", "num_draws", "llc_mean", "llc_std", "num_chains")
+
+
+def merge_check_tables(published: dict, new: dict) -> tuple[dict, list]:
+  """One check sweep's table (the columns of :func:`export_run`'s ``llc_NAME.csv``) from two
+  parts of it: every row of ``new`` and the rows of ``published`` at the steps ``new`` lacks, in
+  order of step. This is how a sweep run in parts, on machines that did not keep each other's
+  records, is published as one table.
+
+  Both must hold step, num_draws, llc_mean, llc_std and num_chains, and every row of both the
+  same num_draws (one sweep, not two sweeps of one name). A column only one part has (a draw
+  point its records allowed, per-position LLCs) is NaN in the rows of the other.
+
+  Returns ``(table, overlap)``: ``overlap`` lists ``(step, published llc_mean, new llc_mean)``
+  at each step both hold, where ``new``'s row is kept; the same checkpoints, chains and draws
+  give the same value there up to the order of float sums.
+
+  Raises:
+    UserError: a part lacks a required column, or the parts' num_draws differ.
+  """
+  for label, table in (("published", published), ("new", new)):
+    missing = [c for c in _CHECK_COLUMNS if c not in table]
+    if missing:
+      raise errors.UserError(f"the {label} check table lacks {', '.join(missing)}")
+  draws = {int(d) for d in np.concatenate([published["num_draws"], new["num_draws"]])}
+  if len(draws) > 1:
+    raise errors.UserError(f"the two parts have different num_draws ({sorted(draws)}): not "
+                           "one sweep")
+  rows = {int(s): (new, i) for i, s in enumerate(new["step"])}
+  overlap = [(int(s), float(published["llc_mean"][i]), float(new["llc_mean"][rows[int(s)][1]]))
+             for i, s in enumerate(published["step"]) if int(s) in rows]
+  for i, s in enumerate(published["step"]):
+    rows.setdefault(int(s), (published, i))
+  names = list(new) + [n for n in published if n not in new]
+  order = sorted(rows)
+  merged = {n: [rows[s][0][n][rows[s][1]] if n in rows[s][0] else np.nan for s in order]
+            for n in names}
+  return merged, overlap
+
+
+def merge_check(workdir: str, out_dir: str, name: str,
+                draw_points=(300, 500, 1000, 2000)) -> tuple[str, list]:
+  """:func:`export_check`, keeping the rows of ``out_dir``'s ``llc_NAME.csv`` at the checkpoints
+  the run has no record of (:func:`merge_check_tables`; with no such file, the run's alone).
+  Returns ``(path, overlap)``.
+
+  Raises:
+    UserError: no such run, the sweep has no results, or the published table is of another
+      sweep (:func:`merge_check_tables`).
+  """
+  return _write_check(workdir, out_dir, name, draw_points, merge=True)
 
 
 def export_run(workdir: str, out_dir: str, *, sweep: str = "default", num_components: int = 16,

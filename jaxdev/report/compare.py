@@ -77,8 +77,10 @@ DIFFERENCE_RANGES = ((0, 1_000), (1_000, 10_000), (10_000, 100_000), (100_000, 5
 PAIR_TOLERANCE = 0.01  # checkpoints of two runs are compared when within 1 step or 1 %
 
 
-def difference_table(run_dir: str, reference_dir: str, ranges=DIFFERENCE_RANGES) -> str | None:
-  """The run's LLC minus the reference's at every pair of matching checkpoints, by step range.
+def difference_table(run_dir: str, reference_dir: str, ranges=DIFFERENCE_RANGES, *,
+                     check: str | None = None) -> str | None:
+  """The run's LLC (with ``check``, that check sweep's) minus the reference's at every pair of
+  matching checkpoints, by step range.
 
   A run's checkpoint is paired with the reference's nearest in ln(step + 1) when they are at most
   one step or :data:`PAIR_TOLERANCE` of the step apart (the authors' checkpoint steps are this
@@ -86,7 +88,8 @@ def difference_table(run_dir: str, reference_dir: str, ranges=DIFFERENCE_RANGES)
   difference, the median difference and the median difference relative to the reference LLC.
   None without a reference curve.
   """
-  ours = files.read_csv(os.path.join(run_dir, files.LLC_CSV))
+  name = files.LLC_CSV if check is None else files.check_csv(check)
+  ours = files.read_csv(os.path.join(run_dir, name))
   ref = files.read_csv_if_present(reference_dir, "llc.csv")
   if ref is None:
     return None
@@ -96,6 +99,26 @@ def difference_table(run_dir: str, reference_dir: str, ranges=DIFFERENCE_RANGES)
     gap = abs(ref["step"][j] - step)
     if gap <= max(1.0, PAIR_TOLERANCE * step) and np.isfinite(value):
       pairs.append((step, value - ref["llc_mean"][j], ref["llc_mean"][j]))
+  return _range_table(pairs, ranges, "reference")
+
+
+def reduction_summary_table(run_dir: str, check: str, ranges=DIFFERENCE_RANGES) -> str:
+  """The main sweep's LLC minus check sweep ``check``'s at every checkpoint both hold (the same
+  step, both finite), by step range, in :func:`difference_table`'s columns (relative to the
+  check's LLC): what the main sweep's cheaper sampler costs, in one row per range."""
+  ours = files.read_csv(os.path.join(run_dir, files.LLC_CSV))
+  table = files.read_csv(os.path.join(run_dir, files.check_csv(check)))
+  index = {int(s): i for i, s in enumerate(ours["step"])}
+  pairs = []
+  for step, value in zip(table["step"], table["llc_mean"]):
+    mine = ours["llc_mean"][index[int(step)]] if int(step) in index else np.nan
+    if np.isfinite(mine) and np.isfinite(value):
+      pairs.append((step, mine - value, value))
+  return _range_table(pairs, ranges, check)
+
+
+def _range_table(pairs, ranges, against: str) -> str:
+  """Rows per step range of (step, difference, value it is relative to) pairs."""
   rows = []
   for low, high in ranges:
     sel = [(d, r) for s, d, r in pairs if low <= s < high]
@@ -108,7 +131,7 @@ def difference_table(run_dir: str, reference_dir: str, ranges=DIFFERENCE_RANGES)
                  _fmt(np.max(np.abs(d))), _fmt(np.median(d)),
                  "–" if not rel.size else f"{100 * np.median(rel):+.1f} %"])
   header = ["steps", "checkpoints", "median abs. Δ", "largest abs. Δ", "median Δ",
-            "median Δ / reference"]
+            f"median Δ / {against}"]
   return _table(header, rows)
 
 
@@ -448,6 +471,10 @@ def comparison_markdown(run_dir: str, reference_dir: str) -> str:
   for name in checks:
     table = check_stages_table(run_dir, reference_dir, name)
     if table is not None:
+      parts.append((f"The main sweep minus {name}, by step range",
+                     reduction_summary_table(run_dir, name)))
+      parts.append((f"{name} minus the reference's, all matching checkpoints",
+                     difference_table(run_dir, reference_dir, check=name)))
       parts.append((f"Stage boundaries of {name} alone", table))
   parts += [("Essential-dynamics forms", forms_table(run_dir)),
             ("Loss per position at the end", position_loss_table(run_dir, reference_dir)),
