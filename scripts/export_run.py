@@ -70,8 +70,12 @@ def main(_):
     for name in _MERGE.value:
       path, overlap = artifacts.merge_check(_WORKDIR.value, _OUT.value, name)
       written.append(path)
+      same = sum(before == now for _, before, now in overlap)
+      print(f"{name}: checkpoints both published and in the run: {len(overlap)}, with the same "
+            f"LLC: {same}")
       for step, before, now in overlap:
-        print(f"{name} at step {step:,}: published {before:.4f}, the run's record {now:.4f}")
+        if before != now:
+          print(f"{name} at step {step:,}: published {before:.4f}, the run's record {now:.4f}")
     if _REFERENCE.value:
       written += compare.write_comparison(_OUT.value, _REFERENCE.value)
   elif _WORKDIR.value:
