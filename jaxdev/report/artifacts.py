@@ -123,8 +123,9 @@ def merge_check_tables(published: dict, new: dict) -> tuple[dict, list]:
   point its records allowed, per-position LLCs) is NaN in the rows of the other.
 
   Returns ``(table, overlap)``: ``overlap`` lists ``(step, published llc_mean, new llc_mean)``
-  at each step both hold, where ``new``'s row is kept; the same checkpoints, chains and draws
-  give the same value there up to the order of float sums.
+  at each step both hold, where ``new``'s row is kept. The same weights and chains give the same
+  value but for float rounding; a checkpoint trained again on another machine differs in its
+  last bits, and its LLC within the chains' noise.
 
   Raises:
     UserError: a part lacks a required column, or the parts' num_draws differ.
