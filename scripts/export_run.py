@@ -17,9 +17,10 @@ published before: with --form_detector its forms are found again from its files 
 paths), and its comparison with --reference is rewritten from its files alone. With
 --add_checks, only those sweeps of --workdir are added to --out (llc_NAME.csv); with
 --merge_checks, they are added to what --out has of them (a sweep run in parts on machines that
-did not keep each other's records), and each checkpoint both hold is printed. With --page, the page's quoted tables (``<!-- quoted from PATH, section "TITLE" -->`` …
-``<!-- end of quote -->``) are then refilled from the comparison files they name; the rest of
-the page is left to its author.
+did not keep each other's records), printing how many checkpoints both hold and each of those
+whose LLC differs. With --page, the page's quoted tables (``<!-- quoted from PATH, section
+"TITLE" -->`` … ``<!-- end of quote -->``) are then refilled from the comparison files they
+name; the rest of the page is left to its author.
 """
 
 import os
